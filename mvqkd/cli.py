@@ -1,0 +1,57 @@
+"""The ``mvqkd`` command: a thin dispatcher over the library.
+
+Each layer owns a ``commands`` module exposing ``register(subparsers)``, which
+adds its sub-commands and sets ``func`` to a handler taking the parsed
+``argparse.Namespace``. Command modules import nothing heavy at module level
+(torch, lhotse, transformers are imported inside the handlers) so that
+``mvqkd --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+COMMAND_MODULES = [
+    "mvqkd.data.commands",
+    "mvqkd.teacher.commands",
+    "mvqkd.quantizer.commands",
+    "mvqkd.indexes.commands",
+    "mvqkd.student.commands",
+    "mvqkd.decode.commands",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mvqkd",
+        description=(
+            "MVQ-KD toolkit: synthesise or prepare a corpus, extract teacher codebook "
+            "indexes, train a transducer student that predicts them, decode and score."
+        ),
+    )
+    parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s [%(name)s] %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    rc = args.func(args)
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

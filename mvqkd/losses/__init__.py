@@ -1,0 +1,1 @@
+"""mvqkd.losses"""

@@ -1,0 +1,1 @@
+"""mvqkd.student"""

@@ -1,0 +1,5 @@
+"""Placeholder: replaced by the layer's real commands."""
+
+
+def register(subparsers):
+    return None
