@@ -1,0 +1,261 @@
+"""Training data pipeline: validate and filter cuts, collate batches for the student.
+
+Two steps:
+
+1. :func:`prepare_training_cuts` makes one pass over a CutSet before training. It
+   drops (and counts, in the log) cuts with an empty transcript and cuts with more
+   BPE tokens than encoder frames, and, while distilling, checks every cut's
+   codebook indexes: a cut without indexes is an error naming the cut (or skipped
+   with a count when ``skip_missing_indexes``), an index frame count that differs
+   from ``round(duration / 0.02)`` by more than one frame is an error naming the cut,
+   and the ``codebook_indexes_info`` of every cut must agree on the quantizer id and
+   the number of codebooks with each other and with the expected values, when given.
+2. :class:`KDDataset` turns a CutSet mini-batch (as yielded by a lhotse sampler)
+   into padded tensors (see its docstring for the shapes).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+TEACHER_FRAME_SHIFT = 0.02
+IGNORE_INDEX = -100
+KD_MODES = ("none", "mvq", "l1", "l2", "cosine")
+
+
+def encoder_frames(num_feature_frames):
+    """Number of encoder frames after 4x subsampling of ``num_feature_frames`` fbank frames.
+
+    Uses the model's own formula when ``mvqkd.student`` exports one, else the
+    Conv2d-subsampling formula ``((T - 7) // 2 + 1) // 2``.
+    """
+    try:  # the student layer owns the formula
+        from mvqkd.student import subsampled_lengths  # type: ignore
+
+        return subsampled_lengths(num_feature_frames)
+    except ImportError:
+        return ((num_feature_frames - 7) // 2 + 1) // 2
+
+
+def load_tokenizer(bpe_model: str | Path):
+    """Load the sentencepiece model at ``bpe_model`` (via ``mvqkd.data.tokenizer`` when present)."""
+    path = Path(bpe_model)
+    if not path.is_file():
+        raise FileNotFoundError(f"--bpe-model: no sentencepiece model at {path}")
+    try:
+        from mvqkd.data.tokenizer import load_bpe
+    except ImportError:
+        import sentencepiece as spm
+
+        return spm.SentencePieceProcessor(model_file=str(path))
+    return load_bpe(path)
+
+
+def cut_text(cut) -> str:
+    """The transcript of a cut: its supervisions' texts joined by spaces (stripped)."""
+    return " ".join((s.text or "").strip() for s in cut.supervisions).strip()
+
+
+def expected_teacher_frames(duration: float) -> int:
+    """Teacher frames for a cut of ``duration`` seconds at 50 Hz (FORMATS.md rule)."""
+    return int(round(duration / TEACHER_FRAME_SHIFT))
+
+
+def kd_field(kd: str) -> str | None:
+    """The cut custom field a KD mode reads: indexes for mvq, float embeddings for l1/l2/cosine."""
+    if kd not in KD_MODES:
+        raise ValueError(f"--kd must be one of {KD_MODES}, got {kd!r}")
+    return {"none": None, "mvq": "codebook_indexes"}.get(kd, "teacher_embeddings")
+
+
+@dataclass
+class FilterStats:
+    """Counts from :func:`prepare_training_cuts`."""
+
+    total: int = 0
+    kept: int = 0
+    dropped: Counter = field(default_factory=Counter)
+    index_info: dict | None = None
+
+    def summary(self) -> str:
+        parts = ", ".join(f"{k}: {v}" for k, v in sorted(self.dropped.items())) or "none"
+        return f"kept {self.kept} of {self.total} cuts; dropped {parts}"
+
+
+def _check_index_info(cut, info, expected, stats):
+    """Check ``codebook_indexes_info`` of one cut against the expected/first-seen values."""
+    if info is None:
+        raise ValueError(f"cut {cut.id}: has codebook_indexes but no codebook_indexes_info")
+    for key in ("quantizer_id", "num_codebooks"):
+        want = expected.get(key)
+        got = info.get(key)
+        if want is not None and str(got) != str(want):
+            raise ValueError(
+                f"cut {cut.id}: codebook_indexes_info {key}={got!r} does not match the "
+                f"configuration ({key}={want!r}). Re-extract the indexes with the right "
+                "quantizer or fix --quantizer-id / --num-codebooks."
+            )
+    if stats.index_info is None:
+        stats.index_info = dict(info)
+        # From now on every cut must agree with the first one (mixed ids are refused).
+        for key in ("quantizer_id", "num_codebooks"):
+            expected.setdefault(key, None)
+            if expected[key] is None:
+                expected[key] = info.get(key)
+
+
+def prepare_training_cuts(
+    cuts,
+    sp,
+    kd: str = "none",
+    skip_missing_indexes: bool = False,
+    quantizer_id: str | None = None,
+    num_codebooks: int | None = None,
+    name: str = "train",
+):
+    """Validate and filter ``cuts`` for training; returns ``(eager CutSet, FilterStats)``.
+
+    Args:
+        cuts: lhotse CutSet (lazy or eager).
+        sp: sentencepiece processor (tokens are counted with ``sp.encode(text)``).
+        kd: ``none|mvq|l1|l2|cosine``; ``mvq`` requires ``codebook_indexes`` on every cut,
+            ``l1|l2|cosine`` require ``teacher_embeddings``.
+        skip_missing_indexes: skip (and count) cuts without the KD field instead of failing.
+        quantizer_id, num_codebooks: expected ``codebook_indexes_info`` values; when None the
+            values of the first cut are recorded and every other cut must match them.
+        name: used in log lines.
+
+    Raises:
+        ValueError: naming the cut, for a missing KD field (without ``skip_missing_indexes``),
+            a frame count off by more than one teacher frame, or an info mismatch.
+    """
+    from lhotse import CutSet
+
+    fld = kd_field(kd)
+    expected = {"quantizer_id": quantizer_id, "num_codebooks": num_codebooks}
+    stats = FilterStats()
+    kept = []
+    for cut in cuts:
+        stats.total += 1
+        text = cut_text(cut)
+        if not text:
+            stats.dropped["empty transcript"] += 1
+            continue
+        num_frames = cut.num_frames if cut.has_features else int(round(cut.duration * 100))
+        if len(sp.encode(text, out_type=int)) > int(encoder_frames(num_frames)):
+            stats.dropped["more tokens than encoder frames"] += 1
+            continue
+        if fld is not None:
+            arr = cut.custom.get(fld) if cut.custom else None
+            if arr is None:
+                if skip_missing_indexes:
+                    stats.dropped[f"no {fld}"] += 1
+                    continue
+                raise ValueError(
+                    f"cut {cut.id} has no '{fld}' (needed by --kd {kd}); extract them first or "
+                    "pass --skip-missing-indexes to skip such cuts"
+                )
+            want = expected_teacher_frames(cut.duration)
+            have = int(arr.shape[0])
+            if abs(have - want) > 1:
+                raise ValueError(
+                    f"cut {cut.id}: '{fld}' has {have} frames but duration {cut.duration:.3f}s "
+                    f"needs round(duration/0.02) = {want} (off by more than one frame)"
+                )
+            if fld == "codebook_indexes":
+                _check_index_info(cut, cut.custom.get("codebook_indexes_info"), expected, stats)
+        kept.append(cut)
+    stats.kept = len(kept)
+    logger.info("%s cuts: %s", name, stats.summary())
+    if not kept:
+        raise ValueError(f"{name} cuts: nothing left after filtering ({stats.summary()})")
+    return CutSet.from_cuts(kept), stats
+
+
+def _pad_arrays(arrays, pad_value, dtype):
+    """Stack a list of (T_i, D) arrays into (B, max T, D) padded with ``pad_value``, plus lens (B,)."""
+    lens = torch.tensor([a.shape[0] for a in arrays], dtype=torch.long)
+    out = torch.full(
+        (len(arrays), int(lens.max()), arrays[0].shape[1]), pad_value, dtype=dtype
+    )
+    for i, a in enumerate(arrays):
+        out[i, : a.shape[0]] = torch.from_numpy(np.asarray(a)).to(dtype)
+    return out, lens
+
+
+class KDDataset(torch.utils.data.Dataset):
+    """Map-style dataset whose "index" is a CutSet mini-batch from a lhotse sampler.
+
+    ``dataset[cuts]`` returns a dict:
+        - ``features``: (B, T, 80) float fbank (precomputed, or computed on the fly with
+          lhotse's 80-bin ``Fbank`` when ``on_the_fly_feats`` or the cuts have no features);
+        - ``feature_lens``: (B,) long;
+        - ``tokens``: list of B lists of BPE ids;
+        - ``cut_ids``: list of B str;
+        - ``codebook_indexes``: (B, T50, N) long padded with -100 (``kd="mvq"``), else None;
+        - ``teacher_embeddings``: (B, T50, D) float padded with 0 and ``teacher_lens`` (B,)
+          (``kd`` in l1/l2/cosine), else None.
+    Cuts are sorted by decreasing duration.
+    """
+
+    def __init__(self, sp, kd: str = "none", on_the_fly_feats: bool = False):
+        super().__init__()
+        self.sp = sp
+        self.kd = kd
+        self.field = kd_field(kd)
+        self.on_the_fly_feats = on_the_fly_feats
+        self._extractor = None
+
+    def _features(self, cuts):
+        from lhotse.dataset.collation import collate_features
+
+        if not self.on_the_fly_feats and all(c.has_features for c in cuts):
+            return collate_features(cuts)
+        if self._extractor is None:
+            from lhotse import Fbank, FbankConfig
+            from lhotse.dataset.input_strategies import OnTheFlyFeatures
+
+            self._extractor = OnTheFlyFeatures(Fbank(FbankConfig(num_mel_bins=80)))
+        feats, lens = self._extractor(cuts)
+        return feats, lens.long()
+
+    def __getitem__(self, cuts) -> dict:
+        cuts = cuts.sort_by_duration(ascending=False)
+        features, feature_lens = self._features(cuts)
+        batch = {
+            "features": features,
+            "feature_lens": feature_lens.long(),
+            "tokens": [self.sp.encode(cut_text(c), out_type=int) for c in cuts],
+            "cut_ids": [c.id for c in cuts],
+            "codebook_indexes": None,
+            "teacher_embeddings": None,
+            "teacher_lens": None,
+        }
+        if self.field is None:
+            return batch
+        arrays = []
+        for c in cuts:
+            if not c.has_custom(self.field):
+                raise ValueError(f"cut {c.id} has no '{self.field}' (needed by --kd {self.kd})")
+            a = c.load_custom(self.field)
+            if abs(a.shape[0] - expected_teacher_frames(c.duration)) > 1:
+                raise ValueError(
+                    f"cut {c.id}: '{self.field}' has {a.shape[0]} frames, expected "
+                    f"{expected_teacher_frames(c.duration)} (off by more than one frame)"
+                )
+            arrays.append(a)
+        if self.field == "codebook_indexes":
+            batch["codebook_indexes"], _ = _pad_arrays(arrays, IGNORE_INDEX, torch.long)
+        else:
+            batch["teacher_embeddings"], batch["teacher_lens"] = _pad_arrays(
+                arrays, 0.0, torch.float32
+            )
+        return batch

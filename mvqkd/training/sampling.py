@@ -1,0 +1,57 @@
+"""Samplers for training: lhotse ``DynamicBucketingSampler`` plus exact-resume bookkeeping.
+
+A DataLoader with workers pulls batches from the sampler ahead of the training loop
+(prefetching), so ``sampler.state_dict()`` at checkpoint time would describe batches
+not trained on yet. :class:`SnapshotSampler` records the sampler's state right after it
+yields each batch; the training loop pops one snapshot per consumed batch, so the saved
+state resumes exactly after the last batch that was trained on.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import deque
+
+
+def build_sampler(cuts, max_duration: float, shuffle: bool, seed: int, world_size: int,
+                  rank: int, num_buckets: int = 30, drop_last: bool = True):
+    """A lhotse ``DynamicBucketingSampler`` over ``cuts`` (batches of <= ``max_duration`` s).
+
+    ``world_size`` / ``rank`` shard batches across DDP processes (the lhotse equivalent of
+    ``DistributedSampler``); ``drop_last`` keeps every rank at the same number of batches.
+    The number of buckets is capped so that tiny sets still fill them.
+    """
+    from lhotse.dataset import DynamicBucketingSampler
+
+    num_buckets = max(1, min(num_buckets, len(cuts) // 4))
+    return DynamicBucketingSampler(
+        cuts,
+        max_duration=max_duration,
+        shuffle=shuffle,
+        seed=seed,
+        num_buckets=num_buckets,
+        world_size=world_size,
+        rank=rank,
+        drop_last=drop_last,
+    )
+
+
+class SnapshotSampler:
+    """Iterate a lhotse sampler, remembering its state after each yielded batch.
+
+    ``pop_state()`` returns (and forgets) the state after the oldest batch not popped yet:
+    call it once per batch the training loop consumes.
+    """
+
+    def __init__(self, sampler):
+        self.sampler = sampler
+        self._states = deque()
+
+    def __iter__(self):
+        self._states.clear()
+        for batch in self.sampler:
+            self._states.append(copy.deepcopy(self.sampler.state_dict()))
+            yield batch
+
+    def pop_state(self) -> dict:
+        return self._states.popleft()
