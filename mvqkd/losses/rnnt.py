@@ -12,8 +12,11 @@ backward variable beta over *anti-diagonals* of the lattice (``t + u = n``),
 each step vectorised over the batch and the U+1 cells of the diagonal, so the
 Python loop has T + U iterations and builds no autograd graph. The gradient of
 ``log P`` w.r.t. a transition log-prob is the posterior occupancy of that
-transition, ``exp(alpha + logp + beta - logZ)``; autograd carries it back
-through the gather and the log-softmax.
+transition, ``exp(alpha + logp + beta - logZ)``. With the (default) fused
+log-softmax the gradient w.r.t. the logits is then written in a single pass
+(softmax times the cell occupancy, plus the occupancies at the blank and label
+entries), which avoids the several full-size (B, T, U+1, V) temporaries that
+autograd through gather + logsumexp would allocate.
 
 Variable lengths are handled by masking every transition outside a sequence's
 own (T_b, U_b) lattice with -inf and appending a virtual final row t = T_b,
@@ -79,54 +82,91 @@ def _masked_tables(blank_lp, label_lp, logit_lengths, target_lengths):
     return blank, label
 
 
-class _TransducerLogZ(torch.autograd.Function):
-    """log P(y|x) per sequence from blank / label log-prob tables (B, T, U+1)."""
+def _lattice_posteriors(blank_lp, label_lp, logit_lengths, target_lengths):
+    """Forward-backward over anti-diagonals (no autograd graph).
+
+    blank_lp, label_lp: (B, T, U+1) log-probs. Returns ``log_z`` (B,) = log P(y|x)
+    and the posterior occupancies ``post_blank``, ``post_label`` (B, T, U+1) of every
+    transition, which are d log_z / d blank_lp and d log_z / d label_lp.
+    """
+    B, T, U1 = blank_lp.shape
+    blank, label = _masked_tables(blank_lp, label_lp, logit_lengths, target_lengths)
+    bs = _skew(blank)  # (T+U+1, B, U+1)
+    ls = _skew(label)
+    N = bs.shape[0]
+
+    alpha = torch.full_like(bs, NEG_INF)
+    alpha[0, :, 0] = 0.0
+    for n in range(1, N):
+        prev = alpha[n - 1]
+        alpha[n] = torch.logaddexp(prev + bs[n - 1], _shift_right(prev + ls[n - 1]))
+
+    # End state (T_b, U_b) lies on diagonal T_b + U_b at column U_b.
+    end_mask = torch.zeros_like(bs, dtype=torch.bool)
+    end_diag = (logit_lengths + target_lengths).long()
+    end_mask[end_diag, torch.arange(B, device=bs.device), target_lengths.long()] = True
+    beta = torch.full_like(bs, NEG_INF)
+    beta[N - 1] = beta[N - 1].masked_fill(end_mask[N - 1], 0.0)
+    for n in range(N - 2, -1, -1):
+        nxt = beta[n + 1]
+        cur = torch.logaddexp(bs[n] + nxt, ls[n] + _shift_left(nxt))
+        beta[n] = cur.masked_fill(end_mask[n], 0.0)
+
+    log_z = beta[0, :, 0].clone()
+    lz = log_z.view(1, -1, 1)
+    # Blank leaving (t, u) reaches (t+1, u): diagonal n+1, column u.
+    beta_next = torch.cat([beta[1:], torch.full_like(beta[:1], NEG_INF)], 0)
+    post_blank = torch.exp(alpha + bs + beta_next - lz)
+    # Label leaving (t, u) reaches (t, u+1): diagonal n+1, column u+1.
+    post_label = torch.exp(alpha + ls + _shift_left(beta_next) - lz)
+    return log_z, _unskew(post_blank, T + 1)[:, :T], _unskew(post_label, T + 1)[:, :T]
+
+
+class _LogZFromTables(torch.autograd.Function):
+    """log P(y|x) (B,) from blank / label log-prob tables (B, T, U+1)."""
 
     @staticmethod
     def forward(ctx, blank_lp, label_lp, logit_lengths, target_lengths):
-        B, T, U1 = blank_lp.shape
-        blank, label = _masked_tables(blank_lp, label_lp, logit_lengths, target_lengths)
-        bs = _skew(blank)  # (T+U+1, B, U+1)
-        ls = _skew(label)
-        N = bs.shape[0]
-
-        alpha = torch.full_like(bs, NEG_INF)
-        alpha[0, :, 0] = 0.0
-        for n in range(1, N):
-            prev = alpha[n - 1]
-            alpha[n] = torch.logaddexp(prev + bs[n - 1], _shift_right(prev + ls[n - 1]))
-
-        # End state (T_b, U_b) lies on diagonal T_b + U_b at column U_b.
-        end_diag = (logit_lengths + target_lengths).long()
-        end_mask = torch.zeros_like(bs, dtype=torch.bool)
-        end_mask[end_diag, torch.arange(B, device=bs.device), target_lengths.long()] = True
-
-        beta = torch.full_like(bs, NEG_INF)
-        beta[N - 1] = torch.where(end_mask[N - 1], 0.0, NEG_INF)
-        for n in range(N - 2, -1, -1):
-            nxt = beta[n + 1]
-            cur = torch.logaddexp(bs[n] + nxt, ls[n] + _shift_left(nxt))
-            beta[n] = torch.where(end_mask[n], torch.zeros_like(cur), cur)
-
-        log_z = beta[0, :, 0].clone()  # (B,)
-        ctx.save_for_backward(alpha, beta, bs, ls, log_z)
-        ctx.T = T
+        log_z, pb, pl = _lattice_posteriors(blank_lp, label_lp, logit_lengths, target_lengths)
+        ctx.save_for_backward(pb, pl)
         return log_z
 
     @staticmethod
     def backward(ctx, grad_out):
-        alpha, beta, bs, ls, log_z = ctx.saved_tensors
-        T = ctx.T
-        lz = log_z.view(1, -1, 1)
-        # Posterior of the blank leaving (t, u): needs beta at (t+1, u) = diagonal n+1, col u.
-        beta_next = torch.cat([beta[1:], torch.full_like(beta[:1], NEG_INF)], 0)
-        post_blank = torch.exp(alpha + bs + beta_next - lz)
-        # Label leaving (t, u): beta at (t, u+1) = diagonal n+1, col u+1.
-        post_label = torch.exp(alpha + ls + _shift_left(beta_next) - lz)
-        g = grad_out.view(1, -1, 1)
-        g_blank = _unskew(post_blank * g, T + 1)[:, :T]
-        g_label = _unskew(post_label * g, T + 1)[:, :T]
-        return g_blank, g_label, None, None
+        pb, pl = ctx.saved_tensors
+        g = grad_out.view(-1, 1, 1)
+        return pb * g, pl * g, None, None
+
+
+class _LogZFromLogits(torch.autograd.Function):
+    """log P(y|x) (B,) from raw logits (B, T, U+1, V), log-softmax fused.
+
+    The gradient is written in one pass over the logits:
+    ``d/d logit_v = post_blank * [v = blank] + post_label * [v = y_u] - (post_blank + post_label) * softmax_v``.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, targets, logit_lengths, target_lengths, blank):
+        with torch.no_grad():
+            idx = _label_index(logits, targets, blank)
+            lse = torch.logsumexp(logits, dim=-1)  # (B, T, U+1)
+            blank_lp = logits[..., blank] - lse
+            label_lp = logits.gather(-1, idx).squeeze(-1) - lse
+            log_z, pb, pl = _lattice_posteriors(blank_lp, label_lp, logit_lengths, target_lengths)
+        ctx.save_for_backward(logits, lse, idx, pb, pl)
+        ctx.blank = blank
+        return log_z
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        logits, lse, idx, pb, pl = ctx.saved_tensors
+        g = grad_out.view(-1, 1, 1)
+        pb, pl = pb * g, pl * g
+        grad = torch.exp(logits - lse.unsqueeze(-1))
+        grad.mul_(-(pb + pl).unsqueeze(-1))
+        grad[..., ctx.blank] += pb
+        grad.scatter_add_(-1, idx, pl.unsqueeze(-1))
+        return grad, None, None, None, None
 
 
 def _check_inputs(logits, targets, logit_lengths, target_lengths, blank):
@@ -168,18 +208,22 @@ def _reduce(losses: torch.Tensor, reduction: str) -> torch.Tensor:
     raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
+def _label_index(logits, targets, blank):
+    """(B, T, U+1, 1) long index of the label leaving each cell (dummy ``blank`` at u = U)."""
+    B, T, U1, V = logits.shape
+    tgt = torch.nn.functional.pad(targets.long().clamp(0, V - 1), (0, 1), value=blank)  # (B, U+1)
+    return tgt.view(B, 1, U1, 1).expand(B, T, U1, 1)
+
+
 def gather_log_probs(logits, targets, blank=0, fused_log_softmax=True):
-    """Blank and label log-probs of every lattice cell.
+    """Blank and label log-probs of every lattice cell (differentiable via autograd).
 
     logits: (B, T, U+1, V); targets: (B, U). Returns ``(blank_lp, label_lp)``,
     each (B, T, U+1); ``label_lp[..., U]`` is a dummy (no label leaves row U).
     With ``fused_log_softmax=False`` the logits are taken to be log-probs already.
     """
-    B, T, U1, V = logits.shape
-    tgt = torch.nn.functional.pad(targets.long().clamp(0, V - 1), (0, 1), value=blank)  # (B, U+1)
-    idx = tgt.view(B, 1, U1, 1).expand(B, T, U1, 1)
     blank_lp = logits[..., blank]
-    label_lp = logits.gather(-1, idx).squeeze(-1)
+    label_lp = logits.gather(-1, _label_index(logits, targets, blank)).squeeze(-1)
     if fused_log_softmax:
         lse = torch.logsumexp(logits, dim=-1)
         blank_lp = blank_lp - lse
@@ -211,7 +255,11 @@ def rnnt_loss(
       the negative log-likelihood, reduced as asked. Differentiable w.r.t. logits.
     """
     _check_inputs(logits, targets, logit_lengths, target_lengths, blank)
-    blank_lp, label_lp = gather_log_probs(logits, targets, blank, fused_log_softmax)
-    log_z = _TransducerLogZ.apply(blank_lp, label_lp, logit_lengths.to(logits.device),
-                                  target_lengths.to(logits.device))
+    tl = logit_lengths.to(logits.device)
+    ul = target_lengths.to(logits.device)
+    if fused_log_softmax:
+        log_z = _LogZFromLogits.apply(logits, targets, tl, ul, blank)
+    else:
+        blank_lp, label_lp = gather_log_probs(logits, targets, blank, fused_log_softmax=False)
+        log_z = _LogZFromTables.apply(blank_lp, label_lp, tl, ul)
     return _reduce(-log_z, reduction)

@@ -151,3 +151,15 @@ def test_transducer_loss_torch_backend_equals_rnnt_loss():
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="backend"):
         transducer_loss(logits, targets, tl, ul, backend="nope")
+
+
+def test_unfused_log_probs_path_matches_fused():
+    logits, targets, tl, ul = random_case(9)
+    x1 = logits.clone().requires_grad_(True)
+    x2 = logits.clone().requires_grad_(True)
+    a = rnnt_loss(x1, targets, tl, ul, reduction="sum")
+    b = rnnt_loss(torch.log_softmax(x2, -1), targets, tl, ul, reduction="sum", fused_log_softmax=False)
+    torch.testing.assert_close(a, b)
+    a.backward()
+    b.backward()
+    torch.testing.assert_close(x1.grad, x2.grad)
