@@ -1,5 +1,109 @@
-"""Placeholder: replaced by the layer's real commands."""
+"""CLI for the data layer: synth-corpus, download-librispeech, prepare-manifests, compute-fbank, train-bpe."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+logger = logging.getLogger("mvqkd.data")
+
+DEFAULT_PARTS = ["train-clean-100", "dev-clean", "test-clean", "test-other"]
 
 
-def register(subparsers):
-    return None
+def _synth(args) -> int:
+    from mvqkd.data.synth import synth_corpus
+
+    root = synth_corpus(args.out_dir, hours=args.hours, seed=args.seed, num_jobs=args.num_jobs)
+    print(f"Synthetic LibriSpeech corpus ready: {root}")
+    return 0
+
+
+def _download(args) -> int:
+    from lhotse.recipes import download_librispeech
+
+    download_librispeech(args.target_dir, dataset_parts=args.parts)
+    return 0
+
+
+def _manifests(args) -> int:
+    from mvqkd.data.librispeech import CorpusError, prepare_librispeech_manifests
+
+    try:
+        skipped = prepare_librispeech_manifests(args.corpus_dir, args.parts, args.out_dir, strict=args.strict)
+    except CorpusError as e:
+        logger.error("%s", e)
+        return 1
+    total = sum(skipped.values())
+    print(f"Manifests in {args.out_dir}: {len(skipped)} part(s) prepared, {total} bad utterance(s) skipped"
+          + (f" (see {args.out_dir}/bad_utterances_<part>.txt)" if total else ""))
+    return 0
+
+
+def _fbank(args) -> int:
+    from mvqkd.data.features import compute_fbank_for_part
+
+    for part in args.parts:
+        compute_fbank_for_part(args.manifest_dir, args.out_dir, part, num_jobs=args.num_jobs,
+                               speed_perturb=args.speed_perturb and part.startswith("train"))
+    return 0
+
+
+def _bpe(args) -> int:
+    from mvqkd.data.tokenizer import train_bpe, write_transcripts
+
+    texts = write_transcripts(args.manifests, args.out_dir + "/transcript_words.txt")
+    train_bpe(texts, args.out_dir, args.vocab_size)
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "synth-corpus", help="synthesise the embedded espeak-ng corpus in LibriSpeech's layout",
+        description="Synthesise English speech with espeak-ng into DIR/LibriSpeech/<part>/<spk>/<chap>/ "
+        "(16 kHz mono FLAC + <spk>-<chap>.trans.txt). Parts: train-clean-360, train-clean-100, dev-clean, "
+        "test-clean, test-other. Deterministic for --seed; re-running only fills in what is missing.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out-dir", required=True, help="output folder (LibriSpeech/ is created inside)")
+    p.add_argument("--hours", type=float, default=0.1,
+                   help="total audio over all parts (0.1 for tests/CI; 5-20 for the demo and benchmarks)")
+    p.add_argument("--seed", type=int, default=0, help="speaker assignment and sentence order")
+    p.add_argument("--num-jobs", type=int, default=None, help="parallel processes (default: all cores)")
+    p.set_defaults(func=_synth)
+
+    p = subparsers.add_parser("download-librispeech", help="download LibriSpeech parts with lhotse",
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--target-dir", required=True, help="folder that will hold LibriSpeech/")
+    p.add_argument("--parts", nargs="+", default=DEFAULT_PARTS, help="parts to download")
+    p.set_defaults(func=_download)
+
+    p = subparsers.add_parser(
+        "prepare-manifests", help="audit a LibriSpeech-layout corpus and write lhotse manifests",
+        description="Writes OUT/librispeech_{recordings,supervisions}_<part>.jsonl.gz. Bad utterances (empty "
+        "transcript, transcript without audio, audio without transcript, unreadable audio) are skipped with "
+        "a log line, a count and a list in OUT/bad_utterances_<part>.txt, or are an error with --strict.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--corpus-dir", required=True, help="folder holding LibriSpeech/ (or the LibriSpeech folder)")
+    p.add_argument("--parts", nargs="+", default=DEFAULT_PARTS, help="parts to prepare")
+    p.add_argument("--out-dir", required=True, help="manifest folder")
+    p.add_argument("--strict", action="store_true", help="fail on the first bad utterance instead of skipping")
+    p.set_defaults(func=_manifests)
+
+    p = subparsers.add_parser(
+        "compute-fbank", help="80-bin fbank for prepared parts (LilcomChunkyWriter)",
+        description="Writes OUT/librispeech_cuts_<part>.jsonl.gz with features in OUT/feats_<part>/. Cuts whose "
+        "audio fails to decode are listed in OUT/failed_cuts_<part>.txt and counted in the log.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--manifest-dir", required=True, help="folder with the recordings/supervisions manifests")
+    p.add_argument("--out-dir", required=True, help="feature and cut manifest folder")
+    p.add_argument("--parts", nargs="+", default=DEFAULT_PARTS, help="parts to process")
+    p.add_argument("--num-jobs", type=int, default=2, help="parallel processes")
+    p.add_argument("--speed-perturb", action="store_true", help="add 0.9x and 1.1x copies of train parts")
+    p.set_defaults(func=_fbank)
+
+    p = subparsers.add_parser(
+        "train-bpe", help="train a sentencepiece BPE model (icefall conventions: <blk>=0, <sos/eos>=1, <unk>=2)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--manifests", nargs="+", required=True, help="cut or supervision manifests with the texts")
+    p.add_argument("--out-dir", required=True, help="lang folder, e.g. data/lang_bpe_500")
+    p.add_argument("--vocab-size", type=int, default=500, help="number of BPE pieces")
+    p.set_defaults(func=_bpe)

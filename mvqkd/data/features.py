@@ -1,0 +1,98 @@
+"""80-bin log-mel fbank (10 ms shift) for lhotse cuts, stored with ``LilcomChunkyWriter``.
+
+``compute_fbank_for_part`` turns a part's recordings + supervisions into
+``OUT/librispeech_cuts_<part>.jsonl.gz`` with features under ``OUT/feats_<part>/``.
+Cuts are split over ``num_jobs`` processes, each writing its own feature archive.
+A cut whose audio cannot be decoded is logged, counted and listed in
+``OUT/failed_cuts_<part>.txt``; it never crashes the whole part and is never dropped
+silently. The manifest is written to a temporary name and renamed, so an existing
+manifest always means a finished part (re-running is a no-op).
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+NUM_MEL_BINS = 80
+
+
+def fbank_extractor():
+    from lhotse import Fbank, FbankConfig
+
+    return Fbank(FbankConfig(num_mel_bins=NUM_MEL_BINS))
+
+
+def _compute_chunk(args: tuple[list, str]) -> tuple[list, list[tuple[str, str]]]:
+    """Worker: (list of cut dicts, archive path) -> (cut dicts with features, failures)."""
+    import torch
+    from lhotse import CutSet, LilcomChunkyWriter
+
+    torch.set_num_threads(1)
+    cut_dicts, archive = args
+    extractor = fbank_extractor()
+    done, failed = [], []
+    with LilcomChunkyWriter(archive) as writer:
+        for cut in CutSet.from_dicts(cut_dicts):
+            try:
+                done.append(cut.compute_and_store_features(extractor, writer).to_dict())
+            except Exception as e:  # corrupt / truncated audio surfaces here as various types
+                failed.append((cut.id, f"{type(e).__name__}: {e}"))
+    return done, failed
+
+
+def compute_fbank(cuts, out_dir: str | Path, name: str, num_jobs: int = 1):
+    """Compute and store fbank for ``cuts``; returns (CutSet with features, failures list)."""
+    from lhotse import CutSet
+    from tqdm import tqdm
+
+    out_dir = Path(out_dir)
+    feats_dir = out_dir / f"feats_{name}"
+    feats_dir.mkdir(parents=True, exist_ok=True)
+    cut_dicts = [c.to_dict() for c in cuts]
+    num_jobs = max(1, min(num_jobs, len(cut_dicts)))
+    # Many small chunks: a progress bar that moves, and balanced workers.
+    size = max(1, min(200, -(-len(cut_dicts) // num_jobs)))
+    chunks = [(cut_dicts[i:i + size], str(feats_dir / f"feats-{i // size:05d}"))
+              for i in range(0, len(cut_dicts), size)]
+    done, failed = [], []
+    with ProcessPoolExecutor(num_jobs) as pool:
+        bar = tqdm(total=len(cut_dicts), desc=f"fbank {name}", unit="cut")
+        for chunk_done, chunk_failed in pool.map(_compute_chunk, chunks):
+            done += chunk_done
+            failed += chunk_failed
+            bar.update(len(chunk_done) + len(chunk_failed))
+        bar.close()
+    return CutSet.from_dicts(done), failed
+
+
+def compute_fbank_for_part(
+    manifest_dir: str | Path, out_dir: str | Path, part: str, num_jobs: int = 1,
+    speed_perturb: bool = False, prefix: str = "librispeech",
+) -> Path:
+    """Recordings + supervisions of ``part`` -> fbank cut manifest (see module docstring)."""
+    from lhotse import CutSet, load_manifest
+
+    manifest_dir, out_dir = Path(manifest_dir), Path(out_dir)
+    out_path = out_dir / f"{prefix}_cuts_{part}.jsonl.gz"
+    if out_path.exists():
+        logger.info("%s exists, skipping", out_path)
+        return out_path
+    recs = load_manifest(manifest_dir / f"{prefix}_recordings_{part}.jsonl.gz")
+    sups = load_manifest(manifest_dir / f"{prefix}_supervisions_{part}.jsonl.gz")
+    cuts = CutSet.from_manifests(recordings=recs, supervisions=sups)
+    if speed_perturb:
+        cuts = cuts + cuts.perturb_speed(0.9) + cuts.perturb_speed(1.1)
+    cuts_with_feats, failed = compute_fbank(cuts, out_dir, part, num_jobs)
+    fail_path = out_dir / f"failed_cuts_{part}.txt"
+    if failed:
+        fail_path.write_text("".join(f"{cid}\t{why}\n" for cid, why in failed), encoding="utf-8")
+        logger.warning("%s: %d cuts failed feature extraction (skipped; listed in %s)", part, len(failed), fail_path)
+    tmp = out_path.with_name("tmp." + out_path.name)
+    cuts_with_feats.to_file(tmp)
+    tmp.replace(out_path)
+    logger.info("%s: %d cuts with fbank -> %s", part, len(cuts_with_feats), out_path)
+    return out_path
