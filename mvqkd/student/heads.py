@@ -1,0 +1,172 @@
+"""Distillation heads: codebook-index prediction (MVQ-KD) and float KD regression.
+
+Rate alignment (teacher 50 Hz -> student 25 Hz), :func:`align_teacher_to_student`:
+student frame t is paired with teacher frames 2t and 2t + 1, concatenated along the
+codebook axis::
+
+    target[b, t, j * N + n] = indexes[b, 2 t + j, n]      j in {0, 1}, n < N
+
+and the entry is the ignore index -100 when teacher frame 2t + j does not exist (a teacher
+shorter than 2 T25 is padded; with an odd teacher length the last student frame keeps its
+first half and ignores its second), is padding (any negative index in the input), or when
+student frame t is padding (t >= student_lens[b]). Teacher frames 2 T25 and later have no
+student frame and are not used. This is the reference's reshape
+(icefall pruned_transducer_stateless6 ``concat_successive_codebook_indexes``) with explicit
+handling of the odd and short cases instead of an assertion.
+
+Float embeddings (L1/L2/cosine KD baselines) are paired the same way
+(:func:`pair_frames`), with a validity mask per half.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IGNORE_INDEX = -100
+
+
+def pair_frames(x: torch.Tensor, num_student_frames: int, fill) -> torch.Tensor:
+    """(B, T50, C) -> (B, T25, 2, C): frames 2t and 2t+1 under student frame t; teacher
+    frames past 2 T25 are dropped, missing ones are ``fill``."""
+    b, t50, c = x.shape
+    want = 2 * num_student_frames
+    if t50 >= want:
+        x = x[:, :want]
+    else:
+        x = torch.cat([x, x.new_full((b, want - t50, c), fill)], dim=1)
+    return x.reshape(b, num_student_frames, 2, c)
+
+
+def _student_valid(num_student_frames: int, student_lens: Optional[torch.Tensor], b: int,
+                   device) -> torch.Tensor:
+    """(B, T25) bool, True on valid student frames."""
+    t = torch.arange(num_student_frames, device=device)[None, :]
+    if student_lens is None:
+        return t.expand(b, -1) >= 0
+    return t < student_lens.to(device)[:, None]
+
+
+def align_teacher_to_student(indexes: torch.Tensor, num_student_frames: int,
+                             student_lens: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Teacher codebook indexes (B, T50, N) at 50 Hz (negative = padding) -> long targets
+    (B, T25, 2N) at 25 Hz with -100 where ignored (rule in the module docstring)."""
+    if indexes.dim() != 3:
+        raise ValueError(f"codebook indexes must be (B, T50, N), got {tuple(indexes.shape)}")
+    idx = indexes.long()
+    idx = idx.masked_fill(idx < 0, IGNORE_INDEX)
+    b, _, n = idx.shape
+    out = pair_frames(idx, num_student_frames, IGNORE_INDEX).reshape(b, num_student_frames, 2 * n)
+    valid = _student_valid(num_student_frames, student_lens, b, idx.device)
+    return out.masked_fill(~valid[:, :, None], IGNORE_INDEX)
+
+
+def align_embeddings_to_student(emb: torch.Tensor, teacher_lens: torch.Tensor,
+                                num_student_frames: int,
+                                student_lens: Optional[torch.Tensor] = None
+                                ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Teacher embeddings (B, T50, D) with lengths (B,) -> ((B, T25, 2, D), valid (B, T25, 2))
+    by the same pairing rule as :func:`align_teacher_to_student`."""
+    if emb.dim() != 3:
+        raise ValueError(f"teacher embeddings must be (B, T50, D), got {tuple(emb.shape)}")
+    b, t50, _ = emb.shape
+    valid50 = torch.arange(t50, device=emb.device)[None, :] < teacher_lens.to(emb.device)[:, None]
+    pairs = pair_frames(emb, num_student_frames, 0.0)
+    valid = pair_frames(valid50[:, :, None], num_student_frames, False)[..., 0]
+    valid = valid & _student_valid(num_student_frames, student_lens, b, emb.device)[:, :, None]
+    return pairs, valid
+
+
+class CodebookHead(nn.Module):
+    """Predicts ``num_codebooks`` (= 2N teacher codebooks) indexes of ``codebook_size``
+    entries per student frame from ``x`` (B, T, E).
+
+    ``joint=False``: independent softmaxes, logits = ``x @ W_c^T + b_c`` per codebook c.
+    ``joint=True``: the reference's joint/autoregressive head (multi_quantization's
+    ``JointCodebookLoss``): codebook c additionally gets ``W2_c relu(h)`` with
+    ``h = linear1(x) + s * sum_{c' < c} emb[c', target_{c'}]`` (teacher forcing on the
+    earlier codebooks, ``s = 0.5 sqrt(hidden / num_codebooks)``).
+    """
+
+    def __init__(self, input_dim: int, num_codebooks: int, codebook_size: int,
+                 joint: bool = False, hidden_dim: int = 512):
+        super().__init__()
+        if num_codebooks < 1:
+            raise ValueError("CodebookHead needs num_codebooks >= 1")
+        self.num_codebooks, self.codebook_size, self.joint = num_codebooks, codebook_size, joint
+        c, k = num_codebooks, codebook_size
+        self.weight = nn.Parameter(torch.randn(c, k, input_dim) / math.sqrt(input_dim))
+        self.bias = nn.Parameter(torch.zeros(c, k))
+        if joint:
+            if num_codebooks < 2:
+                raise ValueError("the joint codebook head needs at least 2 codebooks")
+            self.linear1 = nn.Linear(input_dim, hidden_dim)
+            self.codebook_embedding = nn.Parameter(
+                torch.randn((c - 1) * k, hidden_dim) / math.sqrt(hidden_dim))
+            self.hidden_weight = nn.Parameter(torch.randn(c, k, hidden_dim) / math.sqrt(hidden_dim))
+            self.embedding_scale = 0.5 * math.sqrt(hidden_dim / c)
+
+    def logits(self, x: torch.Tensor, targets: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(B, T, E) -> (B, T, C, K). The joint head needs ``targets`` (B, T, C) (teacher
+        forcing; negative entries are treated as index 0, they are ignored by the loss)."""
+        c, k = self.num_codebooks, self.codebook_size
+        out = F.linear(x, self.weight.reshape(c * k, -1), self.bias.reshape(-1))
+        out = out.reshape(*x.shape[:-1], c, k)
+        if self.joint:
+            if targets is None:
+                raise ValueError("the joint codebook head needs the targets (teacher forcing)")
+            prev = targets[..., :-1].clamp(min=0) + torch.arange(
+                0, (c - 1) * k, k, device=targets.device)  # (B, T, C-1)
+            emb = F.embedding(prev, self.codebook_embedding) * self.embedding_scale
+            h = torch.cat([self.linear1(x).unsqueeze(-2), emb], dim=-2).cumsum(dim=-2)
+            out = out + torch.einsum("...ch,ckh->...ck", torch.relu(h), self.hidden_weight)
+        return out
+
+    def forward(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Sum of per-codebook cross-entropies over the entries of ``targets`` (B, T, C)
+        that are not -100 (a scalar; normalised by the caller)."""
+        if targets.shape[-1] != self.num_codebooks:
+            raise ValueError(f"codebook targets have {targets.shape[-1]} codebooks per frame, "
+                             f"the head predicts {self.num_codebooks}")
+        logits = self.logits(x, targets)
+        return F.cross_entropy(logits.reshape(-1, self.codebook_size).float(),
+                               targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
+
+
+class KDHead(nn.Module):
+    """Regression of paired teacher embeddings: ``x`` (B, T25, E) -> (B, T25, 2, D) and a
+    per-teacher-frame loss ``l1`` (mean |diff| over D), ``l2`` (mean squared diff over D)
+    or ``cosine`` (1 - cos)."""
+
+    def __init__(self, input_dim: int, teacher_dim: int, mode: str):
+        super().__init__()
+        if mode not in ("l1", "l2", "cosine"):
+            raise ValueError(f"unknown KD mode {mode!r}; choose l1, l2 or cosine")
+        self.mode, self.teacher_dim = mode, teacher_dim
+        self.proj = nn.Linear(input_dim, 2 * teacher_dim)
+
+    def forward(self, x: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """``target`` (B, T25, 2, D), ``valid`` (B, T25, 2) -> summed loss over valid
+        teacher frames (a scalar)."""
+        if target.shape[-1] != self.teacher_dim:
+            raise ValueError(f"teacher embeddings have dim {target.shape[-1]}, the KD head "
+                             f"was built for kd_dim={self.teacher_dim}")
+        pred = self.proj(x).reshape(*x.shape[:-1], 2, self.teacher_dim)
+        target = target.to(pred.dtype)
+        if self.mode == "l1":
+            per_frame = (pred - target).abs().mean(-1)
+        elif self.mode == "l2":
+            per_frame = (pred - target).pow(2).mean(-1)
+        else:
+            per_frame = 1.0 - F.cosine_similarity(pred, target, dim=-1, eps=1e-6)
+        return per_frame.masked_fill(~valid, 0.0).sum()
+
+
+def count_target_frames(valid_entries: Union[int, torch.Tensor], per_frame: int) -> torch.Tensor:
+    """Number of (full) student frames for ``valid_entries`` valid target entries when a
+    full frame has ``per_frame`` entries (half-valid trailing frames count as halves)."""
+    return torch.as_tensor(valid_entries, dtype=torch.float32) / per_frame
