@@ -38,11 +38,10 @@ def encoder_frames(num_feature_frames):
     Conv2d-subsampling formula ``((T - 7) // 2 + 1) // 2``.
     """
     try:  # the student layer owns the formula
-        from mvqkd.student import subsampled_lengths  # type: ignore
-
-        return subsampled_lengths(num_feature_frames)
+        from mvqkd.student.encoder import subsampled_lengths
     except ImportError:
         return ((num_feature_frames - 7) // 2 + 1) // 2
+    return int(subsampled_lengths(torch.tensor([int(num_feature_frames)]))[0])
 
 
 def load_tokenizer(bpe_model: str | Path):

@@ -10,6 +10,7 @@ state resumes exactly after the last batch that was trained on.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections import deque
 
 
@@ -24,16 +25,18 @@ def build_sampler(cuts, max_duration: float, shuffle: bool, seed: int, world_siz
     from lhotse.dataset import DynamicBucketingSampler
 
     num_buckets = max(1, min(num_buckets, len(cuts) // 4))
-    return DynamicBucketingSampler(
-        cuts,
-        max_duration=max_duration,
-        shuffle=shuffle,
-        seed=seed,
-        num_buckets=num_buckets,
-        world_size=world_size,
-        rank=rank,
-        drop_last=drop_last,
-    )
+    with warnings.catch_warnings():  # "eagerly read CutSet": ours is filtered in memory
+        warnings.filterwarnings("ignore", message=".*eagerly read CutSet.*")
+        return DynamicBucketingSampler(
+            cuts,
+            max_duration=max_duration,
+            shuffle=shuffle,
+            seed=seed,
+            num_buckets=num_buckets,
+            world_size=world_size,
+            rank=rank,
+            drop_last=drop_last,
+        )
 
 
 class SnapshotSampler:

@@ -1,0 +1,113 @@
+"""Training monitoring: log file, tensorboard, tqdm bar, per-head attention entropy.
+
+- ``EXP/log/log-train-YYYY-mm-dd-HH-MM-SS.txt`` (rank > 0 adds ``-rankR``): everything the
+  ``mvqkd`` loggers write during training.
+- ``EXP/tensorboard`` (rank 0): ``train/{loss,rnnt,codebook,kd,lr,grad_norm}``,
+  ``attn_entropy/layerL/headH`` (nats), ``valid/*``.
+- At each epoch end the log summarises the epoch's mean losses and, per encoder layer,
+  the mean / min / max head entropy (a collapsing head shows as a min near 0).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+logger = logging.getLogger("mvqkd.train")
+
+
+class TrainMonitor:
+    def __init__(self, exp_dir: Path, dinfo, tensorboard: bool = True):
+        self.dinfo = dinfo
+        log_dir = Path(exp_dir) / "log"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y-%m-%d-%H-%M-%S")
+        suffix = f"-rank{dinfo.rank}" if dinfo.rank else ""
+        self.log_path = log_dir / f"log-train-{stamp}{suffix}.txt"
+        self._handler = logging.FileHandler(self.log_path)
+        self._handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s [%(name)s] %(message)s")
+        )
+        self._root = logging.getLogger("mvqkd")
+        self._root.addHandler(self._handler)
+        if self._root.getEffectiveLevel() > logging.INFO:
+            self._old_level = self._root.level
+            self._root.setLevel(logging.INFO)
+        else:
+            self._old_level = None
+        self.writer = None
+        if tensorboard and dinfo.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(Path(exp_dir) / "tensorboard"))
+        self._bar = None
+
+    def log_start(self, cfg) -> None:
+        logger.info("training config: %s", cfg)
+        logger.info("world size %d, rank %d, device %s", self.dinfo.world_size,
+                    self.dinfo.rank, self.dinfo.device)
+
+    def start_epoch(self, epoch: int) -> None:
+        from tqdm import tqdm
+
+        self._sums, self._n, self._ent, self._n_ent = {}, 0, None, 0
+        self._bar = tqdm(desc=f"epoch {epoch}", unit="batch", disable=not self.dinfo.is_main,
+                         leave=False)
+
+    def log_step(self, rec: dict, attn_entropy, log_interval: int) -> None:
+        step = rec["step"]
+        for k in ("loss", "rnnt", "codebook", "kd"):
+            self._sums[k] = self._sums.get(k, 0.0) + rec[k]
+        self._n += 1
+        if attn_entropy is not None:
+            ent = attn_entropy.detach().float().cpu()
+            self._ent = ent if self._ent is None else self._ent + ent
+            self._n_ent += 1
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix(loss=f"{rec['loss']:.3f}", rnnt=f"{rec['rnnt']:.3f}",
+                                  cb=f"{rec['codebook']:.3f}")
+        if log_interval > 0 and step % log_interval == 0:
+            logger.info("step %d epoch %d: loss %.4f rnnt %.4f codebook %.4f kd %.4f "
+                        "lr %.2e grad_norm %.2f", step, rec["epoch"], rec["loss"], rec["rnnt"],
+                        rec["codebook"], rec["kd"], rec["lr"], rec["grad_norm"])
+            if self.writer is not None:
+                for k in ("loss", "rnnt", "codebook", "kd", "lr", "grad_norm"):
+                    self.writer.add_scalar(f"train/{k}", rec[k], step)
+                if attn_entropy is not None:
+                    for layer, row in enumerate(attn_entropy.detach().float().cpu().tolist()):
+                        for head, value in enumerate(row):
+                            self.writer.add_scalar(
+                                f"attn_entropy/layer{layer + 1}/head{head + 1}", value, step)
+
+    def end_epoch(self, epoch: int) -> dict:
+        if self._bar is not None:
+            self._bar.close()
+        means = {k: v / max(1, self._n) for k, v in self._sums.items()}
+        logger.info("epoch %d done: %d steps, mean %s", epoch, self._n,
+                    " ".join(f"{k} {v:.4f}" for k, v in means.items()))
+        if self._ent is not None:
+            ent = self._ent / self._n_ent
+            for layer, row in enumerate(ent):
+                logger.info("epoch %d attention entropy layer %d: mean %.3f min %.3f max %.3f "
+                            "(heads: %s)", epoch, layer + 1, float(row.mean()), float(row.min()),
+                            float(row.max()), " ".join(f"{float(v):.2f}" for v in row))
+        return means
+
+    def log_valid(self, epoch: int, step: int, res: dict) -> None:
+        logger.info("epoch %d validation: %s", epoch,
+                    " ".join(f"{k} {v:.4f}" for k, v in res.items()))
+        if self.writer is not None:
+            for k, v in res.items():
+                self.writer.add_scalar(f"valid/{k}", v, step)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        if self.writer is not None:
+            self.writer.close()
+        self._root.removeHandler(self._handler)
+        self._handler.close()
+        if self._old_level is not None:
+            self._root.setLevel(self._old_level)
