@@ -227,7 +227,7 @@ def train(config) -> dict:
     from mvqkd.student import build_model
     from mvqkd.student.checkpoint import (
         get_rng_state, load_checkpoint_file, remove_old_step_checkpoints, save_checkpoint,
-        set_rng_state,
+        set_rng_state, unwrap,
     )
     from mvqkd.training.distributed import (
         all_true, barrier, cleanup_distributed, setup_distributed,
@@ -355,6 +355,7 @@ def train(config) -> dict:
                 step += 1
                 rec = {k: float(out[k].detach()) for k in ("loss", "rnnt", "codebook", "kd")}
                 rec.update(step=step, epoch=epoch, grad_norm=float(grad_norm),
+                           cut_ids=list(batch["cut_ids"]),
                            lr=scheduler.get_last_lr()[0], batch_size=len(batch["cut_ids"]))
                 history.append(rec)
                 monitor.log_step(rec, out.get("attn_entropy"), cfg.log_interval)
@@ -373,7 +374,7 @@ def train(config) -> dict:
                                                   epoch, step))
             save(exp / f"epoch-{epoch}.pt", epoch, True, sampler.state_dict())
         return {"history": history, "valid": valid_hist, "final_step": step,
-                "filter": dict(stats.dropped), "rank": dinfo.rank}
+                "filter": dict(stats.dropped), "rank": dinfo.rank, "model": unwrap(model)}
     finally:
         monitor.close()
         cleanup_distributed(dinfo)
