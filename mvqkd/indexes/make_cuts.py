@@ -1,0 +1,94 @@
+"""``mvqkd make-cuts``: a lhotse CutSet from a new corpus (the entry point for any data).
+
+Two inputs are understood:
+
+- a Kaldi data dir (it has ``wav.scp``): read with ``lhotse.kaldi.load_kaldi_data_dir``
+  (``segments``, ``text``, ``utt2spk`` are used when present);
+- a plain folder of audio files (searched recursively for :data:`AUDIO_SUFFIXES`): one
+  cut per file, the cut / recording id being the file's path relative to the folder
+  without its suffix, ``/`` replaced by ``_``. An optional transcript file with lines
+  ``<id> TEXT`` adds one supervision per file (ids must match; files without a line get
+  no supervision and are logged).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+AUDIO_SUFFIXES = (".flac", ".wav", ".mp3", ".ogg", ".opus", ".sph", ".m4a")
+
+
+def read_transcripts(path) -> dict[str, str]:
+    out = {}
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split(maxsplit=1)
+        if parts[0] in out:
+            raise ValueError(f"{path}:{n}: id {parts[0]!r} appears twice")
+        out[parts[0]] = parts[1] if len(parts) > 1 else ""
+    return out
+
+
+def cuts_from_audio_dir(audio_dir, transcripts=None):
+    """CutSet of one cut per audio file under ``audio_dir`` (see the module doc)."""
+    from lhotse import CutSet, Recording, RecordingSet, SupervisionSegment, SupervisionSet
+
+    root = Path(audio_dir)
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    if not files:
+        raise ValueError(f"{root}: no audio files ({', '.join(AUDIO_SUFFIXES)})")
+    recordings, origin = [], {}
+    for f in files:
+        rid = str(f.relative_to(root).with_suffix("")).replace("/", "_")
+        if rid in origin:
+            raise ValueError(f"{f} and {origin[rid]} both map to recording id {rid!r}")
+        origin[rid] = f
+        try:
+            recordings.append(Recording.from_file(f, recording_id=rid))
+        except Exception as e:
+            raise ValueError(f"{f}: cannot read audio header ({type(e).__name__}: {e})") from e
+    texts = read_transcripts(transcripts) if transcripts else {}
+    unknown = sorted(set(texts) - set(origin))
+    if unknown:
+        raise ValueError(f"{transcripts}: ids without an audio file: {unknown[:5]}")
+    sups = [SupervisionSegment(id=r.id, recording_id=r.id, start=0.0, duration=r.duration,
+                               channel=r.channel_ids[0] if r.num_channels == 1 else r.channel_ids,
+                               text=texts[r.id]) for r in recordings if r.id in texts]
+    if transcripts and len(sups) < len(recordings):
+        logger.warning("%d of %d files have no transcript line", len(recordings) - len(sups), len(recordings))
+    return CutSet.from_manifests(recordings=RecordingSet.from_recordings(recordings),
+                                 supervisions=SupervisionSet.from_segments(sups) if sups else None)
+
+
+def cuts_from_kaldi_dir(kaldi_dir, sampling_rate: int):
+    from lhotse import CutSet
+    from lhotse.kaldi import load_kaldi_data_dir
+
+    recordings, supervisions, _ = load_kaldi_data_dir(kaldi_dir, sampling_rate=sampling_rate)
+    return CutSet.from_manifests(recordings=recordings, supervisions=supervisions)
+
+
+def make_cuts(source, out, transcripts=None, sampling_rate: int = 16000):
+    """Build cuts from ``source`` (Kaldi dir or audio folder) and write them to ``out``.
+
+    Returns:
+        the CutSet.
+    """
+    source = Path(source)
+    if not source.is_dir():
+        raise ValueError(f"{source}: not a directory")
+    if (source / "wav.scp").is_file():
+        if transcripts:
+            raise ValueError("--transcripts is for audio folders; a Kaldi dir has its own 'text' file")
+        cuts = cuts_from_kaldi_dir(source, sampling_rate)
+    else:
+        cuts = cuts_from_audio_dir(source, transcripts)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    cuts.to_file(out)
+    logger.info("make-cuts: %d cuts (%.1f s of audio) from %s -> %s",
+                len(cuts), sum(c.duration for c in cuts), source, out)
+    return cuts

@@ -1,0 +1,250 @@
+"""Load a speech SSL teacher (HuBERT / WavLM / wav2vec2) and extract one layer.
+
+Layer numbering (1-based, as in icefall): ``layer=L`` returns the output of transformer
+layer ``L`` (``hidden_states[L]`` of transformers), ``1 <= L <= num_layers``.
+``layer=0`` returns the input to the first transformer layer: the CNN front-end
+output after the feature projection and the positional convolution. For
+stable-layer-norm (large-style) checkpoints no layer includes the encoder's final
+layer norm (as transformers' ``hidden_states`` and fairseq's ``output_layer`` /
+icefall). Only the first ``L`` layers are run.
+
+Batching: each utterance is normalised on its own (``do_normalize`` from the
+checkpoint's ``preprocessor_config.json``), then padded with zeros. For layer-norm
+front-ends (``feat_extract_norm == "layer"``) padded batches get an attention mask
+and give the same frames as one utterance at a time (up to float rounding). For
+group-norm front-ends (``feat_extract_norm == "group"``, base-style checkpoints) the
+group norm of the first conv layer normalises over time, so padding changes every
+frame: those teachers only batch utterances with exactly the same number of
+samples (length bucketing, no padding); every other utterance runs alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+SAMPLING_RATE = 16000
+FRAME_SHIFT = 0.02
+#: the receptive field of the standard wav2vec2 conv front-end, in samples
+MIN_SAMPLES = 400
+
+_CTC_ARCH_SUFFIXES = ("ForCTC", "ForSequenceClassification", "ForPreTraining", "ForXVector")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> the first CUDA device when torch sees one, else CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """``"auto"`` -> bf16 on a GPU that supports it, fp16 on other GPUs, fp32 on CPU."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+
+
+def normalize_utterance(wav: torch.Tensor) -> torch.Tensor:
+    """Zero mean, unit variance of one utterance ``(S,)``, as transformers'
+    ``Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm`` (variance + 1e-7)."""
+    wav = wav.float()
+    return (wav - wav.mean()) / torch.sqrt(wav.var(unbiased=False) + 1e-7)
+
+
+@dataclass
+class TeacherInfo:
+    name: str
+    model_type: str
+    num_layers: int
+    dim: int
+    group_norm: bool
+    do_normalize: bool
+
+
+class Teacher:
+    """A frozen SSL encoder. Use :func:`load_teacher` to build one."""
+
+    def __init__(self, model, info: TeacherInfo, device: torch.device, dtype: torch.dtype):
+        self.model = model
+        self.info = info
+        self.device = device
+        self.dtype = dtype
+
+    @property
+    def dim(self) -> int:
+        return self.info.dim
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def num_layers(self) -> int:
+        return self.info.num_layers
+
+    def num_frames(self, num_samples: int | torch.Tensor):
+        """Teacher frames produced for ``num_samples`` input samples."""
+        out = self.model._get_feat_extract_output_lengths(torch.as_tensor(num_samples))
+        return int(out) if out.dim() == 0 else out
+
+    def check_layer(self, layer: int) -> None:
+        if not 0 <= layer <= self.num_layers:
+            raise ValueError(
+                f"--layer {layer} is out of range for teacher {self.name}: "
+                f"it has {self.num_layers} transformer layers (valid: 0..{self.num_layers})"
+            )
+
+    @contextlib.contextmanager
+    def _truncated(self, layer: int):
+        """Run only the first ``layer`` transformer layers, so that ``last_hidden_state``
+        is transformers' ``hidden_states[layer]`` (no final norm of stable-layer-norm
+        encoders, as fairseq's ``extract_features(output_layer=layer)``)."""
+        enc = self.model.encoder
+        full_layers, full_norm = enc.layers, getattr(enc, "layer_norm", None)
+        stable = "StableLayerNorm" in type(enc).__name__
+        try:
+            enc.layers = full_layers[:layer]
+            if stable:
+                enc.layer_norm = torch.nn.Identity()
+            yield
+        finally:
+            enc.layers = full_layers
+            if full_norm is not None:
+                enc.layer_norm = full_norm
+
+    def batches(self, lengths: Sequence[int], max_samples: int) -> list[list[int]]:
+        """Group utterance indices into batches of at most ``max_samples`` total samples
+        (an utterance longer than that runs alone). Sorted by length to limit padding;
+        group-norm teachers only group utterances of identical length."""
+        order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+        out: list[list[int]] = []
+        cur: list[int] = []
+        for i in order:
+            longest = max([lengths[j] for j in cur] + [lengths[i]])
+            same = not cur or lengths[cur[0]] == lengths[i]
+            if cur and (longest * (len(cur) + 1) > max_samples or (self.info.group_norm and not same)):
+                out.append(cur)
+                cur = []
+            cur.append(i)
+        if cur:
+            out.append(cur)
+        return out
+
+    @torch.inference_mode()
+    def extract(self, wavs: Sequence[np.ndarray | torch.Tensor], layer: int) -> list[torch.Tensor]:
+        """Embeddings of one layer for a batch of mono 16 kHz utterances.
+
+        Args:
+            wavs: B float arrays ``(S_b,)``, each at least :data:`MIN_SAMPLES` long.
+            layer: 0..num_layers (see the module docstring).
+        Returns:
+            B float32 CPU tensors ``(T_b, D)``, ``T_b = num_frames(S_b)``.
+        """
+        self.check_layer(layer)
+        if not wavs:
+            return []
+        if self.info.group_norm and len({len(w) for w in wavs}) > 1:
+            raise ValueError("a group-norm teacher only batches utterances of equal length")
+        tensors = [torch.as_tensor(np.asarray(w), dtype=torch.float32).reshape(-1) for w in wavs]
+        for t in tensors:
+            if t.numel() < MIN_SAMPLES:
+                raise ValueError(f"utterance of {t.numel()} samples < {MIN_SAMPLES} (receptive field)")
+        if self.info.do_normalize:
+            tensors = [normalize_utterance(t) for t in tensors]
+        lengths = torch.tensor([t.numel() for t in tensors])
+        x = torch.nn.utils.rnn.pad_sequence(tensors, batch_first=True)
+        mask = None
+        if (lengths != lengths.max()).any():
+            mask = (torch.arange(x.shape[1])[None, :] < lengths[:, None]).long().to(self.device)
+        x = x.to(self.device, self.dtype)
+        with self._truncated(layer):
+            out = self.model(x, attention_mask=mask)
+        hidden = out.last_hidden_state.float().cpu()  # (B, T, D)
+        frames = self.num_frames(lengths)
+        return [hidden[b, : int(frames[b])].clone() for b in range(len(tensors))]
+
+    def extract_many(
+        self, wavs: Sequence[np.ndarray], layer: int, max_samples: int
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """Yield ``(index, (T, D) tensor)`` for every utterance, batching by total samples."""
+        for batch in self.batches([len(w) for w in wavs], max_samples):
+            for i, emb in zip(batch, self.extract([wavs[i] for i in batch], layer)):
+                yield i, emb
+
+
+def _read_normalize_flag(path: Path, group_norm: bool) -> bool:
+    cfg = path / "preprocessor_config.json"
+    if cfg.is_file():
+        from transformers import Wav2Vec2FeatureExtractor
+
+        fe = Wav2Vec2FeatureExtractor.from_pretrained(str(path))
+        if fe.sampling_rate != SAMPLING_RATE:
+            raise ValueError(f"{cfg}: sampling_rate {fe.sampling_rate}, expected {SAMPLING_RATE}")
+        return bool(fe.do_normalize)
+    # fairseq convention: layer-norm (large) models normalise the waveform, base ones do not
+    logger.warning(
+        "%s has no preprocessor_config.json; assuming do_normalize=%s (fairseq convention)",
+        path, not group_norm,
+    )
+    return not group_norm
+
+
+def load_teacher(
+    path: str | Path, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto"
+) -> Teacher:
+    """Load a HuBERT / WavLM / wav2vec2 checkpoint (``save_pretrained`` layout) from a
+    local directory. Checkpoints with a head (``*ForCTC`` etc.) load their encoder only.
+
+    Args:
+        path: directory with ``config.json``, weights and, ideally, ``preprocessor_config.json``.
+        device: ``"auto"``, ``"cpu"``, ``"cuda:1"``...
+        dtype: ``"auto"`` (fp32 on CPU, bf16/fp16 on GPU), ``"float32"``, ``"float16"``, ``"bfloat16"``.
+    """
+    from transformers import AutoConfig, AutoModel
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"teacher directory {path} has no config.json")
+    config = AutoConfig.from_pretrained(str(path))
+    if config.model_type not in ("hubert", "wavlm", "wav2vec2"):
+        raise ValueError(
+            f"teacher {path}: model_type {config.model_type!r} is not supported "
+            "(hubert, wavlm, wav2vec2)"
+        )
+    archs = getattr(config, "architectures", None) or []
+    if any(a.endswith(_CTC_ARCH_SUFFIXES) for a in archs):
+        logger.info("teacher %s is a %s checkpoint: using the encoder inside", path, archs[0])
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    model = AutoModel.from_pretrained(str(path), dtype=dt)
+    model.eval().to(dev)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    group_norm = config.feat_extract_norm == "group"
+    info = TeacherInfo(
+        name=path.resolve().name,
+        model_type=config.model_type,
+        num_layers=config.num_hidden_layers,
+        dim=config.hidden_size,
+        group_norm=group_norm,
+        do_normalize=_read_normalize_flag(path, group_norm),
+    )
+    logger.info(
+        "loaded teacher %s (%s, %d layers, dim %d, %s-norm front-end, do_normalize=%s) on %s/%s",
+        info.name, info.model_type, info.num_layers, info.dim,
+        "group" if group_norm else "layer", info.do_normalize, dev, dt,
+    )
+    return Teacher(model, info, dev, dt)
