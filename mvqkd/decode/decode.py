@@ -1,0 +1,123 @@
+"""Decode a cut set of precomputed features with a transducer and collect
+``(cut_id, ref_words, hyp_words)`` for scoring (see :mod:`mvqkd.decode.wer`)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from mvqkd.decode.search import SEARCH_METHODS, search
+
+logger = logging.getLogger(__name__)
+
+
+def load_cuts(path: str | Path):
+    """Eagerly load a lhotse CutSet manifest, with an error naming the file if it is missing."""
+    from lhotse import CutSet
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"cut manifest not found: {path}")
+    return CutSet.from_file(path)
+
+
+def _check_cuts(cuts) -> None:
+    for cut in cuts:
+        if len(cut.supervisions) != 1:
+            raise ValueError(
+                f"cut {cut.id!r} has {len(cut.supervisions)} supervisions; decoding needs exactly one per cut"
+            )
+        if not cut.has_features:
+            raise ValueError(f"cut {cut.id!r} has no precomputed features (see docs/FORMATS.md)")
+
+
+def make_loader(cuts, max_duration: float):
+    """DataLoader over ``cuts`` sorted by duration (little padding), in batches of at
+    most ``max_duration`` seconds; batches are lhotse ``K2SpeechRecognitionDataset`` dicts."""
+    from lhotse.dataset import K2SpeechRecognitionDataset, PrecomputedFeatures, SimpleCutSampler
+
+    sampler = SimpleCutSampler(cuts.sort_by_duration(ascending=False), max_duration=max_duration,
+                               shuffle=False)
+    dataset = K2SpeechRecognitionDataset(input_strategy=PrecomputedFeatures(), return_cuts=True)
+    return torch.utils.data.DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=0)
+
+
+@torch.no_grad()
+def decode_batch(model, batch: dict, sp, method: str, beam_size: int, device) -> list[tuple]:
+    """Decode one ``K2SpeechRecognitionDataset`` batch.
+
+    batch["inputs"]: (B, T, F) features. Returns [(cut_id, ref_words, hyp_words)].
+    """
+    sup = batch["supervisions"]
+    cuts = sup["cut"]
+    for i, c in enumerate(cuts):
+        if int(sup["sequence_idx"][i]) != i or int(sup["start_frame"][i]) != 0:
+            raise ValueError(f"cut {c.id!r}: its supervision must start at the cut's first frame")
+    feats = batch["inputs"].to(device)
+    feat_lens = sup["num_frames"].to(device)
+    enc, enc_lens = model.encode(feats, feat_lens)  # (B, T', E), (B,)
+    hyps = search(method, model, enc, enc_lens, beam_size=beam_size)
+    return [
+        (c.id, text.split(), sp.decode(h).split())
+        for c, text, h in zip(cuts, sup["text"], hyps)
+    ]
+
+
+def decode_dataset(model, cuts, sp, method: str = "greedy_search", beam_size: int = 4,
+                   max_duration: float = 300.0, device="cpu") -> list[tuple[str, list[str], list[str]]]:
+    """Decode every cut; returns ``[(cut_id, ref_words, hyp_words)]`` sorted by cut id.
+
+    Args:
+      model: transducer with the decoding interface of docs/DEVELOPING.md.
+      cuts: lhotse CutSet (or a path to one) of feature cuts, one supervision each.
+      sp: sentencepiece processor whose vocabulary matches ``model.vocab_size``.
+      method: "greedy_search" or "modified_beam_search".
+      beam_size: beam for modified_beam_search.
+      max_duration: seconds of audio per batch.
+      device: torch device.
+    """
+    if method not in SEARCH_METHODS:
+        raise ValueError(f"unknown decoding method {method!r}; choose one of {sorted(SEARCH_METHODS)}")
+    if isinstance(cuts, (str, Path)):
+        cuts = load_cuts(cuts)
+    if getattr(cuts, "is_lazy", False):
+        cuts = cuts.to_eager()
+    _check_cuts(cuts)
+    if sp.get_piece_size() != int(model.vocab_size):
+        raise ValueError(
+            f"BPE model has {sp.get_piece_size()} pieces but the model's vocab_size is {model.vocab_size}"
+        )
+    model.eval()
+    results = []
+    with tqdm(total=len(cuts), desc=f"decode ({method})", unit="cut") as bar:
+        for batch in make_loader(cuts, max_duration):
+            out = decode_batch(model, batch, sp, method, beam_size, device)
+            results.extend(out)
+            bar.update(len(out))
+    if len(results) != len(cuts):
+        raise RuntimeError(f"decoded {len(results)} cuts but the set has {len(cuts)}")
+    return sorted(results, key=lambda r: r[0])
+
+
+def decode_and_score(model, cut_sets: dict, sp, out_dir, method: str = "greedy_search", beam_size: int = 4,
+                     max_duration: float = 300.0, device="cpu", setting: str | None = None) -> dict[str, float]:
+    """Decode each named cut set and write ``recogs-/errs-/wer-summary-<name>.txt`` to ``out_dir``.
+
+    cut_sets: {set name: CutSet or manifest path}. ``setting`` labels the row of the
+    WER summary (default: the method, plus the beam size for beam search).
+    Returns {set name: WER in percent}.
+    """
+    from mvqkd.decode.wer import write_results
+
+    if setting is None:
+        setting = method if method == "greedy_search" else f"{method}_beam_size_{beam_size}"
+    wers = {}
+    for name, cuts in cut_sets.items():
+        logger.info("decoding %s with %s", name, setting)
+        results = decode_dataset(model, cuts, sp, method, beam_size, max_duration, device)
+        wers[name] = write_results(out_dir, name, setting, results)
+        logger.info("%s: WER %.2f%% (%s)", name, wers[name], Path(out_dir) / f"errs-{name}.txt")
+    return wers

@@ -1,0 +1,153 @@
+"""End-to-end decoding of tiny precomputed-feature cuts with a model whose output we control.
+
+The features spell out the hypothesis: every feature frame is a one-hot vector over the
+vocabulary, and the tiny model is wired so that encoder frame t (feature frames 2t, 2t+1)
+puts a sharp peak on that token and ignores the decoder state. So greedy and beam search
+must both return exactly the tokens we wrote, and the WER is known by hand.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from decode_tiny_model import TinyTransducer
+from mvqkd.decode.decode import decode_and_score, decode_dataset
+
+# (cut id, reference text, hypothesis text the features spell)
+UTTS = [
+    ("c1", "HELLO WORLD", "HELLO WORD"),  # WORLD->WORD: 1 substitution
+    ("c2", "GOOD DAY SIR", "GOOD DAY"),  # SIR deleted: 1 deletion
+    ("c3", "YES", "YES YES"),  # YES inserted: 1 insertion
+    ("c4", "MAYBE NO", "NO"),  # MAYBE deleted: 1 deletion (and a shorter cut)
+]
+# By hand: 2 + 3 + 1 + 2 = 8 reference words, 1 sub + 2 del + 1 ins = 4 errors -> WER 50.00 %;
+# correct: HELLO, GOOD, DAY, YES, NO = 5
+
+
+@pytest.fixture(scope="module")
+def bpe(tmp_path_factory):
+    import sentencepiece as spm
+
+    d = tmp_path_factory.mktemp("bpe")
+    text = d / "text.txt"
+    text.write_text("\n".join(["HELLO WORLD WORD", "GOOD DAY SIR", "YES NO MAYBE"] * 20) + "\n")
+    spm.SentencePieceTrainer.train(
+        input=str(text), model_prefix=str(d / "bpe"), model_type="bpe", vocab_size=24,
+        character_coverage=1.0, unk_id=2, bos_id=-1, eos_id=-1,
+        user_defined_symbols=["<blk>", "<sos/eos>"], hard_vocab_limit=False, minloglevel=2,
+    )
+    sp = spm.SentencePieceProcessor(model_file=str(d / "bpe.model"))
+    assert sp.piece_to_id("<blk>") == 0
+    return sp
+
+
+def spelling_model(V):
+    """Tiny transducer whose encoder frame t emits the one-hot token of feature frame 2t."""
+    m = TinyTransducer(feat_dim=V, vocab_size=V, enc_dim=V, dec_dim=4, joiner_dim=V, context_size=2)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.zero_()
+        m.encoder.weight[:, :V] = torch.eye(V)  # first frame of each pair, tanh(1) = 0.76
+        m.joiner.encoder_proj.weight.copy_(torch.eye(V) * 10)
+        m.joiner.output_linear.weight.copy_(torch.eye(V) * 20)
+    return m.eval()
+
+
+def make_cuts(tmp_path, sp, utts):
+    from lhotse import CutSet, LilcomChunkyWriter, MonoCut, SupervisionSegment
+    from lhotse.features.base import Features
+
+    V = sp.get_piece_size()
+    cuts = []
+    with LilcomChunkyWriter(tmp_path / "feats") as writer:
+        for cut_id, ref, hyp in utts:
+            tokens = []
+            for tok in sp.encode(hyp, out_type=int):
+                tokens += [tok, 0]  # token then a blank frame
+            frames = np.repeat(np.eye(V, dtype=np.float32)[tokens], 2, axis=0)  # 2 feature frames each
+            key = writer.write(cut_id, frames)
+            dur = frames.shape[0] * 0.01
+            feats = Features(type="onehot", num_frames=frames.shape[0], num_features=V, frame_shift=0.01,
+                             sampling_rate=16000, start=0, duration=dur, storage_type=writer.name,
+                             storage_path=str(writer.storage_path), storage_key=key, recording_id=cut_id,
+                             channels=0)
+            sup = SupervisionSegment(id=cut_id, recording_id=cut_id, start=0, duration=dur, text=ref)
+            cuts.append(MonoCut(id=cut_id, start=0, duration=dur, channel=0, features=feats,
+                                supervisions=[sup]))
+    path = tmp_path / "cuts.jsonl.gz"
+    CutSet.from_cuts(cuts).to_file(path)
+    return path
+
+
+@pytest.mark.parametrize("method,beam", [("greedy_search", 4), ("modified_beam_search", 1),
+                                         ("modified_beam_search", 4)])
+def test_decode_dataset_spells_hypotheses(tmp_path, bpe, method, beam):
+    cuts = make_cuts(tmp_path, bpe, UTTS)
+    model = spelling_model(bpe.get_piece_size())
+    # c1..c3 last 0.32 s, c4 0.12 s; lhotse counts padded duration, so 0.7 s gives batches
+    # [c1, c2] and [c3, c4], the latter padding c4 to 0.32 s
+    results = decode_dataset(model, cuts, bpe, method=method, beam_size=beam, max_duration=0.7)
+    assert results == [(cid, ref.split(), hyp.split()) for cid, ref, hyp in UTTS]
+
+
+def test_output_files(tmp_path, bpe):
+    cuts = make_cuts(tmp_path, bpe, UTTS)
+    model = spelling_model(bpe.get_piece_size())
+    out = tmp_path / "out"
+    wers = decode_and_score(model, {"test-clean": cuts}, bpe, out, method="modified_beam_search",
+                            beam_size=4, max_duration=100)
+    assert wers == {"test-clean": 50.0}
+    assert (out / "recogs-test-clean.txt").read_text().splitlines() == [
+        "c1:\tref=['HELLO', 'WORLD']", "c1:\thyp=['HELLO', 'WORD']",
+        "c2:\tref=['GOOD', 'DAY', 'SIR']", "c2:\thyp=['GOOD', 'DAY']",
+        "c3:\tref=['YES']", "c3:\thyp=['YES', 'YES']",
+        "c4:\tref=['MAYBE', 'NO']", "c4:\thyp=['NO']",
+    ]
+    errs = (out / "errs-test-clean.txt").read_text()
+    assert errs.startswith(
+        "%WER = 50.00\nErrors: 1 insertions, 2 deletions, 1 substitutions, over 8 reference words (5 correct)\n"
+    )
+    assert "c1:\tHELLO (WORLD->WORD)\nc2:\tGOOD DAY (SIR->*)\n" in errs
+    assert "SUBSTITUTIONS: count ref -> hyp\n1   WORLD -> WORD\n" in errs
+    assert "DELETIONS: count ref\n1   SIR\n1   MAYBE\n\n" in errs
+    assert "c3:\tYES (*->YES)\nc4:\t(MAYBE->*) NO\n" in errs
+    assert "INSERTIONS: count hyp\n1   YES\n" in errs
+    assert (out / "wer-summary-test-clean.txt").read_text() == (
+        "settings\tWER\nmodified_beam_search_beam_size_4\t50.0\n"
+    )
+
+
+def test_cli_decode(tmp_path, bpe, monkeypatch, capsys):
+    from mvqkd import cli
+    import mvqkd.student.checkpoint as ckpt
+
+    cuts = make_cuts(tmp_path, bpe, UTTS)
+    bpe_path = tmp_path / "bpe.model"
+    bpe_path.write_bytes(bpe.serialized_model_proto())
+    calls = []
+
+    def fake_load(exp_dir, epoch=None, avg=1, iteration=None, device="cpu"):
+        calls.append((str(exp_dir), epoch, avg, iteration, device))
+        return spelling_model(bpe.get_piece_size()), None
+
+    monkeypatch.setattr(ckpt, "load_model_for_decoding", fake_load)
+    exp = tmp_path / "exp"
+    rc = cli.main(["decode", "--exp-dir", str(exp), "--epoch", "3", "--avg", "2", "--bpe-model", str(bpe_path),
+                   "--cuts", f"set-a={cuts}", f"set-b={cuts}", "--method", "greedy_search"])
+    assert rc == 0
+    assert calls == [(str(exp), 3, 2, None, "cpu")]
+    for name in ("set-a", "set-b"):
+        assert (exp / "greedy_search" / f"errs-{name}.txt").read_text().startswith("%WER = 50.00\n")
+        assert (exp / "greedy_search" / f"wer-summary-{name}.txt").read_text() == (
+            "settings\tWER\ngreedy_search_epoch-3-avg-2\t50.0\n"
+        )
+    assert "set-a\t50.00" in capsys.readouterr().out
+    assert cli.main(["decode", "--exp-dir", str(exp), "--bpe-model", str(bpe_path),
+                     "--cuts", f"x={tmp_path / 'missing.jsonl.gz'}"]) == 2
+
+
+def test_vocab_mismatch_is_an_error(tmp_path, bpe):
+    cuts = make_cuts(tmp_path, bpe, UTTS)
+    model = spelling_model(bpe.get_piece_size() + 1)
+    with pytest.raises(ValueError, match="vocab_size"):
+        decode_dataset(model, cuts, bpe)
