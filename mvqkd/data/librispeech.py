@@ -122,7 +122,7 @@ def manifests_for(audit: PartAudit):
         recordings.append(rec)
         supervisions.append(SupervisionSegment(
             id=utt_id, recording_id=utt_id, start=0.0, duration=rec.duration,
-            channel=0, text=text, language="English", speaker="-".join(utt_id.split("-")[:2]),
+            channel=0, text=text, language="English", speaker=utt_id.split("-")[0],
         ))
     recs, sups = fix_manifests(RecordingSet.from_recordings(recordings), SupervisionSet.from_segments(supervisions))
     validate_recordings_and_supervisions(recs, sups)
