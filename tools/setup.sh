@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# One-step setup on a fresh Debian/Ubuntu machine (no GPU needed):
+#   - Debian packages: espeak-ng and sox (the embedded corpus), via apt-get (sudo when not root)
+#   - a virtual environment in .venv (override with VENV=path) with torch (CPU wheel range
+#     torch>=2.1,<2.14; set TORCH_SPEC to choose another build) and mvqkd[dev] installed editable.
+# Idempotent: re-running only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+TORCH_SPEC=${TORCH_SPEC:-"torch>=2.1,<2.14"}
+
+log() { echo "[setup] $*"; }
+
+need_apt=""
+for tool in espeak-ng sox; do command -v "$tool" >/dev/null 2>&1 || need_apt="$need_apt $tool"; done
+if [ -n "$need_apt" ]; then
+  log "installing Debian packages:$need_apt"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq espeak-ng sox >/dev/null
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating virtual environment $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+PIP="$VENV/bin/python -m pip"
+if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
+  log "installing $TORCH_SPEC"
+  $PIP install -q "$TORCH_SPEC"
+fi
+if ! "$VENV/bin/python" -c "import mvqkd, pytest, multi_quantization" >/dev/null 2>&1 \
+   || [ pyproject.toml -nt "$VENV/.mvqkd-installed" ]; then
+  log "installing mvqkd[dev] (editable)"
+  $PIP install -q -e ".[dev]"
+  touch "$VENV/.mvqkd-installed"
+fi
+"$VENV/bin/python" - <<'PY'
+import importlib, sys
+for name in ("torchaudio",):
+    if importlib.util.find_spec(name) is not None:
+        print(f"[setup] note: {name} is installed; mvqkd does not need it", file=sys.stderr)
+import torch, lhotse, transformers
+print(f"[setup] ready: torch {torch.__version__}, lhotse {lhotse.__version__}, transformers {transformers.__version__}")
+PY
