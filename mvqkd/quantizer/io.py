@@ -66,7 +66,7 @@ def load_embeddings(path, max_frames: int | None = None, drop_nonfinite: bool = 
             raise ValueError(f"{path}: neither .npy nor a readable HDF5 file ({e})")
     if max_frames is not None:
         x = x[:max_frames]
-    x = np.asarray(x, dtype=np.float32)
+    x = np.array(x, dtype=np.float32)  # copy: writable, off the memory map
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise ValueError(f"{path}: empty embeddings file (shape {x.shape})")
     finite = np.isfinite(x).all(1)

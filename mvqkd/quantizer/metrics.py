@@ -64,3 +64,41 @@ def report(quantizer, x: Tensor) -> dict:
         "relative_error": relative_error(x, x_hat),
         **stats,
     }
+
+
+def plot_training(quantizer, out_png, counts: Tensor | None = None) -> None:
+    """PNG with the held-out training curve and the sorted codeword usage per codebook.
+
+    Args:
+        quantizer: a quantizer whose ``history`` holds ``curve`` (and ``usage``).
+        out_png: output path.
+        counts: (N, K) usage to draw instead of the stored training usage.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curve = quantizer.history.get("curve", [])
+    if counts is None and "usage" in quantizer.history:
+        counts = torch.tensor(quantizer.history["usage"])
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    if curve:
+        a.plot([c["iter"] for c in curve], [c["heldout_rel_err"] for c in curve], marker="o")
+    else:
+        a.text(0.5, 0.5, "no training curve stored", ha="center", transform=a.transAxes)
+    a.set_xlabel("iteration")
+    a.set_ylabel("held-out relative error")
+    a.set_title(f"training curve ({quantizer.id})")
+    if counts is not None:
+        for m, row in enumerate(counts):
+            b.plot(torch.sort(row.double(), descending=True).values.numpy(), label=f"cb {m}", lw=1)
+        b.set_yscale("symlog")
+        if counts.shape[0] <= 8:
+            b.legend(fontsize=7)
+    b.set_xlabel("codeword rank")
+    b.set_ylabel("uses")
+    b.set_title("codeword usage (sorted, per codebook)")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)

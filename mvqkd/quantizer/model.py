@@ -199,7 +199,9 @@ def load_quantizer(path, device="cpu") -> Quantizer:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle / zip errors of all kinds
-        raise ValueError(f"{path} is not an mvqkd quantizer file (cannot be read by torch.load: {e})")
+        raise ValueError(
+            f"{path} is not an mvqkd quantizer file (torch.load failed: {type(e).__name__})"
+        ) from e
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path} is not an mvqkd quantizer file (no '{FORMAT}' format tag)")
     if state.get("version", 0) > VERSION:
