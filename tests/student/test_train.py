@@ -1,0 +1,142 @@
+"""The training loop on a tiny synthetic MVQ-KD set (CPU, a few seconds per run)."""
+
+import logging
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+from lhotse import CutSet
+from lhotse.features.io import NumpyHdf5Writer
+from lhotse.utils import fastcopy
+
+from mvqkd.train import train
+from mvqkd.training.synthetic import WORDS, make_synthetic_cuts, train_tiny_bpe
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("traindata")
+    make_synthetic_cuts(d, num_cuts=8, min_duration=0.8, max_duration=1.4, num_codebooks=4,
+                        codebook_size=16)
+    bpe = train_tiny_bpe([" ".join(WORDS)] * 3, d / "bpe", 30)
+    return d
+
+
+def _cfg(data, exp, **kw):
+    cfg = dict(train_cuts=str(data / "cuts.jsonl.gz"), bpe_model=str(data / "bpe" / "bpe.model"),
+               exp_dir=str(exp), kd="mvq", model_size="tiny", num_epochs=3, max_duration=4.0,
+               num_workers=0, save_every_n=3, warmup_steps=3, lr=3e-3, tensorboard=False,
+               device="cpu")
+    cfg.update(kw)
+    return cfg
+
+
+def test_tiny_run_lowers_both_losses_and_writes_outputs(data, tmp_path):
+    exp = tmp_path / "exp"
+    res = train(_cfg(data, exp, valid_cuts=str(data / "cuts.jsonl.gz"), num_epochs=4,
+                     tensorboard=True))
+    valid = res["valid"]
+    assert len(valid) == 4
+    assert valid[-1]["rnnt"] < 0.8 * valid[0]["rnnt"]
+    assert valid[-1]["codebook"] < valid[0]["codebook"]
+    hist = res["history"]
+    assert hist[-1]["step"] == res["final_step"] == len(hist)
+    names = sorted(p.name for p in exp.glob("*.pt"))
+    assert names == sorted([f"epoch-{e}.pt" for e in range(1, 5)]
+                           + [f"checkpoint-{s}.pt" for s in range(3, len(hist) + 1, 3)])
+    log = next((exp / "log").glob("log-train-*.txt")).read_text()
+    assert "attention entropy layer 2" in log and "validation" in log
+    assert list((exp / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_resumed_run_equals_uninterrupted(data, tmp_path):
+    full = train(_cfg(data, tmp_path / "a"))["history"]
+    assert len(full) >= 5
+    # Interrupted after step 3 (mid-epoch 2: checkpoint-3.pt), resumed automatically.
+    part1 = train(_cfg(data, tmp_path / "b", max_steps=3))["history"]
+    assert [h["step"] for h in part1] == [1, 2, 3] and (tmp_path / "b/checkpoint-3.pt").exists()
+    part2 = train(_cfg(data, tmp_path / "b"))["history"]
+    resumed = part1 + part2
+    assert [h["step"] for h in resumed] == [h["step"] for h in full]
+    assert [h["cut_ids"] for h in resumed] == [h["cut_ids"] for h in full]
+    for a, b in zip(full, resumed):
+        for k in ("loss", "rnnt", "codebook"):
+            assert a[k] == pytest.approx(b[k], rel=1e-6, abs=1e-6), (a["step"], k)
+
+
+def test_quantizer_mismatch_refused_before_training(data, tmp_path):
+    with pytest.raises(ValueError, match="quantizer_id='q-synthetic' does not match"):
+        train(_cfg(data, tmp_path / "q", quantizer_id="some-other-quantizer"))
+    with pytest.raises(ValueError, match="num_codebooks=4 does not match"):
+        train(_cfg(data, tmp_path / "q", num_codebooks=8))
+    assert not list((tmp_path / "q").glob("*.pt"))
+
+
+def _nan_cuts(data, out, which):
+    """Copy of the manifest whose cuts in ``which`` have NaN features."""
+    cuts = []
+    with NumpyHdf5Writer(out / f"nanfeats{len(which)}") as w:
+        for i, cut in enumerate(CutSet.from_file(data / "cuts.jsonl.gz")):
+            if i in which:
+                feats = cut.load_features()
+                feats[:] = np.nan
+                key = w.write(cut.id, feats)
+                cut = fastcopy(cut, features=fastcopy(
+                    cut.features, storage_type=w.name, storage_path=str(w.storage_path),
+                    storage_key=key))
+            cuts.append(cut)
+    path = out / f"nan_cuts{len(which)}.jsonl.gz"
+    CutSet.from_cuts(cuts).to_file(path)
+    return path
+
+
+def test_nan_batches_skipped_then_training_stops(data, tmp_path, caplog):
+    # Every cut NaN: every batch is skipped, and the run stops after > 1 in a row.
+    all_nan = _nan_cuts(data, tmp_path, set(range(8)))
+    with pytest.raises(RuntimeError, match=r"2 non-finite losses in a row \(> --max-nan-batches 1\)"):
+        train(_cfg(data, tmp_path / "n1", train_cuts=str(all_nan), max_nan_batches=1))
+    # One NaN cut: its batches are skipped with a warning, the others train normally.
+    one_nan = _nan_cuts(data, tmp_path, {0})
+    with caplog.at_level(logging.WARNING, logger="mvqkd"):
+        res = train(_cfg(data, tmp_path / "n2", train_cuts=str(one_nan), num_epochs=2))
+    skipped = caplog.text.count("non-finite loss")
+    assert skipped >= 1
+    assert all(np.isfinite(h["loss"]) for h in res["history"])
+    assert all("utt0" not in h["cut_ids"] for h in res["history"])
+    for p in res["model"].parameters():
+        assert torch.isfinite(p).all()
+
+
+def _ddp_worker(rank, world_size, port, cfg, out_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world_size),
+                      RANK=str(rank), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    res = train(cfg)
+    torch.save({"params": {k: v.clone() for k, v in res["model"].state_dict().items()},
+                "history": res["history"]}, os.path.join(out_dir, f"rank{rank}.pt"))
+
+
+def test_two_process_ddp_on_gloo(data, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = _cfg(data, tmp_path / "ddp", num_epochs=1, max_duration=4.0, save_every_n=1)
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, port, cfg, str(tmp_path)), nprocs=2,
+                                join=True)
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=False)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=False)
+    assert len(r0["history"]) == len(r1["history"]) >= 1
+    # Each rank trained on its own batches...
+    ids0 = {c for h in r0["history"] for c in h["cut_ids"]}
+    ids1 = {c for h in r1["history"] for c in h["cut_ids"]}
+    assert ids0 and ids1 and not ids0 & ids1
+    # ...and after the optimiser steps both hold the same parameters.
+    for k, v in r0["params"].items():
+        assert torch.equal(v, r1["params"][k]), k
+    # The rank-0 checkpoint holds the same parameters, and one RNG state per rank.
+    ck = torch.load(tmp_path / "ddp" / "epoch-1.pt", weights_only=False)
+    assert len(ck["rng"]) == 2
+    for k, v in r0["params"].items():
+        assert torch.equal(v, ck["model"][k]), k
