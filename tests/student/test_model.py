@@ -185,3 +185,15 @@ def test_a_few_steps_lower_rnnt_and_codebook_losses(codebook_loss):
     out = model(feats, lens, tokens, codebook_indexes=idx)
     assert out["rnnt"].item() < 0.7 * first["rnnt"]
     assert out["codebook"].item() < 0.9 * first["codebook"]
+
+
+def test_k2_backend_without_k2_is_a_clear_error():
+    try:
+        import k2  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="rnnt_backend='torch'"):
+            tiny(rnnt_backend="k2")
+    else:  # k2 present: the pruned loss must run and be finite
+        model = tiny(rnnt_backend="k2")
+        feats, lens, tokens, _ = _batch()
+        assert torch.isfinite(model(feats, lens, tokens)["loss"])
