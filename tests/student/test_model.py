@@ -197,3 +197,17 @@ def test_k2_backend_without_k2_is_a_clear_error():
         model = tiny(rnnt_backend="k2")
         feats, lens, tokens, _ = _batch()
         assert torch.isfinite(model(feats, lens, tokens)["loss"])
+
+
+def test_batched_losses_equal_the_mean_of_per_utterance_losses():
+    """Padding leaks into no loss: with per-utterance normalisation, a batch's rnnt and
+    codebook losses are the means of the losses of its utterances run alone."""
+    torch.manual_seed(4)
+    model = tiny(num_codebooks=2, codebook_size=8).eval()
+    feats, lens, tokens, idx = _batch()
+    both = model(feats, lens, tokens, codebook_indexes=idx)
+    alone = [model(feats[i:i + 1, :lens[i]], lens[i:i + 1], tokens[i:i + 1],
+                   codebook_indexes=idx[i:i + 1, :(int(lens[i]) + 1) // 2]) for i in range(2)]
+    for key in ("rnnt", "codebook"):
+        torch.testing.assert_close(both[key], (alone[0][key] + alone[1][key]) / 2,
+                                   rtol=1e-4, atol=1e-4)
