@@ -21,7 +21,7 @@ Float embeddings (L1/L2/cosine KD baselines) are paired the same way
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple, Union
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -165,8 +165,3 @@ class KDHead(nn.Module):
             per_frame = 1.0 - F.cosine_similarity(pred, target, dim=-1, eps=1e-6)
         return per_frame.masked_fill(~valid, 0.0).sum()
 
-
-def count_target_frames(valid_entries: Union[int, torch.Tensor], per_frame: int) -> torch.Tensor:
-    """Number of (full) student frames for ``valid_entries`` valid target entries when a
-    full frame has ``per_frame`` entries (half-valid trailing frames count as halves)."""
-    return torch.as_tensor(valid_entries, dtype=torch.float32) / per_frame
