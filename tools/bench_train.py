@@ -1,0 +1,97 @@
+#!/usr/bin/env python
+"""Codebook-head overhead: training-step time of the same student with and without it.
+
+Both models (same preset, same seed; one with ``num_codebooks=N``, one with 0) train on
+the same random batch (features (B, T, 80), random transcripts, random indexes (B, T50, N)),
+forward + backward + AdamW step. The two are timed alternately, step by step, in one
+process, and the median step times are compared. Target: overhead <= 5%.
+
+    python tools/bench_train.py --model-size small --batch-size 8 --seconds 10 --steps 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def make_batch(batch_size, seconds, vocab, num_codebooks, codebook_size, device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    T = int(seconds * 100)
+    feats = torch.randn(batch_size, T, 80, generator=g)
+    lens = torch.full((batch_size,), T, dtype=torch.long)
+    tokens = [torch.randint(3, vocab, (int(seconds * 3),), generator=g).tolist()
+              for _ in range(batch_size)]
+    idx = torch.randint(0, codebook_size, (batch_size, int(round(seconds / 0.02)), num_codebooks),
+                        generator=g)
+    return feats.to(device), lens.to(device), tokens, idx.to(device)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--model-size", default="small", choices=["tiny", "small", "reference"],
+                   help="student preset")
+    p.add_argument("--batch-size", type=int, default=8, help="utterances per batch")
+    p.add_argument("--seconds", type=float, default=10.0, help="duration of each utterance")
+    p.add_argument("--vocab-size", type=int, default=500, help="BPE vocabulary size")
+    p.add_argument("--num-codebooks", type=int, default=8,
+                   help="teacher codebooks N (the head predicts 2N per student frame)")
+    p.add_argument("--codebook-size", type=int, default=256, help="entries per codebook")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per model")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps per model first")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args(argv)
+
+    from mvqkd.student import build_model, preset_config
+
+    device = torch.device(args.device)
+    models, opts = {}, {}
+    for name, n in (("with head", args.num_codebooks), ("without head", 0)):
+        torch.manual_seed(0)
+        cfg = preset_config(args.model_size, args.vocab_size, num_codebooks=n,
+                            codebook_size=args.codebook_size, dropout=0.0)
+        models[name] = build_model(cfg).to(device).train()
+        opts[name] = torch.optim.AdamW(models[name].parameters(), lr=1e-4)
+    feats, lens, tokens, idx = make_batch(args.batch_size, args.seconds, args.vocab_size,
+                                          args.num_codebooks, args.codebook_size, device)
+
+    def step(name):
+        model, opt = models[name], opts[name]
+        _sync(device)
+        t0 = time.perf_counter()
+        out = model(feats, lens, tokens, codebook_indexes=idx if name == "with head" else None)
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        opt.step()
+        _sync(device)
+        return time.perf_counter() - t0
+
+    times = {name: [] for name in models}
+    for i in range(args.warmup + args.steps):
+        order = list(models) if i % 2 == 0 else list(reversed(list(models)))
+        for name in order:
+            t = step(name)
+            if i >= args.warmup:
+                times[name].append(t)
+    med = {name: statistics.median(ts) for name, ts in times.items()}
+    n_params = {name: sum(p.numel() for p in m.parameters()) / 1e6 for name, m in models.items()}
+    print(f"device {device}, model {args.model_size}, batch {args.batch_size} x {args.seconds}s, "
+          f"N={args.num_codebooks} x K={args.codebook_size}, {args.steps} timed steps each")
+    for name in models:
+        print(f"  {name:13s}: median step {med[name] * 1000:8.1f} ms  ({n_params[name]:.2f}M params)")
+    ratio = med["with head"] / med["without head"]
+    print(f"ratio with/without head: {ratio:.3f} (overhead {100 * (ratio - 1):+.1f}%, target <= +5%)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
