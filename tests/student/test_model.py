@@ -12,6 +12,15 @@ from mvqkd.student import TransducerConfig, align_teacher_to_student, build_mode
 from mvqkd.student.encoder import MultiHeadSelfAttention, padding_mask, rotary_tables
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread is faster than two fighting on a shared CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def tiny(**kw):
     kw.setdefault("dropout", 0.0)
     return build_model(preset_config("tiny", 16, **kw))
