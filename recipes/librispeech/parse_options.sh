@@ -6,11 +6,11 @@ while true; do
   [ -z "${1:-}" ] && break
   case "$1" in
     --help|-h)
-      sed -n '2,/^$/p' "$0" | sed 's/^# \{0,1\}//'
+      awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
       echo "Options (current values):"
-      for __v in $(compgen -v); do :; done
-      grep -oE '^[a-z_][a-z0-9_]*=' "$0" | tr -d '=' | sort -u | while read -r __v; do
-        printf '  --%s %s\n' "${__v//_/-}" "${!__v}"
+      # Only the variables defined before this file was sourced are options.
+      grep -oE '^[a-z_][a-z0-9_]*=' "$0" | tr -d '=' | awk '!seen[$0]++' | while read -r __v; do
+        if [ -n "${!__v+x}" ]; then printf '  --%s %s\n' "${__v//_/-}" "${!__v}"; fi
       done
       exit 0 ;;
     --*=*)
