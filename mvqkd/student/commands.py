@@ -6,6 +6,7 @@ No torch / lhotse import at module level: handlers import what they need.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 
 def _none_or_int(value: str):
@@ -13,76 +14,82 @@ def _none_or_int(value: str):
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of :class:`mvqkd.train.TrainConfig` (defaults from it)."""
+    """The options of :class:`mvqkd.training.config.TrainConfig`; defaults come from it."""
+    from mvqkd.training.config import TrainConfig
+
     g = p.add_argument_group("data")
     g.add_argument("--train-cuts", required=True,
                    help="lhotse CutSet (jsonl.gz) with fbank features; with --kd mvq its cuts "
                         "must carry codebook_indexes (the extraction stage writes them)")
-    g.add_argument("--valid-cuts", default=None,
+    g.add_argument("--valid-cuts",
                    help="CutSet for the validation loss computed at each epoch end")
     g.add_argument("--bpe-model", required=True, help="sentencepiece model (DATA/lang_bpe_V/bpe.model)")
-    g.add_argument("--max-duration", type=float, default=200.0,
+    g.add_argument("--max-duration", type=float,
                    help="seconds of audio per batch (lhotse DynamicBucketingSampler)")
-    g.add_argument("--num-buckets", type=int, default=30, help="duration buckets of the sampler")
-    g.add_argument("--num-workers", type=int, default=2, help="DataLoader worker processes")
+    g.add_argument("--num-buckets", type=int, help="duration buckets of the sampler")
+    g.add_argument("--num-workers", type=int, help="DataLoader worker processes")
     g.add_argument("--on-the-fly-feats", action="store_true",
                    help="compute 80-bin fbank from the audio instead of reading stored features")
     g.add_argument("--no-spec-augment", dest="spec_augment", action="store_false",
                    help="disable SpecAugment (frequency / time masks)")
-    g.add_argument("--time-warp-factor", type=int, default=80,
+    g.add_argument("--time-warp-factor", type=int,
                    help="SpecAugment time warp (frames) for --kd none only; always 0 when distilling")
     g = p.add_argument_group("distillation")
-    g.add_argument("--kd", choices=["none", "mvq", "l1", "l2", "cosine"], default="mvq",
+    g.add_argument("--kd", choices=["none", "mvq", "l1", "l2", "cosine"],
                    help="none: plain transducer; mvq: predict codebook indexes; l1/l2/cosine: "
                         "regress stored float teacher embeddings")
-    g.add_argument("--codebook-loss-scale", type=float, default=0.1,
+    g.add_argument("--codebook-loss-scale", type=float,
                    help="loss = rnnt + scale x codebook loss (reference: 0.1)")
-    g.add_argument("--codebook-loss", choices=["independent", "joint"], default="independent",
+    g.add_argument("--codebook-loss", choices=["independent", "joint"],
                    help="per-codebook cross-entropy, or the joint (autoregressive) variant")
-    g.add_argument("--kd-loss-scale", type=float, default=1.0, help="scale of the l1/l2/cosine loss")
-    g.add_argument("--distill-layer", type=_none_or_int, default=None,
+    g.add_argument("--kd-loss-scale", type=float, help="scale of the l1/l2/cosine loss")
+    g.add_argument("--distill-layer", type=_none_or_int,
                    help="1-based encoder layer read by the distillation head (default: middle)")
-    g.add_argument("--quantizer-id", default=None,
+    g.add_argument("--quantizer-id",
                    help="refuse to train unless every cut's codebook_indexes_info has this id "
                         "(default: all cuts must agree with the first one)")
-    g.add_argument("--num-codebooks", type=int, default=None,
+    g.add_argument("--num-codebooks", type=int,
                    help="refuse to train unless the manifest has this number of codebooks")
     g.add_argument("--skip-missing-indexes", action="store_true",
                    help="skip (and count) cuts without indexes instead of stopping with an error")
     g = p.add_argument_group("model")
-    g.add_argument("--model-size", choices=["tiny", "small", "reference"], default="small",
+    g.add_argument("--model-size", choices=["tiny", "small", "reference"],
                    help="preset: tiny (2x64, tests), small (6x192), reference (12x512)")
-    g.add_argument("--model-override", action="append", default=[], metavar="KEY=VALUE",
+    g.add_argument("--model-override", action="append", metavar="KEY=VALUE",
                    help="override a TransducerConfig field, e.g. num_layers=8 (repeatable)")
     g.add_argument("--sigma-reparam", action="store_true",
                    help="sigma-Reparam on the encoder's linear layers (no LR warmup then)")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--num-epochs", type=int, default=30, help="last epoch to train")
-    g.add_argument("--start-epoch", type=int, default=None,
+    g.add_argument("--num-epochs", type=int, help="last epoch to train")
+    g.add_argument("--start-epoch", type=int,
                    help="resume from EXP/epoch-(E-1).pt; 1 = fresh start; default: resume "
                         "from the newest checkpoint in --exp-dir if any")
-    g.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
-    g.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate")
-    g.add_argument("--weight-decay", type=float, default=1e-2, help="AdamW weight decay")
-    g.add_argument("--warmup-steps", type=int, default=2000,
+    g.add_argument("--max-steps", type=int, help="stop after this many steps")
+    g.add_argument("--lr", type=float, help="peak AdamW learning rate")
+    g.add_argument("--weight-decay", type=float, help="AdamW weight decay")
+    g.add_argument("--warmup-steps", type=int,
                    help="linear LR warmup steps (ignored with --sigma-reparam)")
-    g.add_argument("--lr-decay-steps", type=float, default=10000.0,
+    g.add_argument("--lr-decay-steps", type=float,
                    help="steps after which the LR decays as step^-0.5 (Eden-like)")
-    g.add_argument("--grad-clip", type=float, default=5.0, help="max gradient norm")
-    g.add_argument("--max-nan-batches", type=int, default=20,
+    g.add_argument("--grad-clip", type=float, help="max gradient norm")
+    g.add_argument("--max-nan-batches", type=int,
                    help="stop after more than this many non-finite losses in a row")
-    g.add_argument("--seed", type=int, default=42, help="random seed")
-    g.add_argument("--device", default=None, help="cpu, cuda or cuda:K (default: cuda if available)")
+    g.add_argument("--seed", type=int, help="random seed")
+    g.add_argument("--device", help="cpu, cuda or cuda:K (default: cuda if available)")
     g = p.add_argument_group("output")
     g.add_argument("--exp-dir", required=True,
                    help="checkpoints, log/log-train-*.txt and tensorboard/ go here")
-    g.add_argument("--save-every-n", type=int, default=2000,
+    g.add_argument("--save-every-n", type=int,
                    help="write EXP/checkpoint-STEP.pt every N steps (0: only epoch files)")
-    g.add_argument("--keep-last-k", type=int, default=10,
+    g.add_argument("--keep-last-k", type=int,
                    help="keep the newest K checkpoint-STEP.pt files (epoch files are kept)")
-    g.add_argument("--log-interval", type=int, default=50, help="log / tensorboard every N steps")
+    g.add_argument("--log-interval", type=int, help="log / tensorboard every N steps")
     g.add_argument("--no-tensorboard", dest="tensorboard", action="store_false",
                    help="do not write tensorboard events")
+    defaults = dataclasses.asdict(TrainConfig())
+    for key in ("train_cuts", "bpe_model", "exp_dir"):  # required: no default
+        defaults.pop(key)
+    p.set_defaults(**defaults)
 
 
 def _train(args) -> int:
@@ -113,6 +120,7 @@ def _average(args) -> int:
 def register(subparsers):
     p = subparsers.add_parser(
         "train", help="train the transducer student (baseline or MVQ-KD)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Train a transducer student, with codebook-index (MVQ) or float "
                     "embedding distillation, on one process or under torchrun (DDP).",
     )

@@ -140,3 +140,19 @@ def test_two_process_ddp_on_gloo(data, tmp_path):
     assert len(ck["rng"]) == 2
     for k, v in r0["params"].items():
         assert torch.equal(v, ck["model"][k]), k
+
+
+def test_cli_options_map_onto_train_config():
+    import dataclasses
+
+    from mvqkd.cli import build_parser
+    from mvqkd.training.config import TrainConfig
+
+    args = build_parser().parse_args([
+        "train", "--train-cuts", "c.jsonl.gz", "--bpe-model", "b.model", "--exp-dir", "e",
+        "--kd", "none", "--model-override", "num_layers=3", "--no-spec-augment",
+        "--distill-layer", "2", "--skip-missing-indexes"])
+    want = dataclasses.replace(TrainConfig(), train_cuts="c.jsonl.gz", bpe_model="b.model",
+                               exp_dir="e", kd="none", model_override=["num_layers=3"],
+                               spec_augment=False, distill_layer=2, skip_missing_indexes=True)
+    assert TrainConfig.from_any(args) == want
