@@ -286,10 +286,16 @@ def train(config) -> dict:
                     batch["features"] = specaug(batch["features"], batch["feature_lens"])
                 out = _forward(model, batch)
                 loss = out["loss"]
-                if not all_true(bool(torch.isfinite(loss)), dinfo):
+                finite = all_true(bool(torch.isfinite(loss)), dinfo)
+                optimizer.zero_grad(set_to_none=True)
+                if finite:
+                    loss.backward()
+                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                    finite = bool(torch.isfinite(grad_norm))  # same on all ranks after DDP
+                if not finite:
                     nan_run += 1
-                    logger.warning("non-finite loss at step %d (cuts %s); batch skipped "
-                                   "(%d in a row)", step + 1, batch["cut_ids"][:4], nan_run)
+                    logger.warning("non-finite loss or gradient at step %d (cuts %s); batch "
+                                   "skipped (%d in a row)", step + 1, batch["cut_ids"][:4], nan_run)
                     optimizer.zero_grad(set_to_none=True)
                     if nan_run > cfg.max_nan_batches:
                         raise RuntimeError(
@@ -298,9 +304,6 @@ def train(config) -> dict:
                         )
                     continue
                 nan_run = 0
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 optimizer.step()
                 scheduler.step()
                 step += 1
