@@ -77,7 +77,7 @@ def _validate(args) -> int:
 
     from mvqkd.indexes.validate import format_report, validate_cuts
 
-    n, problems = validate_cuts(CutSet.from_file(args.cuts), args.quantizer, field=args.field)
+    n, problems = validate_cuts(CutSet.from_file(args.cuts) or [], args.quantizer, field=args.field)
     print(format_report(n, problems))
     return 1 if problems or n == 0 else 0
 

@@ -3,7 +3,8 @@
 Two inputs are understood:
 
 - a Kaldi data dir (it has ``wav.scp``): read with ``lhotse.kaldi.load_kaldi_data_dir``
-  (``segments``, ``text``, ``utt2spk`` are used when present);
+  (``segments``, ``text``, ``utt2spk`` are used when present); one cut per utterance,
+  cut id = utterance id (one per recording, id = recording id, without ``text``);
 - a plain folder of audio files (searched recursively for :data:`AUDIO_SUFFIXES`): one
   cut per file, the cut / recording id being the file's path relative to the folder
   without its suffix, ``/`` replaced by ``_``. An optional transcript file with lines
@@ -35,7 +36,7 @@ def read_transcripts(path) -> dict[str, str]:
 
 def cuts_from_audio_dir(audio_dir, transcripts=None):
     """CutSet of one cut per audio file under ``audio_dir`` (see the module doc)."""
-    from lhotse import CutSet, Recording, RecordingSet, SupervisionSegment, SupervisionSet
+    from lhotse import CutSet, Recording, SupervisionSegment
 
     root = Path(audio_dir)
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
@@ -55,13 +56,17 @@ def cuts_from_audio_dir(audio_dir, transcripts=None):
     unknown = sorted(set(texts) - set(origin))
     if unknown:
         raise ValueError(f"{transcripts}: ids without an audio file: {unknown[:5]}")
-    sups = [SupervisionSegment(id=r.id, recording_id=r.id, start=0.0, duration=r.duration,
-                               channel=r.channel_ids[0] if r.num_channels == 1 else r.channel_ids,
-                               text=texts[r.id]) for r in recordings if r.id in texts]
-    if transcripts and len(sups) < len(recordings):
-        logger.warning("%d of %d files have no transcript line", len(recordings) - len(sups), len(recordings))
-    return CutSet.from_manifests(recordings=RecordingSet.from_recordings(recordings),
-                                 supervisions=SupervisionSet.from_segments(sups) if sups else None)
+    cuts = []
+    for r in recordings:
+        cut = r.to_cut()  # cut id = recording id
+        if r.id in texts:
+            cut.supervisions = [SupervisionSegment(
+                id=r.id, recording_id=r.id, start=0.0, duration=r.duration,
+                channel=r.channel_ids[0] if r.num_channels == 1 else r.channel_ids, text=texts[r.id])]
+        cuts.append(cut)
+    if transcripts and len(texts) < len(recordings):
+        logger.warning("%d of %d files have no transcript line", len(recordings) - len(texts), len(recordings))
+    return CutSet.from_cuts(cuts)
 
 
 def cuts_from_kaldi_dir(kaldi_dir, sampling_rate: int):
@@ -69,7 +74,11 @@ def cuts_from_kaldi_dir(kaldi_dir, sampling_rate: int):
     from lhotse.kaldi import load_kaldi_data_dir
 
     recordings, supervisions, _ = load_kaldi_data_dir(kaldi_dir, sampling_rate=sampling_rate)
-    return CutSet.from_manifests(recordings=recordings, supervisions=supervisions)
+    if supervisions is None:  # no text / segments: one cut per recording, id = recording id
+        return CutSet.from_cuts(r.to_cut() for r in recordings)
+    # one cut per utterance (segment), id = utterance id
+    return CutSet.from_manifests(recordings=recordings, supervisions=supervisions).trim_to_supervisions(
+        keep_overlapping=False).to_eager()
 
 
 def make_cuts(source, out, transcripts=None, sampling_rate: int = 16000):

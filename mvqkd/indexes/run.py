@@ -153,7 +153,7 @@ def merge(out_dir, field: str, num_shards: int, num_input: int, join_onto=None,
     cuts, failures = [], []
     for i in range(num_shards):
         paths = ShardPaths(out_dir, field, i)
-        cuts.extend(CutSet.from_file(paths.cuts))
+        cuts.extend(CutSet.from_file(paths.cuts) or [])  # an empty manifest reads as None
         failures.extend(read_jsonl(paths.failed))
     if join_onto is not None:
         target = CutSet.from_file(join_onto)

@@ -1,0 +1,40 @@
+"""make-cuts: folder of audio (+ transcripts) and Kaldi data dirs."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import soundfile as sf
+
+from mvqkd.indexes.make_cuts import make_cuts
+from tests.indexes.indexes_helpers import REPO, write_tone
+
+
+def test_audio_folder_with_transcripts(tmp_path):
+    d = tmp_path / "corpus"
+    (d / "spk1").mkdir(parents=True)
+    write_tone(d / "spk1" / "a.wav", 0.5)
+    shutil.copy(REPO / "tests" / "data" / "common_voice_en_651325.mp3", d / "b.mp3")
+    (tmp_path / "text").write_text("spk1_a HELLO THERE\n")
+    cuts = make_cuts(d, tmp_path / "cuts.jsonl.gz", transcripts=tmp_path / "text")
+    by_id = {c.id: c for c in cuts}
+    assert sorted(by_id) == ["b", "spk1_a"]
+    assert by_id["spk1_a"].supervisions[0].text == "HELLO THERE" and by_id["b"].supervisions == []
+    info = sf.info(d / "spk1" / "a.wav")
+    assert by_id["spk1_a"].duration == pytest.approx(info.frames / info.samplerate)
+    assert by_id["b"].sampling_rate == 48000
+    (tmp_path / "bad").write_text("nosuchfile TEXT\n")
+    with pytest.raises(ValueError, match="without an audio file"):
+        make_cuts(d, tmp_path / "x.jsonl.gz", transcripts=tmp_path / "bad")
+
+
+def test_kaldi_data_dir_gives_one_cut_per_segment(tmp_path):
+    wav = REPO / "tests" / "data" / "LJ002-0020.wav"
+    (tmp_path / "wav.scp").write_text(f"rec1 {wav}\n")
+    (tmp_path / "segments").write_text("utt1 rec1 0.0 0.7\nutt2 rec1 0.7 1.5\n")
+    (tmp_path / "text").write_text("utt1 HELLO\nutt2 WORLD\n")
+    (tmp_path / "utt2spk").write_text("utt1 spk\nutt2 spk\n")
+    cuts = make_cuts(tmp_path, tmp_path / "cuts.jsonl.gz", sampling_rate=22050)
+    assert [(c.id, c.start, c.duration, c.supervisions[0].text) for c in cuts] == [
+        ("utt1", 0.0, 0.7, "HELLO"), ("utt2", 0.7, 0.8, "WORLD")]
