@@ -318,6 +318,8 @@ def train(config) -> dict:
                     if dinfo.is_main:
                         remove_old_step_checkpoints(exp, cfg.keep_last_k)
                 if cfg.max_steps is not None and step >= cfg.max_steps:
+                    if not (cfg.save_every_n > 0 and step % cfg.save_every_n == 0):
+                        save(exp / f"checkpoint-{step}.pt", epoch, False, sampler_state)
                     stop = True
                     break
             if stop:

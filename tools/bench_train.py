@@ -4,7 +4,8 @@
 Both models (same preset, same seed; one with ``num_codebooks=N``, one with 0) train on
 the same random batch (features (B, T, 80), random transcripts, random indexes (B, T50, N)),
 forward + backward + AdamW step. The two are timed alternately, step by step, in one
-process, and the median step times are compared. Target: overhead <= 5%.
+process; the median and the minimum step times are compared (on a shared machine the
+minimum is the least disturbed). Target: overhead <= 5%.
 
     python tools/bench_train.py --model-size small --batch-size 8 --seconds 10 --steps 10
 """
@@ -83,13 +84,18 @@ def main(argv=None) -> int:
             if i >= args.warmup:
                 times[name].append(t)
     med = {name: statistics.median(ts) for name, ts in times.items()}
+    best = {name: min(ts) for name, ts in times.items()}
     n_params = {name: sum(p.numel() for p in m.parameters()) / 1e6 for name, m in models.items()}
     print(f"device {device}, model {args.model_size}, batch {args.batch_size} x {args.seconds}s, "
           f"N={args.num_codebooks} x K={args.codebook_size}, {args.steps} timed steps each")
     for name in models:
-        print(f"  {name:13s}: median step {med[name] * 1000:8.1f} ms  ({n_params[name]:.2f}M params)")
-    ratio = med["with head"] / med["without head"]
-    print(f"ratio with/without head: {ratio:.3f} (overhead {100 * (ratio - 1):+.1f}%, target <= +5%)")
+        print(f"  {name:13s}: median step {med[name] * 1000:8.1f} ms, min {best[name] * 1000:8.1f} ms"
+              f"  ({n_params[name]:.2f}M params)")
+    # On a shared machine, the minimum is the least disturbed estimate; both are printed.
+    for label, d in (("median", med), ("min", best)):
+        ratio = d["with head"] / d["without head"]
+        print(f"ratio with/without head ({label}): {ratio:.3f} "
+              f"(overhead {100 * (ratio - 1):+.1f}%, target <= +5%)")
     return 0
 
 

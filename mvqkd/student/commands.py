@@ -64,7 +64,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--start-epoch", type=int,
                    help="resume from EXP/epoch-(E-1).pt; 1 = fresh start; default: resume "
                         "from the newest checkpoint in --exp-dir if any")
-    g.add_argument("--max-steps", type=int, help="stop after this many steps")
+    g.add_argument("--max-steps", type=int, help="stop after this many optimiser steps (a checkpoint is written there)")
     g.add_argument("--lr", type=float, help="peak AdamW learning rate")
     g.add_argument("--weight-decay", type=float, help="AdamW weight decay")
     g.add_argument("--warmup-steps", type=int,

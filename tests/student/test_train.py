@@ -19,7 +19,7 @@ from mvqkd.training.synthetic import WORDS, make_synthetic_cuts, train_tiny_bpe
 def data(tmp_path_factory):
     d = tmp_path_factory.mktemp("traindata")
     make_synthetic_cuts(d, num_cuts=8, min_duration=0.8, max_duration=1.4, num_codebooks=4,
-                        codebook_size=16)
+                        codebook_size=16, embedding_dim=6)
     bpe = train_tiny_bpe([" ".join(WORDS)] * 3, d / "bpe", 30)
     return d
 
@@ -64,6 +64,21 @@ def test_resumed_run_equals_uninterrupted(data, tmp_path):
     for a, b in zip(full, resumed):
         for k in ("loss", "rnnt", "codebook"):
             assert a[k] == pytest.approx(b[k], rel=1e-6, abs=1e-6), (a["step"], k)
+
+
+@pytest.mark.parametrize("kd", ["cosine", "none"])
+def test_float_kd_and_baseline_modes(data, tmp_path, kd):
+    res = train(_cfg(data, tmp_path / kd, kd=kd, num_epochs=1, max_steps=2, save_every_n=0))
+    hist = res["history"]
+    assert len(hist) == 2 and all(h["codebook"] == 0 for h in hist)
+    if kd == "cosine":
+        assert all(h["kd"] > 0 for h in hist)
+        assert res["model"].cfg.kd_mode == "cosine" and res["model"].cfg.kd_dim == 6
+    else:
+        assert all(h["kd"] == 0 for h in hist) and res["model"].cfg.num_codebooks == 0
+        assert all(h["loss"] == h["rnnt"] for h in hist)
+    # Stopped by max_steps inside epoch 1: a step checkpoint to resume from, no epoch file.
+    assert sorted(p.name for p in (tmp_path / kd).glob("*.pt")) == ["checkpoint-2.pt"]
 
 
 def test_quantizer_mismatch_refused_before_training(data, tmp_path):
