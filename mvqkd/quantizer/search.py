@@ -15,20 +15,23 @@ look-ups, which makes a beam search and ICM refinement nearly free.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
 def cross_table(codebooks: Tensor) -> Tensor:
-    """Inner products of all codewords.
+    """Inner products of all codewords, laid out for the search.
 
     Args:
         codebooks: (N, K, D)
     Returns:
-        (N, K, N, K) with ``T[l, a, m, b] = C[l, a] . C[m, b]``.
+        (N, N, K, K) with ``T[m, l, a, b] = C[l, a] . C[m, b]``, so that
+        ``T[m].reshape(N*K, K)`` is a contiguous embedding table whose row ``l*K + a``
+        holds the cross terms of codeword ``(l, a)`` with all of codebook m.
     """
     N, K, D = codebooks.shape
     flat = codebooks.reshape(N * K, D)
-    return (flat @ flat.T).view(N, K, N, K)
+    return (flat @ flat.T).view(N, K, N, K).permute(2, 0, 1, 3).contiguous()
 
 
 def _unary(z: Tensor, codebooks: Tensor) -> Tensor:
@@ -38,24 +41,39 @@ def _unary(z: Tensor, codebooks: Tensor) -> Tensor:
     return (codebooks * codebooks).sum(-1).unsqueeze(0) - 2.0 * dots
 
 
+def _cross(table: Tensor, m: int, flat_codes: Tensor) -> Tensor:
+    """Sum over the given codewords of their inner products with codebook m.
+
+    Args:
+        table: (N, N, K, K) from :func:`cross_table`.
+        flat_codes: (B, L) codeword ids ``l*K + a`` (of codebooks other than m).
+    Returns:
+        (B, K)
+    """
+    N, _, K, _ = table.shape
+    return F.embedding_bag(flat_codes, table[m].reshape(N * K, K), mode="sum")
+
+
 def beam_search(unary: Tensor, table: Tensor, beam: int) -> Tensor:
     """Beam search over the codebooks in order.
 
     Args:
         unary: (n, N, K) from :func:`_unary`.
-        table: (N, K, N, K) from :func:`cross_table`.
+        table: (N, N, K, K) from :func:`cross_table`.
         beam: number of partial codes kept per frame (1 = greedy residual search).
     Returns:
         codes (n, N) int64, the best complete code in the beam.
     """
     n, N, K = unary.shape
+    offsets = torch.arange(N, device=unary.device) * K
     codes = unary.new_zeros((n, 1, 0), dtype=torch.long)
     dist = unary.new_zeros((n, 1))
     for m in range(N):
         cand = dist.unsqueeze(-1) + unary[:, m].unsqueeze(1)  # (n, b, K)
-        for l in range(m):
-            cand = cand + 2.0 * table[l, :, m][codes[:, :, l]]
         b = cand.shape[1]
+        if m > 0:
+            flat = (codes + offsets[:m]).reshape(n * b, m)
+            cand = cand + 2.0 * _cross(table, m, flat).view(n, b, K)
         dist, idx = cand.reshape(n, b * K).topk(min(beam, b * K), dim=1, largest=False)
         parent = idx // K
         codes = torch.cat(
@@ -71,19 +89,19 @@ def icm_refine(unary: Tensor, table: Tensor, codes: Tensor, iters: int) -> Tenso
     Each step is an exact minimisation over one codebook, so the error never increases.
 
     Args:
-        unary: (n, N, K); table: (N, K, N, K); codes: (n, N) int64.
+        unary: (n, N, K); table: (N, N, K, K); codes: (n, N) int64.
     Returns:
         refined codes (n, N).
     """
     n, N, K = unary.shape
+    if N == 1:
+        return codes
+    offsets = torch.arange(N, device=unary.device) * K
     codes = codes.clone()
     for _ in range(iters):
         for m in range(N):
-            cost = unary[:, m].clone()
-            for l in range(N):
-                if l != m:
-                    cost += 2.0 * table[l, :, m][codes[:, l]]
-            codes[:, m] = cost.argmin(dim=1)
+            others = torch.cat([codes[:, :m] + offsets[:m], codes[:, m + 1 :] + offsets[m + 1 :]], 1)
+            codes[:, m] = (unary[:, m] + 2.0 * _cross(table, m, others)).argmin(dim=1)
     return codes
 
 

@@ -32,7 +32,7 @@ from mvqkd.quantizer.estimators import ESTIMATORS, quantize_with_estimator
 from mvqkd.quantizer.kmeans import kmeans, sample_proportional, segment_sum
 from mvqkd.quantizer.metrics import relative_error, usage_counts, usage_stats
 from mvqkd.quantizer.model import ALLOWED_NUM_CODEBOOKS, MAX_CODEBOOK_SIZE, Quantizer
-from mvqkd.quantizer.search import encode_normalized, reconstruct
+from mvqkd.quantizer.search import cross_table, encode_normalized, reconstruct
 
 logger = logging.getLogger(__name__)
 
@@ -100,13 +100,16 @@ def lsq_update(z: Tensor, codes: Tensor, codebooks: Tensor, ridge: float = 1e-2)
 
 
 def reseed_dead(
-    z: Tensor, codes: Tensor, codebooks: Tensor, min_count: int, gen: torch.Generator
+    z: Tensor, codes: Tensor, codebooks: Tensor, min_count: int, gen: torch.Generator,
+    alpha: float = 0.3,
 ) -> tuple[Tensor, int]:
     """Re-seed rarely used codewords from the buffer ``z`` of recent frames.
 
-    A codeword of codebook m used fewer than ``min_count`` times is replaced by the
-    m-residual ``z - z_hat + C[m, i_m]`` of a frame drawn with probability
-    proportional to its squared error (k-means++ style), so that frame's error drops.
+    A codeword of codebook m used fewer than ``min_count`` times is moved next to a
+    busy one: a frame is drawn with probability proportional to its squared error
+    (k-means++ style) and the codeword becomes ``C[m, i_m] + alpha * (z - z_hat)``,
+    i.e. it splits the cluster of that frame towards it. (Copying the frame's full
+    residual, ``alpha = 1``, tends to make singletons in high dimensions.)
 
     Args:
         z: (n, D) buffer; codes: (n, N) its codes under ``codebooks`` (N, K, D).
@@ -125,7 +128,8 @@ def reseed_dead(
             continue
         num = min(len(dead), z.shape[0])
         rows = sample_proportional(err, num, gen)
-        books[m, dead[:num]] = z[rows] - z_hat[rows] + books[m][codes[rows, m]]
+        donor = books[m][codes[rows, m]]
+        books[m, dead[:num]] = donor + alpha * (z[rows] - z_hat[rows])
         err[rows] = 0.0  # do not hand the same frame to two codebooks
         total += num
     return books, total
@@ -170,7 +174,7 @@ def train_quantizer(
     max_heldout: int = 2000,
     kmeans_iters: int = 4,
     kmeans_frames: int | None = None,
-    reseed_min_count: int = 2,
+    reseed_frac: float = 0.2,
     ridge: float = 1e-2,
     lr: float = 1e-3,
     batch_size: int = 1024,
@@ -193,8 +197,9 @@ def train_quantizer(
         beam, icm_iters: the encoder's search, stored in the quantizer.
         train_beam: beam used while training (default: ``beam``).
         heldout_frac, max_heldout: held-out split for the logged relative error.
-        kmeans_iters, kmeans_frames: residual k-means initialisation (frames default 20*K).
-        reseed_min_count: codewords used fewer times than this in an iteration are re-seeded.
+        kmeans_iters, kmeans_frames: residual k-means initialisation (frames default 10*K).
+        reseed_frac: codewords used less than ``reseed_frac`` x the mean usage (frames / K)
+            in an iteration are re-seeded.
         ridge: pull of the least-squares solution towards the previous codebooks.
         lr, batch_size, steps_per_iter: for ``method="sgd"``.
     Returns:
@@ -228,14 +233,15 @@ def train_quantizer(
     zh = (held - mean) / scale if n_held else z[: min(2000, z.shape[0])]
     held_x = held if n_held else train[: zh.shape[0]]
 
-    kf = min(z.shape[0], kmeans_frames or 20 * codebook_size)
+    kf = min(z.shape[0], kmeans_frames or 10 * codebook_size)
     books = residual_kmeans_init(z[:kf], num_codebooks, codebook_size, kmeans_iters, gen)
 
-    def heldout_error(b: Tensor) -> float:
-        codes = encode_normalized(zh, b, beam, icm_iters)
+    def heldout_error(b: Tensor, table: Tensor) -> float:
+        codes = encode_normalized(zh, b, beam, icm_iters, table)
         return relative_error(held_x, reconstruct(codes, b) * scale + mean)
 
-    best_err = heldout_error(books)
+    table = cross_table(books)
+    best_err = heldout_error(books, table)
     best = books.clone()
     curve = [{"iter": 0, "time": time.time() - t0, "heldout_rel_err": best_err, "reseeded": 0}]
     logger.info("init (residual k-means): held-out relative error %.4f", best_err)
@@ -253,18 +259,20 @@ def train_quantizer(
             break
         it += 1
         if method == "lsq":
-            codes = encode_normalized(z, books, train_beam, icm_iters)
+            codes = encode_normalized(z, books, train_beam, icm_iters, table)
             books = lsq_update(z, codes, books, ridge)
             buf, buf_codes = z, codes
         else:
             buf, buf_codes = _sgd_steps(z, param, opt, batch_size, steps_per_iter, estimator,
                                         train_beam, icm_iters, gen)
             books = param.detach().clone()
-        books, n_reseeded = reseed_dead(buf, buf_codes, books, reseed_min_count, gen)
+        min_count = max(1, round(reseed_frac * buf.shape[0] / codebook_size))
+        books, n_reseeded = reseed_dead(buf, buf_codes, books, min_count, gen)
         if method == "sgd":
             with torch.no_grad():
                 param.copy_(books)
-        err = heldout_error(books)
+        table = cross_table(books)
+        err = heldout_error(books, table)
         if err < best_err:
             best_err, best = err, books.clone()
         curve.append({"iter": it, "time": time.time() - t0, "heldout_rel_err": err,
