@@ -17,6 +17,7 @@ import sys
 COMMAND_MODULES = [
     "mvqkd.data.commands",
     "mvqkd.teacher.commands",
+    "mvqkd.teacher.finetune_commands",
     "mvqkd.quantizer.commands",
     "mvqkd.indexes.commands",
     "mvqkd.student.commands",
