@@ -49,6 +49,8 @@ def main(argv=None) -> int:
     p.add_argument("--codebook-size", type=int, default=256, help="entries per codebook")
     p.add_argument("--steps", type=int, default=10, help="timed steps per model")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per model first")
+    p.add_argument("--head-reps", type=int, default=20,
+                   help="timed forward+backward runs of the head alone")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
 
@@ -83,6 +85,21 @@ def main(argv=None) -> int:
             t = step(name)
             if i >= args.warmup:
                 times[name].append(t)
+    # The head on its own (forward + backward on a distill-layer-shaped input, the same
+    # op sizes as inside the step), timed many times: the least noisy estimate on a busy CPU.
+    head = models["with head"].codebook_head
+    enc_frames = int(models["with head"].encoder(feats[:1], lens[:1]).out.shape[1])
+    x = torch.randn(args.batch_size, enc_frames, head.weight.shape[-1], device=device,
+                    requires_grad=True)
+    tgt = torch.randint(0, args.codebook_size, (args.batch_size, enc_frames, 2 * args.num_codebooks),
+                        device=device)
+    head_times = []
+    for _ in range(args.head_reps):
+        _sync(device)
+        t0 = time.perf_counter()
+        head(x, tgt).backward()
+        _sync(device)
+        head_times.append(time.perf_counter() - t0)
     med = {name: statistics.median(ts) for name, ts in times.items()}
     best = {name: min(ts) for name, ts in times.items()}
     n_params = {name: sum(p.numel() for p in m.parameters()) / 1e6 for name, m in models.items()}
@@ -92,6 +109,9 @@ def main(argv=None) -> int:
         print(f"  {name:13s}: median step {med[name] * 1000:8.1f} ms, min {best[name] * 1000:8.1f} ms"
               f"  ({n_params[name]:.2f}M params)")
     # On a shared machine, the minimum is the least disturbed estimate; both are printed.
+    print(f"  head alone (forward + backward): min {min(head_times) * 1000:.1f} ms over "
+          f"{args.head_reps} runs = {100 * min(head_times) / best['without head']:.1f}% of the "
+          f"fastest step without head")
     for label, d in (("median", med), ("min", best)):
         ratio = d["with head"] / d["without head"]
         print(f"ratio with/without head ({label}): {ratio:.3f} "
