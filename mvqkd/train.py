@@ -87,7 +87,25 @@ def build_model_config(cfg: TrainConfig, vocab_size: int, stats):
     return preset_config(cfg.model_size, vocab_size, **kw)
 
 
-def _load_cuts(path, sp, cfg, name, expected=None):
+def _valid_kd(path, kd) -> str:
+    """The KD mode of the validation set: ``kd`` when its first cut carries the KD field,
+    else ``none`` (validation then reports the RNN-T loss only, e.g. on plain dev fbank cuts)."""
+    from lhotse import CutSet
+
+    from mvqkd.data.dataset import kd_field
+
+    fld = kd_field(kd)
+    if fld is None or not Path(path).is_file():
+        return kd
+    first = next(iter(CutSet.from_file(path)), None)
+    if first is not None and first.custom and first.custom.get(fld) is not None:
+        return kd
+    logger.info("--valid-cuts %s: no '%s' on its cuts; validation computes the RNN-T loss only",
+                path, fld)
+    return "none"
+
+
+def _load_cuts(path, sp, cfg, name, expected=None, kd=None):
     from lhotse import CutSet
 
     from mvqkd.data.dataset import prepare_training_cuts
@@ -95,12 +113,13 @@ def _load_cuts(path, sp, cfg, name, expected=None):
     if not Path(path).is_file():
         raise FileNotFoundError(f"--{name}-cuts: no manifest at {path}")
     expected = expected or {}
+    kd = cfg.kd if kd is None else kd
     cuts, stats = prepare_training_cuts(
-        CutSet.from_file(path), sp, kd=cfg.kd, skip_missing_indexes=cfg.skip_missing_indexes,
+        CutSet.from_file(path), sp, kd=kd, skip_missing_indexes=cfg.skip_missing_indexes,
         quantizer_id=expected.get("quantizer_id", cfg.quantizer_id),
         num_codebooks=expected.get("num_codebooks", cfg.num_codebooks), name=name,
     )
-    if cfg.kd in ("l1", "l2", "cosine"):
+    if kd in ("l1", "l2", "cosine"):
         stats.kd_dim = int(next(iter(cuts)).teacher_embeddings.shape[1])
     return cuts, stats
 
@@ -199,10 +218,12 @@ def train(config) -> dict:
 
         sp = load_tokenizer(cfg.bpe_model)
         cuts, stats = _load_cuts(cfg.train_cuts, sp, cfg, "train")
-        valid_cuts = None
+        valid_cuts, valid_dataset = None, None
         if cfg.valid_cuts:
             expected = dict(stats.index_info or {})
-            valid_cuts, _ = _load_cuts(cfg.valid_cuts, sp, cfg, "valid", expected)
+            valid_kd = _valid_kd(cfg.valid_cuts, cfg.kd)
+            valid_cuts, _ = _load_cuts(cfg.valid_cuts, sp, cfg, "valid", expected, kd=valid_kd)
+            valid_dataset = KDDataset(sp, valid_kd, cfg.on_the_fly_feats)
 
         resume_path = _find_resume(cfg)
         ckpt = load_checkpoint_file(resume_path) if resume_path else None
@@ -326,8 +347,8 @@ def train(config) -> dict:
                 break
             monitor.end_epoch(epoch)
             if valid_cuts is not None:
-                valid_hist.append(_run_validation(model, dataset, valid_cuts, cfg, dinfo, monitor,
-                                                  epoch, step))
+                valid_hist.append(_run_validation(model, valid_dataset, valid_cuts, cfg, dinfo,
+                                                  monitor, epoch, step))
             save(exp / f"epoch-{epoch}.pt", epoch, True, sampler.state_dict())
         return {"history": history, "valid": valid_hist, "final_step": step,
                 "filter": dict(stats.dropped), "rank": dinfo.rank, "model": unwrap(model)}
@@ -336,7 +357,7 @@ def train(config) -> dict:
         cleanup_distributed(dinfo)
 
 
-def _run_validation(model, dataset, valid_cuts, cfg, dinfo, monitor, epoch, step):
+def _run_validation(model, valid_dataset, valid_cuts, cfg, dinfo, monitor, epoch, step):
     """Validation losses on rank 0 (other ranks wait); logged and returned."""
     from mvqkd.student.checkpoint import unwrap
     from mvqkd.training.distributed import barrier
@@ -346,7 +367,7 @@ def _run_validation(model, dataset, valid_cuts, cfg, dinfo, monitor, epoch, step
     if dinfo.is_main:
         vs = build_sampler(valid_cuts, cfg.max_duration, False, cfg.seed, 1, 0, cfg.num_buckets,
                            drop_last=False)
-        res = validate(unwrap(model), _make_loader(dataset, vs, 0), dinfo.device)
+        res = validate(unwrap(model), _make_loader(valid_dataset, vs, 0), dinfo.device)
         monitor.log_valid(epoch, step, res)
     barrier(dinfo)
     return res

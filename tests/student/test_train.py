@@ -81,6 +81,18 @@ def test_float_kd_and_baseline_modes(data, tmp_path, kd):
     assert sorted(p.name for p in (tmp_path / kd).glob("*.pt")) == ["checkpoint-2.pt"]
 
 
+def test_validation_on_cuts_without_indexes_reports_rnnt_only(data, tmp_path, caplog):
+    plain = tmp_path / "plain.jsonl.gz"
+    CutSet.from_cuts(fastcopy(c, custom={}) for c in CutSet.from_file(data / "cuts.jsonl.gz")
+                     ).to_file(plain)
+    with caplog.at_level(logging.INFO, logger="mvqkd"):
+        res = train(_cfg(data, tmp_path / "v", num_epochs=1, valid_cuts=str(plain)))
+    assert "validation computes the RNN-T loss only" in caplog.text
+    (valid,) = res["valid"]
+    assert valid["rnnt"] > 0 and valid["codebook"] == 0 and valid["loss"] == valid["rnnt"]
+    assert all(h["codebook"] > 0 for h in res["history"])  # training still distils
+
+
 def test_quantizer_mismatch_refused_before_training(data, tmp_path):
     with pytest.raises(ValueError, match="quantizer_id='q-synthetic' does not match"):
         train(_cfg(data, tmp_path / "q", quantizer_id="some-other-quantizer"))
