@@ -93,6 +93,18 @@ def test_validation_on_cuts_without_indexes_reports_rnnt_only(data, tmp_path, ca
     assert all(h["codebook"] > 0 for h in res["history"])  # training still distils
 
 
+@pytest.mark.parametrize("sigma", [False, True])
+def test_warmup_only_without_sigma_reparam(data, tmp_path, sigma):
+    res = train(_cfg(data, tmp_path / str(sigma), kd="none", sigma_reparam=sigma, max_steps=2,
+                     warmup_steps=4, lr_decay_steps=100.0, lr=1e-3))
+    assert res["model"].cfg.sigma_reparam is sigma
+    # LR after s optimiser steps (the one step s+1 uses): lr * warmup(s) * ((s^2 + D^2) / D^2) ** -0.25.
+    decay = [((s * s + 100.0 ** 2) / 100.0 ** 2) ** -0.25 for s in (1, 2)]
+    warm = [1.0, 1.0] if sigma else [0.1 + 0.9 * 1 / 4, 0.1 + 0.9 * 2 / 4]
+    for h, w, d in zip(res["history"], warm, decay):
+        assert h["lr"] == pytest.approx(1e-3 * w * d, rel=1e-9)
+
+
 def test_quantizer_mismatch_refused_before_training(data, tmp_path):
     with pytest.raises(ValueError, match="quantizer_id='q-synthetic' does not match"):
         train(_cfg(data, tmp_path / "q", quantizer_id="some-other-quantizer"))
