@@ -8,6 +8,7 @@ shard of the store (see :mod:`mvqkd.indexes.store`).
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,9 @@ from mvqkd.indexes.frames import FRAME_SHIFT, SAMPLING_RATE, fit_frames, num_fra
 from mvqkd.indexes.store import ShardPaths, ShardWriter, atomic_write_text, save_cuts_atomic, write_jsonl
 
 logger = logging.getLogger(__name__)
+
+#: converted-but-unwritten cuts kept in flight per shard (bounds memory)
+MAX_PENDING = 16
 
 
 def _load_chunk(cuts, chunk: Sequence[int]) -> list:
@@ -91,24 +95,41 @@ def process_shard(index: int, cuts: Sequence, teacher, target, out_dir, max_dura
     paths = ShardPaths(out_dir, target.field, index)
     arrays, failures = {}, {}
     writer = ShardWriter(paths.h5_tmp, compression)
+
+    def finish(cut, converted) -> None:
+        try:
+            codes = converted.result()
+        except Exception as e:
+            failures[cut.id] = failure_record(cut.id, "convert_error", f"{type(e).__name__}: {e}")
+            return
+        try:
+            arr = fit_frames(codes, num_frames(cut.duration))
+        except ValueError as e:
+            failures[cut.id] = failure_record(cut.id, "frame_mismatch", str(e))
+            return
+        key = writer.write(cut.id, np.ascontiguousarray(arr))
+        arrays[cut.id] = TemporalArray(
+            array=Array(storage_type=writer.name, storage_path=str(paths.h5),
+                        storage_key=key, shape=list(arr.shape)),
+            temporal_dim=0, frame_shift=FRAME_SHIFT, start=cut.start,
+        )
+
+    # the quantizer runs in a thread, overlapping the teacher's next batch; the
+    # HDF5 writes stay in this thread, in order
+    pending: collections.deque = collections.deque()
     try:
-        for cut, emb in iter_teacher_outputs(cuts, teacher, target.layer, max_duration):
-            if progress is not None:
-                progress.update(num_frames(cut.duration))
-            if isinstance(emb, CutError):
-                failures[cut.id] = failure_record(cut.id, emb.kind, str(emb))
-                continue
-            try:
-                arr = fit_frames(target.convert(emb), num_frames(cut.duration))
-            except ValueError as e:
-                failures[cut.id] = failure_record(cut.id, "frame_mismatch", str(e))
-                continue
-            key = writer.write(cut.id, np.ascontiguousarray(arr))
-            arrays[cut.id] = TemporalArray(
-                array=Array(storage_type=writer.name, storage_path=str(paths.h5),
-                            storage_key=key, shape=list(arr.shape)),
-                temporal_dim=0, frame_shift=FRAME_SHIFT, start=cut.start,
-            )
+        with ThreadPoolExecutor(1) as pool:
+            for cut, emb in iter_teacher_outputs(cuts, teacher, target.layer, max_duration):
+                if progress is not None:
+                    progress.update(num_frames(cut.duration))
+                if isinstance(emb, CutError):
+                    failures[cut.id] = failure_record(cut.id, emb.kind, str(emb))
+                    continue
+                pending.append((cut, pool.submit(target.convert, emb)))
+                while pending and (len(pending) > MAX_PENDING or pending[0][1].done()):
+                    finish(*pending.popleft())
+            while pending:
+                finish(*pending.popleft())
     finally:
         writer.close()
     os.replace(paths.h5_tmp, paths.h5)

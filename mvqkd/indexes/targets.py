@@ -63,7 +63,7 @@ class Target:
         if spec.field == INDEXES:
             from mvqkd.quantizer import load_quantizer
 
-            self.quantizer = load_quantizer(spec.quantizer)
+            self.quantizer = load_quantizer(spec.quantizer, device=teacher.device)
             self.info = {
                 "quantizer_id": self.quantizer.id,
                 "num_codebooks": self.quantizer.num_codebooks,
@@ -81,5 +81,5 @@ class Target:
     def convert(self, emb: torch.Tensor) -> np.ndarray:
         """``(T, D)`` float embeddings -> ``(T, N)`` uint8 codes or ``(T, D)`` float16."""
         if self.quantizer is not None:
-            return self.quantizer.encode(emb).cpu().numpy()
+            return self.quantizer.encode(emb.to(self.quantizer.device)).cpu().numpy()
         return emb.to(torch.float16).numpy()
