@@ -40,12 +40,15 @@ MAX_JOINT_LSQ = 4096  # N*K up to which the joint normal equations are solved di
 
 
 def residual_kmeans_init(
-    z: Tensor, num_codebooks: int, codebook_size: int, iters: int, gen: torch.Generator
+    z: Tensor, num_codebooks: int, codebook_size: int, iters: int, gen: torch.Generator,
+    deadline: float | None = None,
 ) -> Tensor:
     """Residual k-means (k-means++ seeded) initialisation.
 
     Args:
         z: (n, D) normalised frames, n >= codebook_size.
+        deadline: ``time.time()`` after which the remaining codebooks get k-means++
+            seeds only (no Lloyd iterations), so a time budget is respected.
     Returns:
         (N, K, D) codebooks.
     """
@@ -54,7 +57,8 @@ def residual_kmeans_init(
     residual = z.clone()
     books = []
     for _ in range(num_codebooks):
-        c = kmeans(residual, codebook_size, iters, gen)
+        late = deadline is not None and time.time() > deadline
+        c = kmeans(residual, codebook_size, 0 if late else iters, gen)
         idx, _ = assign(residual, c)
         residual = residual - c[idx]
         books.append(c)
@@ -234,14 +238,18 @@ def train_quantizer(
     held_x = held if n_held else train[: zh.shape[0]]
 
     kf = min(z.shape[0], kmeans_frames or 10 * codebook_size)
-    books = residual_kmeans_init(z[:kf], num_codebooks, codebook_size, kmeans_iters, gen)
+    deadline = None if time_budget is None else t0 + 0.3 * time_budget
+    books = residual_kmeans_init(z[:kf], num_codebooks, codebook_size, kmeans_iters, gen, deadline)
 
     def heldout_error(b: Tensor, table: Tensor) -> float:
         codes = encode_normalized(zh, b, beam, icm_iters, table)
         return relative_error(held_x, reconstruct(codes, b) * scale + mean)
 
     table = cross_table(books)
+    t_held = time.time()
     best_err = heldout_error(books, table)
+    # the final usage pass encodes the training frames once more: keep time for it
+    t_encode = (time.time() - t_held) * z.shape[0] / max(1, zh.shape[0])
     best = books.clone()
     curve = [{"iter": 0, "time": time.time() - t0, "heldout_rel_err": best_err, "reseeded": 0}]
     logger.info("init (residual k-means): held-out relative error %.4f", best_err)
@@ -254,7 +262,7 @@ def train_quantizer(
     it = 0
     while it < iters:
         t_it = time.time()
-        if time_budget is not None and (t_it - t0) + last_dt > time_budget:
+        if time_budget is not None and (t_it - t0) + max(last_dt, 2 * t_encode) + t_encode > time_budget:
             logger.info("time budget %.1fs reached after %d iterations", time_budget, it)
             break
         it += 1
