@@ -11,9 +11,10 @@ For each teacher size (random-init ``make-teacher`` checkpoints):
   pipeline alone with the teacher already loaded (``process_shard``: what a long run
   spends per cut), against the bare teacher forward (``Teacher.extract_many`` on the
   already decoded audio, same batching) over the same cuts. Runs alternate and the best
-  of ``--repeats`` is kept for each.
+  of ``--repeats`` is kept for each, as wall time and as CPU time of the process (all
+  threads; the steadier figure on a shared machine).
 
-Usage: python tools/bench_extract.py [--sizes tiny base] [--seconds 30] [--repeats 2]
+Usage: python tools/bench_extract.py [--sizes tiny base] [--seconds 30] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -47,6 +48,13 @@ def make_audio(out_dir: Path, seconds: float, seed: int = 0) -> list[Path]:
         total += dur
         i += 1
     return files
+
+
+def timed(fn) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process, all threads) of ``fn()``."""
+    w, c = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - w, time.process_time() - c
 
 
 def dir_bytes(paths) -> int:
@@ -95,24 +103,18 @@ def bench_size(size: str, work: Path, seconds: float, repeats: int, num_codebook
 
     spec = TargetSpec(INDEXES, str(teacher_dir), layer, str(q_path))
     target = spec.build(teacher)
-    t_bare, t_extract, t_loaded = [], [], []
+    t_bare, t_extract, t_loaded = [], [], []  # (wall, cpu) seconds per repeat
     out = None
     for r in range(repeats):
-        t0 = time.perf_counter()
-        bare()
-        t_bare.append(time.perf_counter() - t0)
+        t_bare.append(timed(bare))
         (work / f"loaded-{size}-{r}" / "shards").mkdir(parents=True)
-        t0 = time.perf_counter()
-        process_shard(0, cuts, teacher, target, work / f"loaded-{size}-{r}", max_duration)
-        t_loaded.append(time.perf_counter() - t0)
+        t_loaded.append(timed(lambda: process_shard(0, cuts, teacher, target, work / f"loaded-{size}-{r}",
+                                                    max_duration)))
         out = work / f"ext-{size}-{r}"
-        t0 = time.perf_counter()
-        run_extraction(cuts_path, spec, out, max_duration=max_duration, device="cpu", dtype="float32")
-        t_extract.append(time.perf_counter() - t0)
-    # where the extra time goes (one pass each, for the report)
-    t0 = time.perf_counter()
-    [load_cut_audio(c) for c in cuts]
-    t_audio = time.perf_counter() - t0
+        t_extract.append(timed(lambda: run_extraction(cuts_path, spec, out, max_duration=max_duration,
+                                                      device="cpu", dtype="float32")))
+    best = {k: (min(t[0] for t in v), min(t[1] for t in v))
+            for k, v in (("bare", t_bare), ("loaded", t_loaded), ("extract", t_extract))}
     t0 = time.perf_counter()
     for i in range(len(cuts)):
         q.encode(embs[i])
@@ -129,9 +131,8 @@ def bench_size(size: str, work: Path, seconds: float, repeats: int, num_codebook
         "audio_s": sum(c.duration for c in cuts), "frames": frames, "N": num_codebooks,
         "float_bytes": fl_bytes, "idx_bytes": idx_bytes, "gz_bytes": gz_bytes,
         "ratio": fl_bytes / idx_bytes, "ratio_gz": fl_bytes / gz_bytes,
-        "bare_s": min(t_bare), "extract_s": min(t_extract), "overhead": min(t_extract) / min(t_bare),
-        "loaded_s": min(t_loaded), "overhead_loaded": min(t_loaded) / min(t_bare),
-        "audio_load_s": t_audio, "quantize_s": t_quant,
+        **{f"{k}_{unit}": best[k][j] for k in best for j, unit in enumerate(("wall", "cpu"))},
+        "quantize_s": t_quant,
     }
 
 
@@ -140,7 +141,7 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="+", default=["tiny", "base"], choices=["tiny", "base", "large"],
                     help="random-init teacher sizes to measure (default: tiny base)")
     ap.add_argument("--seconds", type=float, default=30.0, help="seconds of audio per size (default: 30)")
-    ap.add_argument("--repeats", type=int, default=2, help="alternating timing repeats, best kept (default: 2)")
+    ap.add_argument("--repeats", type=int, default=3, help="alternating timing repeats, best kept (default: 3)")
     ap.add_argument("--num-codebooks", type=int, default=8, help="N, with 256 entries each (default: 8)")
     ap.add_argument("--layer", type=int, default=6, help="teacher layer (capped at the teacher's depth)")
     ap.add_argument("--max-duration", type=float, default=60.0, help="seconds of audio per teacher batch")
@@ -157,17 +158,25 @@ def main() -> None:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, float32")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, float32, "
+          f"best of {args.repeats}; time ratios are wall (CPU)")
     print("| teacher | dim | cuts / audio | frames | float32 h5 | index shards (N=%d) | ratio | gzip shards | ratio "
-          "| bare forward | extract (whole run) | ratio | extract (teacher loaded) | ratio | audio decode "
-          "| quantize |" % args.num_codebooks)
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| bare forward | extract, whole run | ratio | extract, teacher loaded | ratio | quantize |"
+          % args.num_codebooks)
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+    def t(r, k):
+        return f"{r[k + '_wall']:.2f} s ({r[k + '_cpu']:.2f} s)"
+
+    def ratio(r, k):
+        return f"{r[k + '_wall'] / r['bare_wall']:.2f}x ({r[k + '_cpu'] / r['bare_cpu']:.2f}x)"
+
     for r in rows:
         print(f"| {r['size']} ({r['layers']} layers) | {r['dim']} | {r['cuts']} / {r['audio_s']:.1f} s | "
               f"{r['frames']} | {r['float_bytes'] / 1e3:.1f} kB | {r['idx_bytes'] / 1e3:.1f} kB | "
-              f"{r['ratio']:.0f}x | {r['gz_bytes'] / 1e3:.1f} kB | {r['ratio_gz']:.0f}x | {r['bare_s']:.2f} s | "
-              f"{r['extract_s']:.2f} s | {r['overhead']:.2f}x | {r['loaded_s']:.2f} s | {r['overhead_loaded']:.2f}x | "
-              f"{r['audio_load_s']:.2f} s | {r['quantize_s']:.2f} s |")
+              f"{r['ratio']:.0f}x | {r['gz_bytes'] / 1e3:.1f} kB | {r['ratio_gz']:.0f}x | {t(r, 'bare')} | "
+              f"{t(r, 'extract')} | {ratio(r, 'extract')} | {t(r, 'loaded')} | {ratio(r, 'loaded')} | "
+              f"{r['quantize_s']:.2f} s |")
 
 
 if __name__ == "__main__":

@@ -104,6 +104,7 @@ def run_extraction(cuts_path, spec: TargetSpec, out_dir, *, num_workers: int = 1
     rank, world = _dist_info()
     if rank == 0:
         check_plan(out_dir, plan)
+    (out_dir / "shards").mkdir(parents=True, exist_ok=True)  # every rank, before any write
     starts = list(range(0, len(cuts), shard_size))
     num_shards = len(starts)
     total_workers = world * num_workers

@@ -55,7 +55,7 @@ def test_extract_matches_one_cut_at_a_time(extracted, cuts_path, tiny_teacher, q
     assert n == len(src) and problems == []
 
 
-def test_bad_inputs_are_reported_and_the_job_continues(tmp_path, tiny_teacher, quantizer_path, caplog):
+def test_bad_inputs_are_reported_and_the_job_continues(tmp_path, tiny_teacher, quantizer_path, caplog, capsys):
     d = tmp_path / "audio"
     d.mkdir()
     write_tone(d / "good.wav", 0.7)
@@ -79,6 +79,15 @@ def test_bad_inputs_are_reported_and_the_job_continues(tmp_path, tiny_teacher, q
     assert r.num_failed == 3 and r.num_written == 3 and r.num_input == 6
     assert sorted(c.id for c in CutSet.from_file(r.manifest)) == ["good", "rate22k", "stereo"]
     assert "resampling 22050 Hz" in caplog.text and "downmixing 2 channels" in caplog.text
+    # the command: same arguments resume (nothing left to do); exit status 1 and a counting final line
+    from mvqkd.cli import main as cli
+
+    rc = cli(["extract", "--cuts", str(tmp_path / "cuts.jsonl.gz"), "--teacher", str(tiny_teacher),
+              "--layer", str(LAYER), "--quantizer", str(quantizer_path), "--out-dir", str(tmp_path / "out"),
+              "--shard-size", "2", "--device", "cpu"])
+    assert rc == 1
+    assert capsys.readouterr().out.strip().splitlines()[-1].endswith(
+        f"3 cuts written to {r.manifest}; 3 failed (report: {r.report})")
 
 
 def test_nonfinite_teacher_output_is_a_per_cut_failure(tmp_path, cuts_path, tiny_teacher, quantizer_path):
