@@ -36,14 +36,14 @@ def kmeans_plusplus(x: Tensor, k: int, gen: torch.Generator) -> Tensor:
         (k, D) initial centers, rows of x.
     """
     n = x.shape[0]
-    first = torch.randint(n, (1,), generator=gen).item()
-    centers = [x[first]]
-    d2 = ((x - x[first]) ** 2).sum(1)
+    x2 = (x * x).sum(1)
+    chosen = [int(torch.randint(n, (1,), generator=gen))]
+    d2 = (x2 - 2.0 * (x @ x[chosen[0]]) + x2[chosen[0]]).clamp_min_(0.0)
     for _ in range(1, k):
-        i = sample_proportional(d2, 1, gen).item()
-        centers.append(x[i])
-        d2 = torch.minimum(d2, ((x - x[i]) ** 2).sum(1))
-    return torch.stack(centers)
+        i = int(sample_proportional(d2, 1, gen))
+        chosen.append(i)
+        d2 = torch.minimum(d2, (x2 - 2.0 * (x @ x[i]) + x2[i]).clamp_min_(0.0))
+    return x[torch.tensor(chosen, device=x.device)].clone()
 
 
 def segment_sum(idx: Tensor, values: Tensor, size: int, chunk: int = 8192) -> Tensor:

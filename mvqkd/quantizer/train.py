@@ -48,7 +48,7 @@ def residual_kmeans_init(
     Args:
         z: (n, D) normalised frames, n >= codebook_size.
         deadline: ``time.time()`` after which the remaining codebooks get k-means++
-            seeds only (no Lloyd iterations), so a time budget is respected.
+            seeds and one Lloyd iteration, so a time budget is respected.
     Returns:
         (N, K, D) codebooks.
     """
@@ -58,7 +58,7 @@ def residual_kmeans_init(
     books = []
     for _ in range(num_codebooks):
         late = deadline is not None and time.time() > deadline
-        c = kmeans(residual, codebook_size, 0 if late else iters, gen)
+        c = kmeans(residual, codebook_size, min(1, iters) if late else iters, gen)
         idx, _ = assign(residual, c)
         residual = residual - c[idx]
         books.append(c)
@@ -176,7 +176,7 @@ def train_quantizer(
     train_beam: int | None = None,
     heldout_frac: float = 0.05,
     max_heldout: int = 2000,
-    kmeans_iters: int = 4,
+    kmeans_iters: int = 2,
     kmeans_frames: int | None = None,
     reseed_frac: float = 0.2,
     ridge: float = 1e-2,
@@ -249,7 +249,7 @@ def train_quantizer(
     t_held = time.time()
     best_err = heldout_error(books, table)
     # the final usage pass encodes the training frames once more: keep time for it
-    t_encode = (time.time() - t_held) * z.shape[0] / max(1, zh.shape[0])
+    t_encode = 2 * (time.time() - t_held) * z.shape[0] / max(1, zh.shape[0])
     best = books.clone()
     curve = [{"iter": 0, "time": time.time() - t0, "heldout_rel_err": best_err, "reseeded": 0}]
     logger.info("init (residual k-means): held-out relative error %.4f", best_err)
@@ -262,7 +262,7 @@ def train_quantizer(
     it = 0
     while it < iters:
         t_it = time.time()
-        if time_budget is not None and (t_it - t0) + max(last_dt, 2 * t_encode) + t_encode > time_budget:
+        if time_budget is not None and (t_it - t0) + max(last_dt, t_encode) + t_encode > time_budget:
             logger.info("time budget %.1fs reached after %d iterations", time_budget, it)
             break
         it += 1
@@ -292,8 +292,8 @@ def train_quantizer(
         last_dt = time.time() - t_it
     bar.close()
 
+    best, counts, revived = _revive_dead(z, best, beam, icm_iters, gen)
     q = Quantizer(best, mean, scale, beam=beam, icm_iters=icm_iters)
-    counts = usage_counts(q.encode(train), codebook_size)
     q.history = {
         "curve": curve,
         "usage": counts.cpu().tolist(),
@@ -301,6 +301,7 @@ def train_quantizer(
         "heldout_rel_err": best_err,
         "train_frames": int(train.shape[0]),
         "heldout_frames": int(n_held),
+        "revived_at_end": revived,
         "train_seconds": time.time() - t0,
         "args": {"method": method, "estimator": estimator, "seed": seed, "iters_done": it,
                  "time_budget": time_budget, "train_beam": train_beam},
@@ -308,6 +309,23 @@ def train_quantizer(
     logger.info("trained %s: held-out relative error %.4f, %d dead codewords on training frames, "
                 "%.1fs", q, best_err, q.history["usage_stats"]["dead_total"], time.time() - t0)
     return q
+
+
+def _revive_dead(z: Tensor, books: Tensor, beam: int, icm_iters: int, gen: torch.Generator):
+    """Final pass: codewords no training frame uses are split off busy ones (see
+    :func:`reseed_dead`). A changed codeword was unused, so frames only move to it when
+    that lowers their error: the training error cannot increase.
+
+    Returns:
+        (codebooks, usage counts (N, K) on z, number of codewords revived).
+    """
+    codes = encode_normalized(z, books, beam, icm_iters)
+    counts = usage_counts(codes, books.shape[1])
+    if not (counts == 0).any():
+        return books, counts, 0
+    books, revived = reseed_dead(z, codes, books, 1, gen)
+    counts = usage_counts(encode_normalized(z, books, beam, icm_iters), books.shape[1])
+    return books, counts, revived
 
 
 def _sgd_steps(z, param, opt, batch_size, steps, estimator, beam, icm_iters, gen):
