@@ -20,23 +20,20 @@ def build_sampler(cuts, max_duration: float, shuffle: bool, seed: int, world_siz
 
     ``world_size`` / ``rank`` shard batches across DDP processes (the lhotse equivalent of
     ``DistributedSampler``); ``drop_last`` keeps every rank at the same number of batches.
-    The number of buckets is capped so that tiny sets still fill them.
+    The number of buckets is capped at a quarter of the cuts so that small sets still fill
+    them; a set too small for two buckets (or ``num_buckets`` < 2) gets lhotse's
+    ``SimpleCutSampler`` with the same arguments.
     """
-    from lhotse.dataset import DynamicBucketingSampler
+    from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler
 
-    num_buckets = max(1, min(num_buckets, len(cuts) // 4))
+    num_buckets = min(num_buckets, len(cuts) // 4)
+    common = dict(max_duration=max_duration, shuffle=shuffle, seed=seed, world_size=world_size,
+                  rank=rank, drop_last=drop_last)
+    if num_buckets < 2:
+        return SimpleCutSampler(cuts, **common)
     with warnings.catch_warnings():  # "eagerly read CutSet": ours is filtered in memory
         warnings.filterwarnings("ignore", message=".*eagerly read CutSet.*")
-        return DynamicBucketingSampler(
-            cuts,
-            max_duration=max_duration,
-            shuffle=shuffle,
-            seed=seed,
-            num_buckets=num_buckets,
-            world_size=world_size,
-            rank=rank,
-            drop_last=drop_last,
-        )
+        return DynamicBucketingSampler(cuts, num_buckets=num_buckets, **common)
 
 
 class SnapshotSampler:

@@ -195,3 +195,22 @@ def test_cli_options_map_onto_train_config():
                                exp_dir="e", kd="none", model_override=["num_layers=3"],
                                spec_augment=False, distill_layer=2, skip_missing_indexes=True)
     assert TrainConfig.from_any(args) == want
+
+
+def test_sampler_choice_and_sharding(data):
+    from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler
+
+    from mvqkd.training.sampling import build_sampler
+
+    cuts = CutSet.from_file(data / "cuts.jsonl.gz").to_eager()
+    big = build_sampler(cuts, 4.0, True, 0, 1, 0)
+    assert isinstance(big, DynamicBucketingSampler)
+    small = build_sampler(cuts.subset(first=3), 4.0, False, 0, 1, 0, drop_last=False)
+    assert isinstance(small, SimpleCutSampler)
+    assert sorted(c.id for b in small for c in b) == sorted(c.id for c in cuts.subset(first=3))
+    for b in big:
+        assert sum(c.duration for c in b) <= 4.0
+    # Two ranks: disjoint batches, same number of batches.
+    r = [list(build_sampler(cuts, 3.0, True, 0, 2, k)) for k in (0, 1)]
+    assert len(r[0]) == len(r[1]) >= 1
+    assert not {c.id for b in r[0] for c in b} & {c.id for b in r[1] for c in b}
