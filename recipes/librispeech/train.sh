@@ -2,6 +2,8 @@
 # Train the transducer students on LibriSpeech train-clean-100.
 #   stage 0: baseline, no distillation (--kd none)            -> EXP_ROOT/baseline
 #   stage 1: MVQ-KD student on the extracted codebook indexes  -> EXP_ROOT/mvq
+#   stage 2: L2-KD student regressing stored float teacher embeddings (--kd-cuts, written by
+#            `mvqkd dump-embeddings --all`)                    -> EXP_ROOT/l2
 # Stage 1 reads the manifest written by the extraction stage (--mvq-cuts, default
 # data/vq/librispeech_cuts_train-clean-100.jsonl.gz); it refuses to start when the
 # manifest's quantizer id / number of codebooks disagree with --quantizer-id / --num-codebooks.
@@ -13,12 +15,15 @@
 set -euo pipefail
 
 stage=0
-stop_stage=1
+stop_stage=2
 data_dir=data
 vocab_size=500
 train_part=train-clean-100
 valid_part=dev-clean
 mvq_cuts=data/vq/librispeech_cuts_train-clean-100.jsonl.gz
+kd_cuts=data/kd/librispeech_cuts_train-clean-100.jsonl.gz
+kd_mode=l2                # l1 | l2 | cosine for stage 2
+kd_loss_scale=1.0
 exp_root=exp
 num_epochs=30
 max_duration=200
@@ -73,6 +78,12 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   [ -n "$quantizer_id" ] && kd_args+=(--quantizer-id "$quantizer_id")
   [ -n "$num_codebooks" ] && kd_args+=(--num-codebooks "$num_codebooks")
   run_train "$exp_root/mvq" "$mvq_cuts" "${kd_args[@]}"
+fi
+
+if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
+  log "Stage 2: $kd_mode-KD student (scale $kd_loss_scale) on $kd_cuts -> $exp_root/$kd_mode"
+  [ -f "$kd_cuts" ] || { echo "$0: embeddings manifest not found: $kd_cuts (run mvqkd dump-embeddings --all, or set --kd-cuts)" >&2; exit 1; }
+  run_train "$exp_root/$kd_mode" "$kd_cuts" --kd "$kd_mode" --kd-loss-scale "$kd_loss_scale"
 fi
 
 log "train.sh: done (stages $stage..$stop_stage)"
