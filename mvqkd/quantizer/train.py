@@ -246,10 +246,8 @@ def train_quantizer(
         return relative_error(held_x, reconstruct(codes, b) * scale + mean)
 
     table = cross_table(books)
-    t_held = time.time()
     best_err = heldout_error(books, table)
-    # the final usage pass encodes the training frames once more: keep time for it
-    t_encode = 2 * (time.time() - t_held) * z.shape[0] / max(1, zh.shape[0])
+    t_encode = 0.0  # measured time to encode the training frames (the final pass does it again)
     best = books.clone()
     curve = [{"iter": 0, "time": time.time() - t0, "heldout_rel_err": best_err, "reseeded": 0}]
     logger.info("init (residual k-means): held-out relative error %.4f", best_err)
@@ -262,12 +260,18 @@ def train_quantizer(
     it = 0
     while it < iters:
         t_it = time.time()
-        if time_budget is not None and (t_it - t0) + max(last_dt, t_encode) + t_encode > time_budget:
+        # the first iteration runs when the initialisation used less than half the budget;
+        # later ones when one more iteration plus the final usage pass still fit
+        if time_budget is not None and (
+            (it == 0 and t_it - t0 > 0.5 * time_budget)
+            or (it > 0 and (t_it - t0) + last_dt + t_encode > time_budget)
+        ):
             logger.info("time budget %.1fs reached after %d iterations", time_budget, it)
             break
         it += 1
         if method == "lsq":
             codes = encode_normalized(z, books, train_beam, icm_iters, table)
+            t_encode = time.time() - t_it
             books = lsq_update(z, codes, books, ridge)
             buf, buf_codes = z, codes
         else:
