@@ -15,18 +15,22 @@ from collections import deque
 
 
 def build_sampler(cuts, max_duration: float, shuffle: bool, seed: int, world_size: int,
-                  rank: int, num_buckets: int = 30, drop_last: bool = True):
+                  rank: int, num_buckets: int = 30, drop_last: bool | None = None):
     """A lhotse ``DynamicBucketingSampler`` over ``cuts`` (batches of <= ``max_duration`` s).
 
     ``world_size`` / ``rank`` shard batches across DDP processes (the lhotse equivalent of
-    ``DistributedSampler``); ``drop_last`` keeps every rank at the same number of batches.
-    The number of buckets is capped at a quarter of the cuts so that small sets still fill
-    them; a set too small for two buckets (or ``num_buckets`` < 2) gets lhotse's
-    ``SimpleCutSampler`` with the same arguments.
+    ``DistributedSampler``). ``drop_last`` (default: only when ``world_size > 1``) keeps every
+    rank at the same number of batches; lhotse drops the last partial batch of *each bucket*,
+    so the number of buckets is capped to hold at least 4 full batches each (and a quarter of
+    the cuts) -- otherwise a small corpus with a large ``max_duration`` yields no batch at all.
+    A set too small for two buckets gets lhotse's ``SimpleCutSampler`` with the same arguments.
     """
     from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler
 
-    num_buckets = min(num_buckets, len(cuts) // 4)
+    if drop_last is None:
+        drop_last = world_size > 1
+    total = sum(c.duration for c in cuts)
+    num_buckets = min(num_buckets, len(cuts) // 4, int(total / (4 * max_duration)))
     common = dict(max_duration=max_duration, shuffle=shuffle, seed=seed, world_size=world_size,
                   rank=rank, drop_last=drop_last)
     if num_buckets < 2:
