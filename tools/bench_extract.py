@@ -14,7 +14,7 @@ For each teacher size (random-init ``make-teacher`` checkpoints):
   of ``--repeats`` is kept for each, as wall time and as CPU time of the process (all
   threads; the steadier figure on a shared machine).
 
-Usage: python tools/bench_extract.py [--sizes tiny base] [--seconds 30] [--repeats 3]
+Usage: python tools/bench_extract.py [--sizes tiny base] [--seconds 20] [--repeats 3] [--threads 1]
 """
 
 from __future__ import annotations
@@ -103,18 +103,22 @@ def bench_size(size: str, work: Path, seconds: float, repeats: int, num_codebook
 
     spec = TargetSpec(INDEXES, str(teacher_dir), layer, str(q_path))
     target = spec.build(teacher)
-    t_bare, t_extract, t_loaded = [], [], []  # (wall, cpu) seconds per repeat
-    out = None
-    for r in range(repeats):
-        t_bare.append(timed(bare))
+    def loaded(r):
         (work / f"loaded-{size}-{r}" / "shards").mkdir(parents=True)
-        t_loaded.append(timed(lambda: process_shard(0, cuts, teacher, target, work / f"loaded-{size}-{r}",
-                                                    max_duration)))
-        out = work / f"ext-{size}-{r}"
-        t_extract.append(timed(lambda: run_extraction(cuts_path, spec, out, max_duration=max_duration,
-                                                      device="cpu", dtype="float32")))
-    best = {k: (min(t[0] for t in v), min(t[1] for t in v))
-            for k, v in (("bare", t_bare), ("loaded", t_loaded), ("extract", t_extract))}
+        process_shard(0, cuts, teacher, target, work / f"loaded-{size}-{r}", max_duration)
+
+    def whole(r):
+        run_extraction(cuts_path, spec, work / f"ext-{size}-{r}", max_duration=max_duration,
+                       device="cpu", dtype="float32")
+
+    runs = {"bare": lambda r: bare(), "loaded": loaded, "extract": whole}
+    times = {k: [] for k in runs}  # (wall, cpu) seconds per repeat
+    order = list(runs)
+    for r in range(repeats):  # rotate the order so that no variant always runs first
+        for k in order[r % 3:] + order[:r % 3]:
+            times[k].append(timed(lambda: runs[k](r)))
+    out = work / f"ext-{size}-0"
+    best = {k: (min(t[0] for t in v), min(t[1] for t in v)) for k, v in times.items()}
     t0 = time.perf_counter()
     for i in range(len(cuts)):
         q.encode(embs[i])
@@ -140,14 +144,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", nargs="+", default=["tiny", "base"], choices=["tiny", "base", "large"],
                     help="random-init teacher sizes to measure (default: tiny base)")
-    ap.add_argument("--seconds", type=float, default=30.0, help="seconds of audio per size (default: 30)")
+    ap.add_argument("--seconds", type=float, default=20.0, help="seconds of audio per size (default: 20)")
     ap.add_argument("--repeats", type=int, default=3, help="alternating timing repeats, best kept (default: 3)")
     ap.add_argument("--num-codebooks", type=int, default=8, help="N, with 256 entries each (default: 8)")
     ap.add_argument("--layer", type=int, default=6, help="teacher layer (capped at the teacher's depth)")
     ap.add_argument("--max-duration", type=float, default=60.0, help="seconds of audio per teacher batch")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (default: 1, the steadiest timing on a shared machine)")
     ap.add_argument("--keep", default=None, help="keep the work files in this directory")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     work = Path(args.keep or tempfile.mkdtemp(prefix="bench_extract_"))
     rows = []
