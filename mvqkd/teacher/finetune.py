@@ -44,11 +44,11 @@ CHARS = "'ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 #: demo sizes (same keys as :data:`mvqkd.teacher.make.SIZES`); layer-norm front-end and
 #: pre-norm transformer, so padded batches are exact and training from scratch is stable
 DEMO_SIZES = {
-    # ~3.4M parameters, for the demo (2 CPU cores, ~15 minutes). ``conv_dim`` (per conv layer,
-    # narrow at the high frame rates: the front-end dominates the cost) replaces the uniform
+    # ~2M parameters, for the demo (2 CPU cores, ~15 minutes). ``conv_dim`` (per conv layer,
+    # narrow at the high frame rates, where the front-end costs most) replaces the uniform
     # ``conv_channels`` of make.py after the config is built
-    "small": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024,
-                  conv_channels=128, conv_dim=(32, 64, 64, 128, 128, 128, 128),
+    "small": dict(hidden_size=192, num_hidden_layers=4, num_attention_heads=4, intermediate_size=768,
+                  conv_channels=128, conv_dim=(32, 32, 64, 64, 128, 128, 128),
                   num_conv_pos_embeddings=32, num_conv_pos_embedding_groups=8,
                   feat_extract_norm="layer", do_stable_layer_norm=True, do_normalize=True),
 }
@@ -186,10 +186,11 @@ def labels_for(cuts, vocab: dict[str, int]) -> torch.Tensor:
     return torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True, padding_value=-100)
 
 
-def _eval_batches(cuts, max_duration: float):
+def _eval_batches(cuts, max_duration: float, ascending: bool = False):
+    """Batches of at most ``max_duration`` seconds in duration order (longest first by default)."""
     from lhotse.dataset import SimpleCutSampler
 
-    return SimpleCutSampler(cuts.sort_by_duration(ascending=False), max_duration=max_duration, shuffle=False)
+    return SimpleCutSampler(cuts.sort_by_duration(ascending=ascending), max_duration=max_duration, shuffle=False)
 
 
 @torch.no_grad()
@@ -265,8 +266,8 @@ def build_model(size: str, seed: int, init_from: str | Path | None):
         if conv_dim is not None:
             config.conv_dim = list(conv_dim)
         do_norm = spec["do_normalize"]
-        for k, v in ctc.items():
-            setattr(config, k, v)
+        for k, v in {**ctc, "mask_time_prob": 0.0}.items():  # no SpecAugment: well under one
+            setattr(config, k, v)  # pass over the data, it only slows the escape from all-blank
         torch.manual_seed(seed)
         model = HubertForCTC(config)
     model.config.architectures = ["HubertForCTC"]
@@ -311,6 +312,7 @@ def finetune_teacher(
     eval_cuts: dict | None = None,
     log_interval: int = 50,
     max_steps: int | None = None,
+    sorta_grad: bool = True,
 ) -> Path:
     """Train a character-CTC ``HubertForCTC`` and keep the best-by-dev-WER model in ``out_dir``.
 
@@ -329,7 +331,8 @@ def finetune_teacher(
         lr, warmup_steps, weight_decay, grad_clip: AdamW, linear warm-up then cosine decay to 5 %.
         eval_cuts: ``{name: cuts}`` scored with the best model at the end (dev is always scored,
             as ``dev``); the result goes to ``teacher_wer.json``.
-        max_steps: stop after this many optimizer steps in total (tests).
+        max_steps: stop after this many optimizer steps in total; the schedule ends there.
+        sorta_grad: first epoch in ascending duration order (later epochs: shuffled buckets).
     Returns:
         ``out_dir``.
     """
@@ -360,6 +363,9 @@ def finetune_teacher(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(min(warmup_steps, total_steps // 3 + 1), total_steps))
     sampler = DynamicBucketingSampler(train_cuts, max_duration=max_duration, shuffle=True, seed=seed,
                                       num_buckets=10, drop_last=False)
+    # SortaGrad (Deep Speech 2): the first epoch goes from the shortest utterances up,
+    # which shortens the all-blank plateau of CTC from scratch
+    first_sampler = _eval_batches(train_cuts, max_duration, ascending=True) if sorta_grad else sampler
 
     history: list[dict] = []
     start_epoch, step, best = 1, 0, float("inf")
@@ -379,7 +385,7 @@ def finetune_teacher(
     logger.info("training on %.2f h (%d cuts), %d epochs, ~%d steps/epoch, max %.0f s/batch",
                 hours, len(train_cuts), num_epochs, steps_per_epoch, max_duration)
     cache = AudioCache()
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     stop = False
 
     def evaluate_and_keep(epoch, loss_avg):
@@ -388,7 +394,7 @@ def finetune_teacher(
                                   desc=f"dev epoch {epoch}")
         res = score(refs, hyps)
         rec = dict(epoch=epoch, step=step, train_loss=loss_avg, dev=res,
-                   elapsed_s=round(time.time() - t0, 1))
+                   elapsed_s=round(time.time() - t0, 1), cpu_s=round(time.process_time() - c0, 1))
         history.append(rec)
         logger.info("epoch %s step %d: train loss %.3f, dev WER %.2f%% (ins %d del %d sub %d)",
                     epoch, step, loss_avg, res["wer"], res["ins"], res["del"], res["sub"])
@@ -401,7 +407,7 @@ def finetune_teacher(
     for epoch in range(start_epoch, num_epochs + 1):
         sampler.set_epoch(epoch)
         tot, n = 0.0, 0
-        bar = tqdm(sampler, desc=f"teacher epoch {epoch}", leave=False)
+        bar = tqdm(first_sampler if epoch == 1 else sampler, desc=f"teacher epoch {epoch}", leave=False)
         for batch in bar:
             x, mask, _ = collate(batch, cache, do_norm, with_mask)
             labels = labels_for(batch, vocab)
