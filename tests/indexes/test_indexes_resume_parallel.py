@@ -75,6 +75,7 @@ def test_rerun_with_other_settings_is_refused(reference, cuts_path, tiny_teacher
     assert cli(args) == 2
 
 
+@pytest.mark.slow
 def test_local_workers_and_torchrun_ranks_merge_to_the_same_manifest(
         reference, cuts_path, tiny_teacher, quantizer_path, tmp_path):
     out = tmp_path / "workers"
