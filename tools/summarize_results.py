@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Summarise a demo run: a markdown WER table and a PNG with training curves and WER bars.
+
+Reads, under ``--exp-root``:
+- ``<system>/<method>/wer-summary-<set>.txt`` (written by ``mvqkd decode``) for each system;
+- ``<system>/tensorboard`` event files (``train/rnnt``, ``train/codebook``, ``valid/rnnt``...);
+- ``teacher/teacher_wer.json`` (``mvqkd finetune-teacher``), when present;
+- ``stage_times.tsv`` (``run.sh`` writes ``stage<TAB>seconds``), when present;
+and the teacher-label stores given by ``--store NAME=DIR`` (bytes on disk, hours of audio).
+
+Usage: python tools/summarize_results.py --exp-root exp [--systems baseline mvq l2]
+           [--method greedy_search] [--store mvq=data/vq --store l2=data/kd] [--out exp/results]
+Prints the markdown and writes OUT.md and OUT.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+TEST_SETS = ("test-clean", "test-other", "dev-clean")
+LABELS = {"baseline": "baseline (no KD)", "mvq": "MVQ-KD (codebook indexes)", "l2": "L2-KD (float embeddings)"}
+
+
+def read_wer(path: Path) -> float | None:
+    """Best WER (%) in a ``wer-summary-*.txt`` file, or None when it does not exist."""
+    if not path.is_file():
+        return None
+    rows = [line.split("\t") for line in path.read_text().splitlines()[1:] if line.strip()]
+    return min(float(r[1]) for r in rows) if rows else None
+
+
+def read_scalars(exp_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """All tensorboard scalars under ``exp_dir``: tag -> [(step, value)]."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out: dict[str, list[tuple[int, float]]] = {}
+    for events in sorted(exp_dir.rglob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        acc.Reload()
+        for tag in acc.Tags().get("scalars", []):
+            out.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
+    return {tag: sorted(v) for tag, v in out.items()}
+
+
+def store_size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*.h5")) if folder.is_dir() else 0
+
+
+def manifest_hours(folder: Path) -> float:
+    from lhotse import load_manifest_lazy
+
+    manifests = sorted(folder.glob("*cuts*.jsonl.gz"))
+    return sum(c.duration for m in manifests for c in load_manifest_lazy(m)) / 3600 if manifests else 0.0
+
+
+def summarize(exp_root: Path, systems: list[str], method: str, stores: dict[str, Path]) -> tuple[str, dict]:
+    wers = {s: {t: read_wer(exp_root / s / method / f"wer-summary-{t}.txt") for t in TEST_SETS} for s in systems}
+    lines = [f"| system ({method}) | " + " | ".join(TEST_SETS) + " | test-clean vs baseline |",
+             "|---|" + "---|" * (len(TEST_SETS) + 1)]
+    base = wers.get("baseline", {}).get("test-clean")
+    for s in systems:
+        cells = [f"{w:.2f}" if w is not None else "-" for w in wers[s].values()]
+        tc = wers[s]["test-clean"]
+        rel = f"{tc / base:.3f}x" if base and tc is not None else "-"
+        lines.append(f"| {LABELS.get(s, s)} | " + " | ".join(cells) + f" | {rel} |")
+    teacher = exp_root / "teacher" / "teacher_wer.json"
+    if teacher.is_file():
+        tw = json.loads(teacher.read_text())
+        flat = {k: (v["wer"] if isinstance(v, dict) else v) for k, v in tw.items()}
+        lines.append(f"| teacher (CTC greedy) | " + " | ".join(
+            f"{flat[t]:.2f}" if isinstance(flat.get(t), (int, float)) else "-" for t in TEST_SETS) + " | - |")
+    md = "\n".join(lines) + "\n"
+    if stores:
+        md += "\n| teacher labels | bytes on disk | hours of audio | MB per hour |\n|---|---|---|---|\n"
+        for name, folder in stores.items():
+            size, hours = store_size(folder), manifest_hours(folder)
+            md += f"| {name} ({folder}) | {size:,} | {hours:.2f} | {size / 1e6 / hours if hours else 0:.2f} |\n"
+    times = exp_root / "stage_times.tsv"
+    if times.is_file():
+        md += "\n| stage | wall time (min) |\n|---|---|\n"
+        for line in times.read_text().splitlines():
+            stage, sec = line.split("\t")
+            md += f"| {stage} | {float(sec) / 60:.1f} |\n"
+    return md, wers
+
+
+def plot(exp_root: Path, systems: list[str], wers: dict, out_png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    for s in systems:
+        scalars = read_scalars(exp_root / s)
+        for ax, tag in ((axes[0], "train/rnnt"), (axes[1], "valid/rnnt")):
+            if tag in scalars:
+                steps, vals = zip(*scalars[tag])
+                ax.plot(steps, vals, label=LABELS.get(s, s), marker="." if tag.startswith("valid") else None)
+    axes[0].set_title("training RNN-T loss")
+    axes[1].set_title("validation RNN-T loss (dev-clean)")
+    for ax in axes[:2]:
+        ax.set_xlabel("step")
+        ax.legend()
+    width = 0.8 / max(1, len(systems))
+    for i, s in enumerate(systems):
+        vals = [wers[s][t] or 0.0 for t in TEST_SETS[:2]]
+        axes[2].bar([x + i * width for x in range(2)], vals, width, label=LABELS.get(s, s))
+    axes[2].set_xticks([x + width * (len(systems) - 1) / 2 for x in range(2)], TEST_SETS[:2])
+    axes[2].set_ylabel("WER (%)")
+    axes[2].set_title("WER")
+    axes[2].legend()
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--exp-root", type=Path, default=Path("exp"))
+    parser.add_argument("--systems", nargs="+", default=["baseline", "mvq", "l2"])
+    parser.add_argument("--method", default="greedy_search")
+    parser.add_argument("--store", action="append", default=[], metavar="NAME=DIR",
+                        help="a teacher-label store to measure (HDF5 shards under DIR)")
+    parser.add_argument("--out", type=Path, default=None, help="output prefix (default: EXP_ROOT/results)")
+    args = parser.parse_args()
+    stores = dict((kv.split("=", 1)[0], Path(kv.split("=", 1)[1])) for kv in args.store)
+    out = args.out or args.exp_root / "results"
+    md, wers = summarize(args.exp_root, args.systems, args.method, stores)
+    out.with_suffix(".md").write_text(md)
+    plot(args.exp_root, args.systems, wers, out.with_suffix(".png"))
+    print(md)
+    print(f"(written to {out.with_suffix('.md')} and {out.with_suffix('.png')})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
