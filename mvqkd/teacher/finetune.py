@@ -336,7 +336,7 @@ def finetune_teacher(
     Returns:
         ``out_dir``.
     """
-    from lhotse.dataset import DynamicBucketingSampler
+    from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -361,8 +361,11 @@ def finetune_teacher(
         total_steps = min(total_steps, max_steps)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(min(warmup_steps, total_steps // 3 + 1), total_steps))
-    sampler = DynamicBucketingSampler(train_cuts, max_duration=max_duration, shuffle=True, seed=seed,
-                                      num_buckets=10, drop_last=False)
+    if len(train_cuts) >= 50:
+        sampler = DynamicBucketingSampler(train_cuts, max_duration=max_duration, shuffle=True, seed=seed,
+                                          num_buckets=10, drop_last=False)
+    else:  # too few cuts to estimate 10 duration buckets
+        sampler = SimpleCutSampler(train_cuts, max_duration=max_duration, shuffle=True, seed=seed)
     # SortaGrad (Deep Speech 2): the first epoch goes from the shortest utterances up,
     # which shortens the all-blank plateau of CTC from scratch
     first_sampler = _eval_batches(train_cuts, max_duration, ascending=True) if sorta_grad else sampler
