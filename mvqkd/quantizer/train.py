@@ -29,7 +29,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from mvqkd.quantizer.estimators import ESTIMATORS, quantize_with_estimator
-from mvqkd.quantizer.kmeans import kmeans, sample_proportional, segment_sum
+from mvqkd.quantizer.kmeans import assign, kmeans, sample_proportional, segment_sum
 from mvqkd.quantizer.metrics import relative_error, usage_counts, usage_stats
 from mvqkd.quantizer.model import ALLOWED_NUM_CODEBOOKS, MAX_CODEBOOK_SIZE, Quantizer
 from mvqkd.quantizer.search import cross_table, encode_normalized, reconstruct
@@ -52,8 +52,6 @@ def residual_kmeans_init(
     Returns:
         (N, K, D) codebooks.
     """
-    from mvqkd.quantizer.kmeans import assign
-
     residual = z.clone()
     books = []
     for _ in range(num_codebooks):
