@@ -203,7 +203,9 @@ def test_sampler_choice_and_sharding(data):
     from mvqkd.training.sampling import build_sampler
 
     cuts = CutSet.from_file(data / "cuts.jsonl.gz").to_eager()
-    big = build_sampler(cuts, 4.0, True, 0, 1, 0)
+    # Buckets need >= 4 full batches each: 8 short cuts are too few, 4 copies of them are not.
+    assert isinstance(build_sampler(cuts, 4.0, True, 0, 1, 0), SimpleCutSampler)
+    big = build_sampler(cuts.repeat(times=4, preserve_id=False).to_eager(), 4.0, True, 0, 1, 0)
     assert isinstance(big, DynamicBucketingSampler)
     small = build_sampler(cuts.subset(first=3), 4.0, False, 0, 1, 0, drop_last=False)
     assert isinstance(small, SimpleCutSampler)
