@@ -1,6 +1,6 @@
 """mvqkd.quantizer: additive multi-codebook quantizer, its training and metrics.
 
-Public API::
+Public API (imported lazily so that ``mvqkd --help`` does not import torch)::
 
     q = train_quantizer(x, num_codebooks=8, codebook_size=256, time_budget=60)
     codes = q.encode(x)          # (..., N) uint8
@@ -8,14 +8,14 @@ Public API::
     q.save("q.pt"); q = load_quantizer("q.pt")
 """
 
-from mvqkd.quantizer.model import Quantizer, load_quantizer
+import importlib
+
+_EXPORTS = {"Quantizer": "model", "load_quantizer": "model", "train_quantizer": "train"}
+
+__all__ = sorted(_EXPORTS)
 
 
-def train_quantizer(*args, **kwargs):
-    """See :func:`mvqkd.quantizer.train.train_quantizer`."""
-    from mvqkd.quantizer.train import train_quantizer as _train
-
-    return _train(*args, **kwargs)
-
-
-__all__ = ["Quantizer", "load_quantizer", "train_quantizer"]
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
