@@ -9,16 +9,11 @@ import argparse
 import logging
 from pathlib import Path
 
+from mvqkd.cli_types import name_path
+
 logger = logging.getLogger(__name__)
 
 METHODS = ["greedy_search", "modified_beam_search"]
-
-
-def _name_path(value: str) -> tuple[str, str]:
-    name, sep, path = value.partition("=")
-    if not sep or not name or not path:
-        raise argparse.ArgumentTypeError(f"--cuts expects NAME=PATH, got {value!r}")
-    return name, path
 
 
 def register(subparsers) -> None:
@@ -40,7 +35,7 @@ def register(subparsers) -> None:
     p.add_argument("--avg", type=int, default=1, help="number of checkpoints to average (default: 1)")
     p.add_argument("--bpe-model", required=True, type=Path,
                    help="sentencepiece model used in training (DATA/lang_bpe_V/bpe.model)")
-    p.add_argument("--cuts", required=True, nargs="+", type=_name_path, metavar="NAME=PATH",
+    p.add_argument("--cuts", required=True, nargs="+", type=name_path, metavar="NAME=PATH",
                    help="test sets: a name (used in output file names) and a feature-cut manifest, "
                         "e.g. test-clean=data/fbank/librispeech_cuts_test-clean.jsonl.gz")
     p.add_argument("--method", choices=METHODS, default="greedy_search",

@@ -17,6 +17,8 @@ import logging
 import math
 from dataclasses import dataclass
 
+from typing import NamedTuple
+
 import torch
 
 logger = logging.getLogger(__name__)
@@ -37,7 +39,20 @@ def _decoder_out(model, contexts: list[list[int]], device) -> torch.Tensor:
     return model.joiner.decoder_proj(dec.squeeze(1))
 
 
-def _check(encoder_out, encoder_out_lens):
+class _Setup(NamedTuple):
+    """What both searches derive from the model and the encoder output."""
+
+    B: int
+    T: int
+    device: torch.device
+    ctx: int  # decoder context size
+    blank: int
+    skip: set[int]  # token ids never emitted (blank, and unk when the model has one)
+    enc: torch.Tensor  # (B, T, J) projected encoder output
+
+
+def _setup(model, encoder_out, encoder_out_lens) -> _Setup:
+    """Check shapes and project the encoder output once; encoder_out (B, T, E), lens (B,)."""
     if encoder_out.dim() != 3:
         raise ValueError(f"encoder_out must be (B, T, E), got {tuple(encoder_out.shape)}")
     if encoder_out_lens.shape != (encoder_out.shape[0],):
@@ -46,6 +61,9 @@ def _check(encoder_out, encoder_out_lens):
         )
     if encoder_out.shape[0] and int(encoder_out_lens.max()) > encoder_out.shape[1]:
         raise ValueError(f"encoder_out_lens {encoder_out_lens.tolist()} exceed T={encoder_out.shape[1]}")
+    B, T, _ = encoder_out.shape
+    return _Setup(B, T, encoder_out.device, model.decoder.context_size, int(model.blank_id),
+                  _skip_ids(model), model.joiner.encoder_proj(encoder_out))
 
 
 @torch.no_grad()
@@ -55,15 +73,9 @@ def greedy_search(model, encoder_out, encoder_out_lens, max_sym_per_frame: int =
 
     encoder_out: (B, T, E); encoder_out_lens: (B,). Returns B token-id lists.
     """
-    _check(encoder_out, encoder_out_lens)
     if max_sym_per_frame < 1:
         raise ValueError(f"max_sym_per_frame must be >= 1, got {max_sym_per_frame}")
-    B, T, _ = encoder_out.shape
-    device = encoder_out.device
-    ctx = model.decoder.context_size
-    blank = int(model.blank_id)
-    skip = _skip_ids(model)
-    enc = model.joiner.encoder_proj(encoder_out)  # (B, T, J)
+    B, T, device, ctx, blank, skip, enc = _setup(model, encoder_out, encoder_out_lens)
     lens = encoder_out_lens.to(device)
     contexts = [[blank] * ctx for _ in range(B)]  # last ctx tokens of each hypothesis
     hyps: list[list[int]] = [[] for _ in range(B)]
@@ -116,15 +128,9 @@ def modified_beam_search(
 
     encoder_out: (B, T, E); encoder_out_lens: (B,). Returns B token-id lists.
     """
-    _check(encoder_out, encoder_out_lens)
     if beam < 1:
         raise ValueError(f"beam must be >= 1, got {beam}")
-    B, T, _ = encoder_out.shape
-    device = encoder_out.device
-    ctx = model.decoder.context_size
-    blank = int(model.blank_id)
-    skip = _skip_ids(model)
-    enc = model.joiner.encoder_proj(encoder_out)  # (B, T, J)
+    B, T, device, ctx, blank, skip, enc = _setup(model, encoder_out, encoder_out_lens)
     lens = encoder_out_lens.tolist()
     start = tuple([blank] * ctx)
     beams: list[dict[tuple, _Hyp]] = [{start: _Hyp(start, 0.0)} for _ in range(B)]

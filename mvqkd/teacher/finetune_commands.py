@@ -6,14 +6,9 @@ import argparse
 import json
 import logging
 
+from mvqkd.cli_types import name_path
+
 logger = logging.getLogger("mvqkd.teacher")
-
-
-def _name_path(value: str) -> tuple[str, str]:
-    name, sep, path = value.partition("=")
-    if not sep or not name or not path:
-        raise argparse.ArgumentTypeError(f"--eval-cuts {value!r}: expected NAME=PATH")
-    return name, path
 
 
 def _finetune(args) -> int:
@@ -73,7 +68,7 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of init, batch order and masks")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda:0, ...)")
     p.add_argument("--num-threads", type=int, default=0, help="torch CPU threads (0: torch default)")
-    p.add_argument("--eval-cuts", nargs="*", type=_name_path, metavar="NAME=PATH",
+    p.add_argument("--eval-cuts", nargs="*", type=name_path, metavar="NAME=PATH",
                    help="extra test sets scored with the final model, e.g. test-clean=data/fbank/"
                         "librispeech_cuts_test-clean.jsonl.gz (dev is always scored)")
     p.set_defaults(func=_finetune)
