@@ -25,7 +25,8 @@ exp_root=exp
 vocab_size=256
 nj=2
 teacher_size=small
-teacher_time_budget=900   # seconds of teacher training
+teacher_time_budget=900   # seconds of teacher training (the budget, not the epochs, ends it)
+teacher_epochs=100
 teacher_layer=3           # 1-based teacher layer that is quantized / regressed (of 4)
 num_codebooks=8
 quantizer_time_budget=120
@@ -76,7 +77,7 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
     log "Stage 2: already done"
   else
     timed teacher mvqkd finetune-teacher --train-cuts "$(fbank train-clean-360)" --dev-cuts "$(fbank dev-clean)" \
-      --out "$exp_root/teacher" --size "$teacher_size" --time-budget "$teacher_time_budget" \
+      --out "$exp_root/teacher" --size "$teacher_size" --time-budget "$teacher_time_budget" --num-epochs "$teacher_epochs" \
       --eval-cuts "test-clean=$(fbank test-clean)" "test-other=$(fbank test-other)"
   fi
 fi
