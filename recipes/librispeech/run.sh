@@ -31,8 +31,9 @@ teacher_layer=3           # 1-based teacher layer that is quantized / regressed 
 num_codebooks=8
 quantizer_time_budget=120
 student_size=small
-num_epochs=8
-max_duration=300
+num_epochs=3
+max_duration=60           # seconds of audio per student batch
+student_args="--warmup-steps 100 --lr 2e-3"  # extra `mvqkd train` options (short demo: short warmup)
 seed=42                   # student seed
 systems="baseline mvq l2"
 decode_method=greedy_search
@@ -102,7 +103,7 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
     log "Stage 5: student $system"
     timed "train-$system" "$recipe/train.sh" --stage $st --stop-stage $st --data-dir "$data_dir" \
       --vocab-size "$vocab_size" --exp-root "$exp_root" --model-size "$student_size" \
-      --num-epochs "$num_epochs" --max-duration "$max_duration" --seed "$seed" \
+      --num-epochs "$num_epochs" --max-duration "$max_duration" --seed "$seed" --extra-args "$student_args" \
       --mvq-cuts "$data_dir/vq/librispeech_cuts_train-clean-100.jsonl.gz" \
       --kd-cuts "$data_dir/kd/librispeech_cuts_train-clean-100.jsonl.gz"
   done
