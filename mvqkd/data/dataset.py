@@ -26,7 +26,6 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-TEACHER_FRAME_SHIFT = 0.02
 IGNORE_INDEX = -100
 KD_MODES = ("none", "mvq", "l1", "l2", "cosine")
 
@@ -63,9 +62,17 @@ def cut_text(cut) -> str:
     return " ".join((s.text or "").strip() for s in cut.supervisions).strip()
 
 
-def expected_teacher_frames(duration: float) -> int:
-    """Teacher frames for a cut of ``duration`` seconds at 50 Hz (FORMATS.md rule)."""
-    return int(round(duration / TEACHER_FRAME_SHIFT))
+def check_teacher_frames(cut_id: str, field: str, have: int, duration: float) -> None:
+    """Raise unless ``have`` teacher frames is within one frame of the extraction rule
+    (:func:`mvqkd.indexes.frames.num_frames`, i.e. round(duration / 0.02))."""
+    from mvqkd.indexes.frames import num_frames
+
+    want = num_frames(duration)
+    if abs(have - want) > 1:
+        raise ValueError(
+            f"cut {cut_id}: '{field}' has {have} frames but duration {duration:.3f}s "
+            f"needs round(duration/0.02) = {want} (off by more than one frame)"
+        )
 
 
 def kd_field(kd: str) -> str | None:
@@ -162,13 +169,7 @@ def prepare_training_cuts(
                     f"cut {cut.id} has no '{fld}' (needed by --kd {kd}); extract them first or "
                     "pass --skip-missing-indexes to skip such cuts"
                 )
-            want = expected_teacher_frames(cut.duration)
-            have = int(arr.shape[0])
-            if abs(have - want) > 1:
-                raise ValueError(
-                    f"cut {cut.id}: '{fld}' has {have} frames but duration {cut.duration:.3f}s "
-                    f"needs round(duration/0.02) = {want} (off by more than one frame)"
-                )
+            check_teacher_frames(cut.id, fld, int(arr.shape[0]), cut.duration)
             if fld == "codebook_indexes":
                 _check_index_info(cut, cut.custom.get("codebook_indexes_info"), expected, stats)
         kept.append(cut)
@@ -245,11 +246,7 @@ class KDDataset(torch.utils.data.Dataset):
             if not c.has_custom(self.field):
                 raise ValueError(f"cut {c.id} has no '{self.field}' (needed by --kd {self.kd})")
             a = c.load_custom(self.field)
-            if abs(a.shape[0] - expected_teacher_frames(c.duration)) > 1:
-                raise ValueError(
-                    f"cut {c.id}: '{self.field}' has {a.shape[0]} frames, expected "
-                    f"{expected_teacher_frames(c.duration)} (off by more than one frame)"
-                )
+            check_teacher_frames(c.id, self.field, int(a.shape[0]), c.duration)
             arrays.append(a)
         if self.field == "codebook_indexes":
             batch["codebook_indexes"], _ = _pad_arrays(arrays, IGNORE_INDEX, torch.long)

@@ -112,10 +112,12 @@ def _attach_teacher_arrays(
 ):
     from lhotse import CutSet
 
+    from mvqkd.indexes.frames import num_frames
+
     out = []
     with writer_cls(out_dir / "teacher_arrays") as writer:
         for cut in cuts:
-            t50 = int(round(cut.duration / 0.02))
+            t50 = num_frames(cut.duration)
             if with_indexes:
                 idx = rng.integers(0, codebook_size, size=(t50, num_codebooks)).astype(np.uint8)
                 cut.codebook_indexes = writer.store_array(
