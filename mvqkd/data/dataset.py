@@ -31,15 +31,10 @@ KD_MODES = ("none", "mvq", "l1", "l2", "cosine")
 
 
 def encoder_frames(num_feature_frames):
-    """Number of encoder frames after 4x subsampling of ``num_feature_frames`` fbank frames.
+    """Number of encoder frames after 4x subsampling of ``num_feature_frames`` fbank frames
+    (the student layer owns the formula: :func:`mvqkd.student.encoder.subsampled_lengths`)."""
+    from mvqkd.student.encoder import subsampled_lengths
 
-    Uses the model's own formula when ``mvqkd.student`` exports one, else the
-    Conv2d-subsampling formula ``((T - 7) // 2 + 1) // 2``.
-    """
-    try:  # the student layer owns the formula
-        from mvqkd.student.encoder import subsampled_lengths
-    except ImportError:
-        return ((num_feature_frames - 7) // 2 + 1) // 2
     return int(subsampled_lengths(torch.tensor([int(num_feature_frames)]))[0])
 
 
