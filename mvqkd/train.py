@@ -192,7 +192,8 @@ def train(config) -> dict:
     import numpy as np
     import random
 
-    from mvqkd.data.dataset import KDDataset, load_tokenizer
+    from mvqkd.data.dataset import KDDataset
+    from mvqkd.data.tokenizer import load_bpe
     from mvqkd.data.specaug import SpecAugment
     from mvqkd.student import build_model
     from mvqkd.student.checkpoint import (
@@ -216,7 +217,7 @@ def train(config) -> dict:
         np.random.seed(cfg.seed)
         random.seed(cfg.seed)
 
-        sp = load_tokenizer(cfg.bpe_model)
+        sp = load_bpe(cfg.bpe_model)
         cuts, stats = _load_cuts(cfg.train_cuts, sp, cfg, "train")
         valid_cuts, valid_dataset = None, None
         if cfg.valid_cuts:

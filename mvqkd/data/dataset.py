@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,20 +35,6 @@ def encoder_frames(num_feature_frames):
     from mvqkd.student.encoder import subsampled_lengths
 
     return int(subsampled_lengths(torch.tensor([int(num_feature_frames)]))[0])
-
-
-def load_tokenizer(bpe_model: str | Path):
-    """Load the sentencepiece model at ``bpe_model`` (via ``mvqkd.data.tokenizer`` when present)."""
-    path = Path(bpe_model)
-    if not path.is_file():
-        raise FileNotFoundError(f"--bpe-model: no sentencepiece model at {path}")
-    try:
-        from mvqkd.data.tokenizer import load_bpe
-    except ImportError:
-        import sentencepiece as spm
-
-        return spm.SentencePieceProcessor(model_file=str(path))
-    return load_bpe(path)
 
 
 def cut_text(cut) -> str:

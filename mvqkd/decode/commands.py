@@ -69,14 +69,13 @@ def run_decode(args) -> int:
     if not args.bpe_model.is_file():
         logger.error("--bpe-model not found: %s", args.bpe_model)
         return 2
-    import sentencepiece as spm
-
+    from mvqkd.data.tokenizer import load_bpe
     from mvqkd.decode.decode import decode_and_score
     from mvqkd.student.checkpoint import load_model_for_decoding
 
     model, _ = load_model_for_decoding(args.exp_dir, epoch=args.epoch, avg=args.avg,
                                        iteration=args.iteration, device=args.device)
-    sp = spm.SentencePieceProcessor(model_file=str(args.bpe_model))
+    sp = load_bpe(args.bpe_model)
     out_dir = args.out_dir or args.exp_dir / args.method
     setting = _setting(args)
     wers = decode_and_score(model, dict(args.cuts), sp, out_dir, method=args.method,

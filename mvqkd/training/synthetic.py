@@ -23,27 +23,9 @@ def train_tiny_bpe(texts: list[str], out_dir: str | Path, vocab_size: int = 30) 
     out_dir.mkdir(parents=True, exist_ok=True)
     texts_file = out_dir / "transcript_words.txt"
     texts_file.write_text("\n".join(texts) + "\n")
-    try:
-        from mvqkd.data.tokenizer import train_bpe
-    except ImportError:
-        train_bpe = None
-    if train_bpe is not None:
-        return Path(train_bpe(texts_file, out_dir, vocab_size))
-    import sentencepiece as spm
+    from mvqkd.data.tokenizer import train_bpe
 
-    spm.SentencePieceTrainer.train(
-        input=str(texts_file),
-        model_prefix=str(out_dir / "bpe"),
-        vocab_size=vocab_size,
-        model_type="bpe",
-        character_coverage=1.0,
-        user_defined_symbols=["<blk>", "<sos/eos>"],
-        unk_id=2,
-        bos_id=-1,
-        eos_id=-1,
-        minloglevel=2,
-    )
-    return out_dir / "bpe.model"
+    return Path(train_bpe(texts_file, out_dir, vocab_size))
 
 
 def make_synthetic_cuts(

@@ -9,7 +9,8 @@ from lhotse import CutSet
 from lhotse.features.io import NumpyHdf5Writer
 from lhotse.utils import fastcopy
 
-from mvqkd.data.dataset import KDDataset, load_tokenizer, prepare_training_cuts
+from mvqkd.data.dataset import KDDataset, prepare_training_cuts
+from mvqkd.data.tokenizer import load_bpe
 from mvqkd.data.specaug import SpecAugment
 from mvqkd.training.synthetic import WORDS, make_synthetic_cuts, train_tiny_bpe
 
@@ -19,7 +20,7 @@ def data(tmp_path_factory):
     d = tmp_path_factory.mktemp("kdcuts")
     cuts = make_synthetic_cuts(d, num_cuts=6, num_codebooks=3, codebook_size=8, embedding_dim=5)
     bpe = train_tiny_bpe([" ".join(WORDS)] * 3, d / "bpe", 30)
-    return d, cuts, load_tokenizer(bpe)
+    return d, cuts, load_bpe(bpe)
 
 
 def _with_text(cut, text):

@@ -26,17 +26,12 @@ UTTS = [
 
 @pytest.fixture(scope="module")
 def bpe(tmp_path_factory):
-    import sentencepiece as spm
+    from mvqkd.data.tokenizer import load_bpe, train_bpe
 
     d = tmp_path_factory.mktemp("bpe")
     text = d / "text.txt"
     text.write_text("\n".join(["HELLO WORLD WORD", "GOOD DAY SIR", "YES NO MAYBE"] * 20) + "\n")
-    spm.SentencePieceTrainer.train(
-        input=str(text), model_prefix=str(d / "bpe"), model_type="bpe", vocab_size=24,
-        character_coverage=1.0, unk_id=2, bos_id=-1, eos_id=-1,
-        user_defined_symbols=["<blk>", "<sos/eos>"], hard_vocab_limit=False, minloglevel=2,
-    )
-    sp = spm.SentencePieceProcessor(model_file=str(d / "bpe.model"))
+    sp = load_bpe(train_bpe(text, d, 24))
     assert sp.piece_to_id("<blk>") == 0
     return sp
 
