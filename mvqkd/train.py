@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from mvqkd.student.model import LOSS_KEYS
 from mvqkd.training.config import TrainConfig
 from mvqkd.training.monitor import TrainMonitor
 
@@ -73,6 +74,7 @@ def build_model_config(cfg: TrainConfig, vocab_size: int, stats):
     kw = dict(
         sigma_reparam=cfg.sigma_reparam,
         distill_layer=cfg.distill_layer,
+        ctc_loss_scale=cfg.ctc_loss_scale,
         codebook_loss_scale=cfg.codebook_loss_scale,
         codebook_loss=cfg.codebook_loss,
         kd_loss_scale=cfg.kd_loss_scale,
@@ -170,7 +172,7 @@ def validate(model, loader, device) -> dict:
         for batch in loader:
             b = len(batch["cut_ids"])
             out = _forward(model, _move_batch(batch, device))
-            for k in ("loss", "rnnt", "codebook", "kd"):
+            for k in LOSS_KEYS:
                 sums[k] = sums.get(k, 0.0) + float(out[k]) * b
             n += b
     model.train(was_training)
@@ -329,7 +331,7 @@ def train(config) -> dict:
                 optimizer.step()
                 scheduler.step()
                 step += 1
-                rec = {k: float(out[k].detach()) for k in ("loss", "rnnt", "codebook", "kd")}
+                rec = {k: float(out[k].detach()) for k in LOSS_KEYS}
                 rec.update(step=step, epoch=epoch, grad_norm=float(grad_norm),
                            cut_ids=list(batch["cut_ids"]),
                            lr=scheduler.get_last_lr()[0], batch_size=len(batch["cut_ids"]))

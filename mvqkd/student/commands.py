@@ -53,6 +53,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--skip-missing-indexes", action="store_true",
                    help="skip (and count) cuts without indexes instead of stopping with an error")
     g = p.add_argument_group("model")
+    g.add_argument("--ctc-loss-scale", type=float,
+                   help="scale of an auxiliary CTC loss on the encoder output (0 = off; "
+                        "icefall's --use-ctc); helps a student trained from scratch on little "
+                        "data leave the all-blank phase sooner")
     g.add_argument("--model-size", choices=["tiny", "small", "reference"],
                    help="preset: tiny (2x64, tests), small (6x192), reference (12x512)")
     g.add_argument("--model-override", action="append", metavar="KEY=VALUE",

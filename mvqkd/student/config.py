@@ -33,6 +33,8 @@ class TransducerConfig:
     feeds the distillation heads; ``None`` means the middle one (``num_layers // 2``, the
     reference's 6 of 12).
 
+    ``ctc_loss_scale`` > 0 adds an auxiliary CTC head on the final encoder output.
+
     Distillation: ``num_codebooks`` = N codebooks of the TEACHER (50 Hz); the head predicts
     2N codebooks per 25 Hz student frame (two successive teacher frames concatenated).
     0 disables the head. ``codebook_loss`` is ``"independent"`` (one softmax per codebook)
@@ -57,9 +59,11 @@ class TransducerConfig:
     ff_dim: int = 1024
     conv_kernel: int = 31
     dropout: float = 0.1
+    subsampling_channels: Optional[int] = None
     decoder_dim: int = 256
     joiner_dim: int = 256
     context_size: int = 2
+    ctc_loss_scale: float = 0.0
     distill_layer: Optional[int] = None
     num_codebooks: int = 0
     codebook_size: int = 256
@@ -89,10 +93,14 @@ class TransducerConfig:
             bad("num_layers", "must be >= 1")
         if self.conv_kernel % 2 == 0:
             bad("conv_kernel", "must be odd (symmetric 'same' padding)")
+        if self.subsampling_channels is not None and self.subsampling_channels < 1:
+            bad("subsampling_channels", "must be >= 1 (or None = encoder_dim)")
         if self.context_size < 1:
             bad("context_size", "must be >= 1")
         if self.distill_layer is not None and not 1 <= self.distill_layer <= self.num_layers:
             bad("distill_layer", f"1-based layer index, must be in [1, {self.num_layers}]")
+        if self.ctc_loss_scale < 0:
+            bad("ctc_loss_scale", "must be >= 0 (0 = no auxiliary CTC head)")
         if self.num_codebooks < 0:
             bad("num_codebooks", "must be >= 0 (0 = no codebook head)")
         if self.codebook_loss not in CODEBOOK_LOSSES:

@@ -24,7 +24,7 @@ returns the per-head attention entropy (detached).
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import torch
 from torch import nn
@@ -54,12 +54,16 @@ class EncoderOutput(NamedTuple):
 
 class Conv2dSubsampling(nn.Module):
     """(B, T, F) -> (B, ceil(T/4), E): two Conv2d(3x3, stride 2, padding 1) + ReLU, then
-    a linear layer on the flattened (channels x ceil(F/4)) frame."""
+    a linear layer on the flattened (channels x ceil(F/4)) frame.
+
+    ``channels`` (default ``encoder_dim``, as icefall's conformer) sets the width of both
+    convolutions; the second one runs at 50 Hz x F/2 and is the most expensive layer of a
+    small encoder on CPU, so the demo preset narrows it."""
 
     def __init__(self, feature_dim: int, encoder_dim: int, dropout: float,
-                 sigma_reparam: bool = False):
+                 sigma_reparam: bool = False, channels: Optional[int] = None):
         super().__init__()
-        ch = encoder_dim
+        ch = channels or encoder_dim
         self.conv1 = nn.Conv2d(1, ch, 3, stride=2, padding=1)
         self.conv2 = nn.Conv2d(ch, ch, 3, stride=2, padding=1)
         freq = (feature_dim + 3) // 4
@@ -191,13 +195,14 @@ class ConformerEncoder(nn.Module):
 
     def __init__(self, feature_dim: int, encoder_dim: int, num_layers: int, num_heads: int,
                  ff_dim: int, conv_kernel: int, dropout: float, distill_layer: int,
-                 sigma_reparam: bool = False):
+                 sigma_reparam: bool = False, subsampling_channels: Optional[int] = None):
         super().__init__()
         if not 1 <= distill_layer <= num_layers:
             raise ValueError(f"distill_layer={distill_layer} not in [1, {num_layers}]")
         self.distill_layer = distill_layer
         self.num_heads = num_heads
-        self.subsampling = Conv2dSubsampling(feature_dim, encoder_dim, dropout, sigma_reparam)
+        self.subsampling = Conv2dSubsampling(feature_dim, encoder_dim, dropout, sigma_reparam,
+                                             subsampling_channels)
         self.layers = nn.ModuleList([
             ConformerBlock(encoder_dim, num_heads, ff_dim, conv_kernel, dropout, sigma_reparam)
             for _ in range(num_layers)])

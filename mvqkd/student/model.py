@@ -1,10 +1,14 @@
 """The transducer student: Conformer encoder, stateless predictor, joiner, distillation heads.
 
-``loss = rnnt + codebook_loss_scale * codebook + kd_loss_scale * kd``
+``loss = rnnt + ctc_loss_scale * ctc + codebook_loss_scale * codebook + kd_loss_scale * kd``
 
 - ``rnnt``: :func:`mvqkd.losses.rnnt_loss` (reduction "mean": mean over utterances of
   ``-log P(y|x)``), or k2's pruned loss with ``rnnt_backend="k2"``
   (:mod:`mvqkd.student.k2_pruned`).
+- ``ctc``: optional auxiliary CTC loss of a linear layer on the final encoder output
+  (``ctc_loss_scale > 0``; icefall's ``--use-ctc``), mean over utterances of the summed
+  negative log-likelihood, the same normalisation as ``rnnt``. It speeds up the escape from
+  the all-blank phase of a transducer trained from scratch on little data.
 - ``codebook``: per-codebook cross-entropy of the 2N codebooks predicted at 25 Hz from the
   distillation layer against the paired 50 Hz teacher indexes
   (:func:`mvqkd.student.heads.align_teacher_to_student`), summed over codebooks and valid
@@ -29,6 +33,9 @@ from .heads import (IGNORE_INDEX, CodebookHead, KDHead, align_embeddings_to_stud
 
 logger = logging.getLogger(__name__)
 
+#: the scalar losses returned by :meth:`Transducer.forward` (logged and validated)
+LOSS_KEYS = ("loss", "rnnt", "ctc", "codebook", "kd")
+
 
 def pad_tokens(tokens: Sequence[Sequence[int]], pad: int, device=None
                ) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -51,9 +58,12 @@ class Transducer(nn.Module):
         self.cfg = cfg
         self.encoder = ConformerEncoder(
             cfg.feature_dim, cfg.encoder_dim, cfg.num_layers, cfg.num_heads, cfg.ff_dim,
-            cfg.conv_kernel, cfg.dropout, cfg.resolved_distill_layer, cfg.sigma_reparam)
+            cfg.conv_kernel, cfg.dropout, cfg.resolved_distill_layer, cfg.sigma_reparam,
+            cfg.subsampling_channels)
         self.decoder = Decoder(cfg.vocab_size, cfg.decoder_dim, cfg.blank_id, cfg.context_size)
         self.joiner = Joiner(cfg.encoder_dim, cfg.decoder_dim, cfg.joiner_dim, cfg.vocab_size)
+        self.ctc_output = (nn.Linear(cfg.encoder_dim, cfg.vocab_size)
+                           if cfg.ctc_loss_scale > 0 else None)
         self.codebook_head = None
         if cfg.num_codebooks > 0:
             self.codebook_head = CodebookHead(
@@ -107,6 +117,17 @@ class Transducer(nn.Module):
         return rnnt_loss(logits.float(), targets.int(), encoder_lens.int(), target_lens.int(),
                          blank=self.blank_id, reduction="mean")
 
+    def ctc_loss(self, encoder_out: torch.Tensor, encoder_lens: torch.Tensor,
+                 tokens: List[List[int]]) -> torch.Tensor:
+        """Auxiliary CTC loss of encoder_out (B, T', E): mean over utterances of
+        ``-log P_ctc(y|x)`` (infeasible utterances, U > T', contribute 0)."""
+        log_probs = self.ctc_output(encoder_out).float().log_softmax(-1)  # (B, T', V)
+        targets, target_lens = pad_tokens(tokens, self.blank_id, encoder_out.device)
+        total = nn.functional.ctc_loss(
+            log_probs.transpose(0, 1), targets, encoder_lens, target_lens,
+            blank=self.blank_id, reduction="sum", zero_infinity=True)
+        return total / encoder_out.size(0)
+
     def codebook_loss(self, distill: torch.Tensor, encoder_lens: torch.Tensor,
                       codebook_indexes: torch.Tensor) -> torch.Tensor:
         """Codebook CE from the distillation-layer output (B, T', E) and 50 Hz teacher
@@ -143,7 +164,7 @@ class Transducer(nn.Module):
                 teacher_embeddings: Optional[torch.Tensor] = None,
                 teacher_lens: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         """features (B, T, F), feature_lens (B,), tokens (B lists of ids) ->
-        dict ``loss``, ``rnnt``, ``codebook`` (0 when unused), ``kd`` (0 when unused),
+        dict ``loss``, ``rnnt``, ``ctc``, ``codebook``, ``kd`` (each 0 when unused),
         ``attn_entropy`` (num_layers, num_heads) detached, ``num_frames`` (encoder frames
         in the batch)."""
         if len(tokens) != features.size(0):
@@ -151,13 +172,16 @@ class Transducer(nn.Module):
         enc = self.encoder(features, feature_lens)
         rnnt = self.rnnt_loss(enc.out, enc.lens, tokens)
         zero = rnnt.new_zeros(())
-        codebook = kd = zero
+        ctc = codebook = kd = zero
+        if self.ctc_output is not None:
+            ctc = self.ctc_loss(enc.out, enc.lens, tokens)
         if codebook_indexes is not None:
             codebook = self.codebook_loss(enc.distill, enc.lens, codebook_indexes)
         if teacher_embeddings is not None:
             kd = self.kd_loss(enc.distill, enc.lens, teacher_embeddings, teacher_lens)
-        loss = rnnt + self.cfg.codebook_loss_scale * codebook + self.cfg.kd_loss_scale * kd
-        return dict(loss=loss, rnnt=rnnt, codebook=codebook, kd=kd,
+        loss = (rnnt + self.cfg.ctc_loss_scale * ctc + self.cfg.codebook_loss_scale * codebook
+                + self.cfg.kd_loss_scale * kd)
+        return dict(loss=loss, rnnt=rnnt, ctc=ctc, codebook=codebook, kd=kd,
                     attn_entropy=enc.attn_entropy, num_frames=enc.lens.sum())
 
 

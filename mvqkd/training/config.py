@@ -18,6 +18,7 @@ class TrainConfig:
     exp_dir: str = "exp/student"
     valid_cuts: str | None = None
     kd: str = "mvq"
+    ctc_loss_scale: float = 0.0
     codebook_loss_scale: float = 0.1
     codebook_loss: str = "independent"
     kd_loss_scale: float = 1.0

@@ -2,7 +2,7 @@
 
 - ``EXP/log/log-train-YYYY-mm-dd-HH-MM-SS.txt`` (rank > 0 adds ``-rankR``): everything the
   ``mvqkd`` loggers write during training.
-- ``EXP/tensorboard`` (rank 0): ``train/{loss,rnnt,codebook,kd,lr,grad_norm}``,
+- ``EXP/tensorboard`` (rank 0): ``train/{loss,rnnt,ctc,codebook,kd,lr,grad_norm}``,
   ``attn_entropy/layerL/headH`` (nats), ``valid/*``.
 - At each epoch end the log summarises the epoch's mean losses and, per encoder layer,
   the mean / min / max head entropy (a collapsing head shows as a min near 0).
@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+
+from mvqkd.student.model import LOSS_KEYS
 
 logger = logging.getLogger("mvqkd.train")
 
@@ -57,7 +59,7 @@ class TrainMonitor:
 
     def log_step(self, rec: dict, attn_entropy, log_interval: int) -> None:
         step = rec["step"]
-        for k in ("loss", "rnnt", "codebook", "kd"):
+        for k in LOSS_KEYS:
             self._sums[k] = self._sums.get(k, 0.0) + rec[k]
         self._n += 1
         if attn_entropy is not None:
@@ -69,11 +71,11 @@ class TrainMonitor:
             self._bar.set_postfix(loss=f"{rec['loss']:.3f}", rnnt=f"{rec['rnnt']:.3f}",
                                   cb=f"{rec['codebook']:.3f}")
         if log_interval > 0 and step % log_interval == 0:
-            logger.info("step %d epoch %d: loss %.4f rnnt %.4f codebook %.4f kd %.4f "
-                        "lr %.2e grad_norm %.2f", step, rec["epoch"], rec["loss"], rec["rnnt"],
-                        rec["codebook"], rec["kd"], rec["lr"], rec["grad_norm"])
+            logger.info("step %d epoch %d: %s lr %.2e grad_norm %.2f", step, rec["epoch"],
+                        " ".join(f"{k} {rec[k]:.4f}" for k in LOSS_KEYS), rec["lr"],
+                        rec["grad_norm"])
             if self.writer is not None:
-                for k in ("loss", "rnnt", "codebook", "kd", "lr", "grad_norm"):
+                for k in (*LOSS_KEYS, "lr", "grad_norm"):
                     self.writer.add_scalar(f"train/{k}", rec[k], step)
                 if attn_entropy is not None:
                     for layer, row in enumerate(attn_entropy.detach().float().cpu().tolist()):

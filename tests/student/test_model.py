@@ -220,3 +220,46 @@ def test_batched_losses_equal_the_mean_of_per_utterance_losses():
     for key in ("rnnt", "codebook"):
         torch.testing.assert_close(both[key], (alone[0][key] + alone[1][key]) / 2,
                                    rtol=1e-4, atol=1e-4)
+
+
+def _brute_force_ctc_nll(log_probs: torch.Tensor, target: list, blank: int) -> float:
+    """-log sum over all V^T paths that collapse (merge repeats, drop blanks) to ``target``."""
+    import itertools
+
+    T, V = log_probs.shape
+    total = -math.inf
+    for path in itertools.product(range(V), repeat=T):
+        collapsed = [s for i, s in enumerate(path) if s != blank and (i == 0 or s != path[i - 1])]
+        if collapsed == target:
+            total = float(torch.logaddexp(torch.tensor(total),
+                                          log_probs[torch.arange(T), list(path)].sum()))
+    return -total
+
+
+def test_auxiliary_ctc_loss_equals_brute_force_path_enumeration():
+    torch.manual_seed(5)
+    model = build_model(preset_config("tiny", 4, dropout=0.0, ctc_loss_scale=0.3)).eval()
+    feats = torch.randn(2, 20, 80)  # T' = 5 encoder frames: 4^5 = 1024 paths per utterance
+    lens = torch.tensor([20, 15])  # second utterance: T' = 4
+    tokens = [[1, 1, 2], [3]]  # the repeat needs a blank between the two 1s
+    out = model(feats, lens, tokens)
+    enc = model.encoder(feats, lens)
+    logp = model.ctc_output(enc.out).log_softmax(-1).detach()
+    ref = [_brute_force_ctc_nll(logp[b, : int(enc.lens[b])], tokens[b], blank=0) for b in range(2)]
+    assert enc.lens.tolist() == [5, 4]
+    torch.testing.assert_close(out["ctc"], torch.tensor(sum(ref) / 2))
+    torch.testing.assert_close(out["loss"], out["rnnt"] + 0.3 * out["ctc"])
+    # no CTC head by default, and the loss is then exactly zero
+    plain = tiny()
+    assert plain.ctc_output is None and plain(*_batch()[:3])["ctc"].item() == 0
+
+
+def test_subsampling_channels_set_the_convolution_width_only():
+    narrow = tiny(subsampling_channels=8)
+    assert narrow.encoder.subsampling.conv1.out_channels == 8
+    assert narrow.encoder.subsampling.conv2.weight.shape == (8, 8, 3, 3)
+    assert narrow.encoder.subsampling.out.in_features == 8 * 20  # channels x ceil(80 / 4)
+    feats, lens, tokens, _ = _batch()
+    assert narrow.encode(feats, lens)[0].shape[-1] == 64
+    with pytest.raises(ValueError, match="subsampling_channels"):
+        preset_config("tiny", 16, subsampling_channels=0)
