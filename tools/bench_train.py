@@ -39,7 +39,7 @@ def make_batch(batch_size, seconds, vocab, num_codebooks, codebook_size, device,
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--model-size", default="small", choices=["tiny", "small", "reference"],
+    p.add_argument("--model-size", default="small", choices=["tiny", "demo", "small", "reference"],
                    help="student preset")
     p.add_argument("--batch-size", type=int, default=8, help="utterances per batch")
     p.add_argument("--seconds", type=float, default=10.0, help="duration of each utterance")

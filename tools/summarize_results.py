@@ -1,22 +1,25 @@
 #!/usr/bin/env python3
 """Summarise a demo run: a markdown WER table and a PNG with training curves and WER bars.
 
-Reads, under ``--exp-root``:
-- ``<system>/<method>/wer-summary-<set>.txt`` (written by ``mvqkd decode``) for each system;
-- ``<system>/tensorboard`` event files (``train/rnnt``, ``train/codebook``, ``valid/rnnt``...);
+Reads, under ``--exp-root`` (``RUN`` = ``seed<K>/<system>`` for each ``--seeds K``, or
+``<system>`` without ``--seeds``):
+- ``RUN/<method>/wer-summary-<set>.txt`` (written by ``mvqkd decode``);
+- ``RUN/tensorboard`` event files (``train/rnnt``, ``valid/rnnt``...);
 - ``teacher/teacher_wer.json`` (``mvqkd finetune-teacher``), when present;
 - ``stage_times.tsv`` (``run.sh`` writes ``stage<TAB>seconds``), when present;
 and the teacher-label stores given by ``--store NAME=DIR`` (bytes on disk, hours of audio).
 
-Usage: python tools/summarize_results.py --exp-root exp [--systems baseline mvq l2]
+Usage: python tools/summarize_results.py --exp-root exp [--systems baseline mvq l2] [--seeds 1 2]
            [--method greedy_search] [--store mvq=data/vq --store l2=data/kd] [--out exp/results]
-Prints the markdown and writes OUT.md and OUT.png.
+Prints the markdown and writes OUT.md and OUT.png. WERs are the mean over the seeds (each
+seed's value in brackets); "vs baseline" divides mean test-clean WERs, "vs L2-KD" too.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -56,28 +59,61 @@ def manifest_hours(folder: Path) -> float:
     return sum(c.duration for m in manifests for c in load_manifest_lazy(m)) / 3600 if manifests else 0.0
 
 
-def summarize(exp_root: Path, systems: list[str], method: str, stores: dict[str, Path]) -> tuple[str, dict]:
-    wers = {s: {t: read_wer(exp_root / s / method / f"wer-summary-{t}.txt") for t in TEST_SETS} for s in systems}
-    lines = [f"| system ({method}) | " + " | ".join(TEST_SETS) + " | test-clean vs baseline |",
-             "|---|" + "---|" * (len(TEST_SETS) + 1)]
-    base = wers.get("baseline", {}).get("test-clean")
+def run_dirs(exp_root: Path, system: str, seeds: list[str] | None) -> list[Path]:
+    """The experiment folders of ``system``: one per seed, or ``exp_root/system``."""
+    return [exp_root / f"seed{k}" / system for k in seeds] if seeds else [exp_root / system]
+
+
+def mean_wers(exp_root: Path, systems: list[str], seeds: list[str] | None, method: str
+              ) -> dict[str, dict[str, list[float]]]:
+    """system -> set -> [WER of each run that has one]."""
+    return {s: {t: [w for d in run_dirs(exp_root, s, seeds)
+                    if (w := read_wer(d / method / f"wer-summary-{t}.txt")) is not None]
+                for t in TEST_SETS} for s in systems}
+
+
+def _cell(values: list[float], n_runs: int) -> str:
+    if not values:
+        return "-"
+    text = f"{statistics.mean(values):.2f}"
+    if n_runs > 1:
+        text += " (" + ", ".join(f"{v:.2f}" for v in values) + ")"
+    return text
+
+
+def _ratio(wers: dict, a: str, b: str) -> str:
+    x, y = wers.get(a, {}).get("test-clean"), wers.get(b, {}).get("test-clean")
+    return f"{statistics.mean(x) / statistics.mean(y):.3f}x" if x and y else "-"
+
+
+def summarize(exp_root: Path, systems: list[str], method: str, stores: dict[str, Path],
+              seeds: list[str] | None = None) -> tuple[str, dict]:
+    wers = mean_wers(exp_root, systems, seeds, method)
+    n_runs = len(seeds) if seeds else 1
+    runs = f", mean of seeds {' '.join(seeds)} (each seed)" if seeds and len(seeds) > 1 else ""
+    lines = [f"| system ({method}{runs}) | " + " | ".join(TEST_SETS)
+             + " | test-clean vs baseline | test-clean vs L2-KD |",
+             "|---|" + "---|" * (len(TEST_SETS) + 2)]
     for s in systems:
-        cells = [f"{w:.2f}" if w is not None else "-" for w in wers[s].values()]
-        tc = wers[s]["test-clean"]
-        rel = f"{tc / base:.3f}x" if base and tc is not None else "-"
-        lines.append(f"| {LABELS.get(s, s)} | " + " | ".join(cells) + f" | {rel} |")
+        cells = [_cell(wers[s][t], n_runs) for t in TEST_SETS]
+        lines.append(f"| {LABELS.get(s, s)} | " + " | ".join(cells)
+                     + f" | {_ratio(wers, s, 'baseline')} | {_ratio(wers, s, 'l2')} |")
     teacher = exp_root / "teacher" / "teacher_wer.json"
     if teacher.is_file():
         tw = json.loads(teacher.read_text())
         flat = {k: (v["wer"] if isinstance(v, dict) else v) for k, v in tw.items()}
-        lines.append(f"| teacher (CTC greedy) | " + " | ".join(
-            f"{flat[t]:.2f}" if isinstance(flat.get(t), (int, float)) else "-" for t in TEST_SETS) + " | - |")
+        lines.append("| teacher (CTC greedy) | " + " | ".join(
+            f"{flat[t]:.2f}" if isinstance(flat.get(t), (int, float)) else "-" for t in TEST_SETS)
+            + " | - | - |")
     md = "\n".join(lines) + "\n"
     if stores:
         md += "\n| teacher labels | bytes on disk | hours of audio | MB per hour |\n|---|---|---|---|\n"
         for name, folder in stores.items():
             size, hours = store_size(folder), manifest_hours(folder)
             md += f"| {name} ({folder}) | {size:,} | {hours:.2f} | {size / 1e6 / hours if hours else 0:.2f} |\n"
+        sizes = {name: store_size(folder) for name, folder in stores.items()}
+        if sizes.get("mvq") and sizes.get("l2"):
+            md += f"\nL2-KD labels take {sizes['l2'] / sizes['mvq']:.0f}x the bytes of the MVQ indexes.\n"
     times = exp_root / "stage_times.tsv"
     if times.is_file():
         md += "\n| stage | wall time (min) |\n|---|---|\n"
@@ -87,31 +123,35 @@ def summarize(exp_root: Path, systems: list[str], method: str, stores: dict[str,
     return md, wers
 
 
-def plot(exp_root: Path, systems: list[str], wers: dict, out_png: Path) -> None:
+def plot(exp_root: Path, systems: list[str], wers: dict, out_png: Path,
+         seeds: list[str] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
-    for s in systems:
-        scalars = read_scalars(exp_root / s)
-        for ax, tag in ((axes[0], "train/rnnt"), (axes[1], "valid/rnnt")):
-            if tag in scalars:
-                steps, vals = zip(*scalars[tag])
-                ax.plot(steps, vals, label=LABELS.get(s, s), marker="." if tag.startswith("valid") else None)
-    axes[0].set_title("training RNN-T loss")
+    for i, s in enumerate(systems):
+        for j, run in enumerate(run_dirs(exp_root, s, seeds)):
+            scalars = read_scalars(run)
+            for ax, tag in ((axes[0], "train/rnnt"), (axes[1], "valid/rnnt")):
+                if tag in scalars:
+                    steps, vals = zip(*scalars[tag])
+                    ax.plot(steps, vals, color=f"C{i}", alpha=1.0 if j == 0 else 0.5,
+                            label=LABELS.get(s, s) if j == 0 else None,
+                            marker="." if tag.startswith("valid") else None)
+    axes[0].set_title("training RNN-T loss (each seed)")
     axes[1].set_title("validation RNN-T loss (dev-clean)")
     for ax in axes[:2]:
         ax.set_xlabel("step")
         ax.legend()
     width = 0.8 / max(1, len(systems))
     for i, s in enumerate(systems):
-        vals = [wers[s][t] or 0.0 for t in TEST_SETS[:2]]
+        vals = [statistics.mean(wers[s][t]) if wers[s][t] else 0.0 for t in TEST_SETS[:2]]
         axes[2].bar([x + i * width for x in range(2)], vals, width, label=LABELS.get(s, s))
     axes[2].set_xticks([x + width * (len(systems) - 1) / 2 for x in range(2)], TEST_SETS[:2])
     axes[2].set_ylabel("WER (%)")
-    axes[2].set_title("WER")
+    axes[2].set_title("WER (mean over seeds)" if seeds and len(seeds) > 1 else "WER")
     axes[2].legend()
     fig.tight_layout()
     fig.savefig(out_png, dpi=100)
@@ -121,6 +161,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--exp-root", type=Path, default=Path("exp"))
     parser.add_argument("--systems", nargs="+", default=["baseline", "mvq", "l2"])
+    parser.add_argument("--seeds", nargs="+", default=None,
+                        help="read EXP_ROOT/seed<K>/<system> for each K and average the WERs "
+                             "(default: EXP_ROOT/<system>, one run)")
     parser.add_argument("--method", default="greedy_search")
     parser.add_argument("--store", action="append", default=[], metavar="NAME=DIR",
                         help="a teacher-label store to measure (HDF5 shards under DIR)")
@@ -128,9 +171,9 @@ def main() -> int:
     args = parser.parse_args()
     stores = dict((kv.split("=", 1)[0], Path(kv.split("=", 1)[1])) for kv in args.store)
     out = args.out or args.exp_root / "results"
-    md, wers = summarize(args.exp_root, args.systems, args.method, stores)
+    md, wers = summarize(args.exp_root, args.systems, args.method, stores, args.seeds)
     out.with_suffix(".md").write_text(md)
-    plot(args.exp_root, args.systems, wers, out.with_suffix(".png"))
+    plot(args.exp_root, args.systems, wers, out.with_suffix(".png"), args.seeds)
     print(md)
     print(f"(written to {out.with_suffix('.md')} and {out.with_suffix('.png')})")
     return 0

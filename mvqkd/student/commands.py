@@ -15,6 +15,7 @@ def _none_or_int(value: str):
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     """The options of :class:`mvqkd.training.config.TrainConfig`; defaults come from it."""
+    from mvqkd.student.config import PRESETS
     from mvqkd.training.config import TrainConfig
 
     g = p.add_argument_group("data")
@@ -57,8 +58,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="scale of an auxiliary CTC loss on the encoder output (0 = off; "
                         "icefall's --use-ctc); helps a student trained from scratch on little "
                         "data leave the all-blank phase sooner")
-    g.add_argument("--model-size", choices=["tiny", "small", "reference"],
-                   help="preset: tiny (2x64, tests), small (6x192), reference (12x512)")
+    g.add_argument("--model-size", choices=list(PRESETS),
+                   help="preset: tiny (2x64, tests), demo (4x144, run.sh on CPU), small (6x192), "
+                        "reference (12x512)")
     g.add_argument("--model-override", action="append", metavar="KEY=VALUE",
                    help="override a TransducerConfig field, e.g. num_layers=8 (repeatable)")
     g.add_argument("--sigma-reparam", action="store_true",

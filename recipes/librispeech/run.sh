@@ -6,11 +6,12 @@
 #   stage 2: demo teacher: small HuBERT trained with CTC on train-clean-360 -> EXP/teacher
 #   stage 3: teacher -> quantizer -> codebook indexes (distill.sh)       -> DATA/vq
 #   stage 4: float teacher embeddings of train-clean-100 for L2-KD       -> DATA/kd
-#   stage 5: students: baseline, MVQ-KD, L2-KD (train.sh)                -> EXP/{baseline,mvq,l2}
-#   stage 6: decode test-clean / test-other / dev-clean (decode.sh)      -> EXP/<system>/greedy_search
-#   stage 7: results table (markdown) + PNG                              -> EXP/results.{md,png}
+#   stage 5: students baseline, MVQ-KD, L2-KD, one per seed (train.sh)  -> EXP/seed<K>/{baseline,mvq,l2}
+#   stage 6: decode test-clean / test-other / dev-clean (decode.sh)      -> EXP/seed<K>/<system>/greedy_search
+#   stage 7: results table (mean over seeds, markdown) + PNG            -> EXP/results.{md,png}
 # Every stage resumes / is a no-op when re-run. Wall time of each stage goes to EXP/stage_times.tsv.
-# Usage: recipes/librispeech/run.sh [--stage N] [--stop-stage M] [--hours 6] [--seed 0] ...
+# Needs bash >= 5.1 (parallel student jobs).
+# Usage: recipes/librispeech/run.sh [--stage N] [--stop-stage M] [--hours 6] [--seeds "1 2"] ...
 
 set -euo pipefail
 
@@ -29,14 +30,18 @@ teacher_time_budget=900   # seconds of teacher training (the budget, not the epo
 teacher_epochs=100
 teacher_layer=3           # 1-based teacher layer that is quantized / regressed (of 4)
 num_codebooks=8
-quantizer_time_budget=120
-student_size=small
-num_epochs=3
-max_duration=60           # seconds of audio per student batch
-student_args="--warmup-steps 100 --lr 2e-3"  # extra `mvqkd train` options (short demo: short warmup)
-seed=42                   # student seed
+quantizer_time_budget=60
+student_size=demo        # student preset (mvqkd train --model-size)
+num_epochs=5
+max_duration=40           # seconds of audio per student batch
+# extra `mvqkd train` options, the same for every system: short warmup, auxiliary CTC, and no
+# time warp (distilling students cannot use it: their labels are frame-aligned)
+student_args="--warmup-steps 100 --lr 3e-3 --ctc-loss-scale 0.3 --time-warp-factor 0"
+seeds="1 2"               # one student per system and seed; results are averaged over seeds
+student_jobs=2            # students trained at the same time (each gets nj / student_jobs threads)
 systems="baseline mvq l2"
 decode_method=greedy_search
+decode_avg=1              # checkpoints averaged for decoding (epochs num_epochs-avg+1 .. num_epochs)
 
 . "$(dirname "$0")/parse_options.sh"
 
@@ -44,13 +49,12 @@ recipe=$(cd "$(dirname "$0")" && pwd)
 log() { echo "$(date '+%Y-%m-%d %H:%M:%S') (run.sh:${BASH_LINENO[0]}) $*"; }
 mkdir -p "$exp_root"
 times="$exp_root/stage_times.tsv"
-timed() {  # timed NAME CMD...: run CMD, append its wall time to stage_times.tsv
-  local name=$1 t0 t1
+timed() {  # timed NAME CMD...: run CMD, record its wall time as NAME in stage_times.tsv
+  local name=$1 t0
   shift
   t0=$(date +%s)
   "$@"
-  t1=$(date +%s)
-  { grep -v "^$name	" "$times" 2>/dev/null || true; echo -e "$name\t$((t1 - t0))"; } > "$times.tmp"
+  { grep -v "^$name	" "$times" 2>/dev/null || true; echo -e "$name\t$(($(date +%s) - t0))"; } > "$times.tmp"
   mv "$times.tmp" "$times"
 }
 all_parts="train-clean-360 train-clean-100 dev-clean test-clean test-other"
@@ -97,29 +101,65 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ] && [[ " $systems " == *" l2 "* 
     --out-manifest "$data_dir/kd/librispeech_cuts_train-clean-100.jsonl.gz"
 fi
 
-if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
-  for system in $systems; do
-    case $system in baseline) st=0 ;; mvq) st=1 ;; l2) st=2 ;; *) echo "unknown system $system" >&2; exit 1 ;; esac
-    log "Stage 5: student $system"
-    timed "train-$system" "$recipe/train.sh" --stage $st --stop-stage $st --data-dir "$data_dir" \
-      --vocab-size "$vocab_size" --exp-root "$exp_root" --model-size "$student_size" \
-      --num-epochs "$num_epochs" --max-duration "$max_duration" --seed "$seed" --extra-args "$student_args" \
-      --mvq-cuts "$data_dir/vq/librispeech_cuts_train-clean-100.jsonl.gz" \
-      --kd-cuts "$data_dir/kd/librispeech_cuts_train-clean-100.jsonl.gz"
+# Stage 5 trains every (system, seed) student as a background job, student_jobs at a time,
+# each with nj / student_jobs intra-op threads (a small model on 2 cores trains faster as two
+# 1-thread processes than as one 2-thread process). Run K of SYSTEM: EXP/seedK/SYSTEM, its
+# console output in EXP/seedK/SYSTEM/train.out. A finished run (epoch-N.pt present) is skipped.
+train_one() {  # train_one SYSTEM SEED
+  local st threads=$(( nj / student_jobs > 0 ? nj / student_jobs : 1 ))
+  case $1 in baseline) st=0 ;; mvq) st=1 ;; l2) st=2 ;; *) echo "unknown system $1" >&2; return 1 ;; esac
+  OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads "$recipe/train.sh" --stage $st --stop-stage $st \
+    --data-dir "$data_dir" --vocab-size "$vocab_size" --exp-root "$exp_root/seed$2" \
+    --model-size "$student_size" --num-epochs "$num_epochs" --max-duration "$max_duration" \
+    --num-workers 0 --seed "$2" --extra-args "$student_args" \
+    --mvq-cuts "$data_dir/vq/librispeech_cuts_train-clean-100.jsonl.gz" \
+    --kd-cuts "$data_dir/kd/librispeech_cuts_train-clean-100.jsonl.gz"
+}
+train_students() {
+  local -A running=()  # pid -> "SYSTEM seed K"
+  local failed="" pid dir
+  reap() {  # wait for one job to end, log how it ended
+    if wait -n -p pid; then log "Stage 5: finished ${running[$pid]}"
+    else failed="$failed; ${running[$pid]}"; log "Stage 5: FAILED ${running[$pid]}"; fi
+    unset "running[$pid]"
+  }
+  for seed_ in $seeds; do
+    for system in $systems; do
+      dir="$exp_root/seed$seed_/$system"
+      if [ -f "$dir/epoch-$num_epochs.pt" ]; then log "Stage 5: $dir already trained"; continue; fi
+      while [ "${#running[@]}" -ge "$student_jobs" ]; do reap; done
+      mkdir -p "$dir"
+      train_one "$system" "$seed_" > "$dir/train.out" 2>&1 &
+      running[$!]="$system seed $seed_ (log: $dir/train.out)"
+      log "Stage 5: started ${running[$!]}"
+    done
   done
+  while [ "${#running[@]}" -gt 0 ]; do reap; done
+  [ -z "$failed" ] || { echo "$0: stage 5 failed for ${failed#; }" >&2; return 1; }
+}
+decode_students() {
+  for seed_ in $seeds; do
+    for system in $systems; do
+      log "Stage 6: decode $system seed $seed_ ($decode_method, epoch $num_epochs, avg $decode_avg)"
+      "$recipe/decode.sh" --exp-dir "$exp_root/seed$seed_/$system" --epoch "$num_epochs" \
+        --avg "$decode_avg" --method "$decode_method" --data-dir "$data_dir" \
+        --vocab-size "$vocab_size" --test-sets "test-clean test-other dev-clean"
+    done
+  done
+}
+
+if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
+  log "Stage 5: students ($systems) x seeds ($seeds), $student_jobs at a time"
+  timed students train_students
 fi
 
 if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
-  for system in $systems; do
-    log "Stage 6: decode $system ($decode_method, epoch $num_epochs)"
-    timed "decode-$system" "$recipe/decode.sh" --exp-dir "$exp_root/$system" --epoch "$num_epochs" --avg 1 \
-      --method "$decode_method" --data-dir "$data_dir" --vocab-size "$vocab_size" \
-      --test-sets "test-clean test-other dev-clean"
-  done
+  timed decode decode_students
 fi
 
 if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
   log "Stage 7: results"
   python "$recipe/../../tools/summarize_results.py" --exp-root "$exp_root" --systems $systems \
-    --method "$decode_method" --store "mvq=$data_dir/vq/train-clean-100/shards" --store "l2=$data_dir/kd/shards"
+    --seeds $seeds --method "$decode_method" \
+    --store "mvq=$data_dir/vq/train-clean-100/shards" --store "l2=$data_dir/kd/shards"
 fi

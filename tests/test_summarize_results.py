@@ -1,0 +1,46 @@
+"""tools/summarize_results.py: WERs averaged over seeds and the ratios between systems,
+checked against hand-computed values on a fake experiment tree."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from mvqkd.decode.wer import write_wer_summary
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "summarize_results.py"
+
+
+@pytest.fixture(scope="module")
+def tool():
+    spec = importlib.util.spec_from_file_location("summarize_results", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_summary(folder: Path, test_set: str, wer: float):
+    folder.mkdir(parents=True, exist_ok=True)
+    write_wer_summary(folder / f"wer-summary-{test_set}.txt", {"greedy_search_epoch-6-avg-1": wer})
+
+
+def test_mean_over_seeds_and_ratios(tool, tmp_path):
+    wer = {"baseline": (40.0, 50.0), "mvq": (30.0, 33.0), "l2": (32.0, 30.0)}
+    for system, per_seed in wer.items():
+        for seed, w in zip((1, 2), per_seed):
+            write_summary(tmp_path / f"seed{seed}" / system / "greedy_search", "test-clean", w)
+    md, wers = tool.summarize(tmp_path, ["baseline", "mvq", "l2"], "greedy_search", {}, ["1", "2"])
+    assert wers["mvq"]["test-clean"] == [30.0, 33.0]
+    assert wers["mvq"]["test-other"] == []
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in md.splitlines()}
+    # baseline mean 45, MVQ mean 31.5 -> 0.7x; L2 mean 31 -> MVQ / L2 = 1.016x
+    assert "| 31.50 (30.00, 33.00) | - | - | 0.700x | 1.016x |" in rows["MVQ-KD (codebook indexes)"]
+    assert "| 45.00 (40.00, 50.00) |" in rows["baseline (no KD)"]
+    assert "mean of seeds 1 2" in md
+
+
+def test_single_run_layout_without_seeds(tool, tmp_path):
+    write_summary(tmp_path / "baseline" / "greedy_search", "test-clean", 20.0)
+    write_summary(tmp_path / "mvq" / "greedy_search", "test-clean", 15.0)
+    md, _ = tool.summarize(tmp_path, ["baseline", "mvq"], "greedy_search", {})
+    assert "| 15.00 | - | - | 0.750x | - |" in md
