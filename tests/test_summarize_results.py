@@ -29,6 +29,9 @@ def test_mean_over_seeds_and_ratios(tool, tmp_path):
     for system, per_seed in wer.items():
         for seed, w in zip((1, 2), per_seed):
             write_summary(tmp_path / f"seed{seed}" / system / "greedy_search", "test-clean", w)
+    (tmp_path / "teacher").mkdir()
+    (tmp_path / "teacher" / "teacher_wer.json").write_text(  # as finetune-teacher writes it
+        '{"dev": {"wer": 57.5}, "test-clean": {"wer": 62.25}, "train_time_s": 900.0}')
     md, wers = tool.summarize(tmp_path, ["baseline", "mvq", "l2"], "greedy_search", {}, ["1", "2"])
     assert wers["mvq"]["test-clean"] == [30.0, 33.0]
     assert wers["mvq"]["test-other"] == []
@@ -37,6 +40,7 @@ def test_mean_over_seeds_and_ratios(tool, tmp_path):
     assert "| 31.50 (30.00, 33.00) | - | - | 0.700x | 1.016x |" in rows["MVQ-KD (codebook indexes)"]
     assert "| 45.00 (40.00, 50.00) |" in rows["baseline (no KD)"]
     assert "mean of seeds 1 2" in md
+    assert "| teacher (CTC greedy) | 62.25 | - | 57.50 | - | - |" in md
 
 
 def test_single_run_layout_without_seeds(tool, tmp_path):

@@ -102,6 +102,7 @@ def summarize(exp_root: Path, systems: list[str], method: str, stores: dict[str,
     if teacher.is_file():
         tw = json.loads(teacher.read_text())
         flat = {k: (v["wer"] if isinstance(v, dict) else v) for k, v in tw.items()}
+        flat.setdefault("dev-clean", flat.get("dev"))  # finetune-teacher names its dev set "dev"
         lines.append("| teacher (CTC greedy) | " + " | ".join(
             f"{flat[t]:.2f}" if isinstance(flat.get(t), (int, float)) else "-" for t in TEST_SETS)
             + " | - | - |")
