@@ -8,14 +8,7 @@ Public API (imported lazily so that ``mvqkd --help`` does not import torch)::
     q.save("q.pt"); q = load_quantizer("q.pt")
 """
 
-import importlib
+from mvqkd._lazy import lazy_exports
 
-_EXPORTS = {"Quantizer": "model", "load_quantizer": "model", "train_quantizer": "train"}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, {"Quantizer": "model", "load_quantizer": "model",
+                                               "train_quantizer": "train"})

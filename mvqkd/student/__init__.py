@@ -6,9 +6,9 @@ Public API (imported lazily so that ``mvqkd --help`` does not import torch):
 :func:`align_teacher_to_student`, :func:`subsampled_lengths`.
 """
 
-import importlib
+from mvqkd._lazy import lazy_exports
 
-_EXPORTS = {
+__getattr__, __all__ = lazy_exports(__name__, {
     "TransducerConfig": "config",
     "preset_config": "config",
     "PRESETS": "config",
@@ -16,12 +16,4 @@ _EXPORTS = {
     "build_model": "model",
     "align_teacher_to_student": "heads",
     "subsampled_lengths": "encoder",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+})

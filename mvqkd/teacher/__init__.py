@@ -7,16 +7,7 @@ Public API (imported lazily, so ``import mvqkd.teacher`` stays light)::
     make_teacher("out/tiny", size="tiny")                       # random-init checkpoint
 """
 
-_LAZY = {"load_teacher": "mvqkd.teacher.model", "Teacher": "mvqkd.teacher.model",
-         "make_teacher": "mvqkd.teacher.make"}
+from mvqkd._lazy import lazy_exports
 
-
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'mvqkd.teacher' has no attribute {name!r}")
-
-
-__all__ = list(_LAZY)
+__getattr__, __all__ = lazy_exports(__name__, {"load_teacher": "model", "Teacher": "model",
+                                               "make_teacher": "make"})
