@@ -13,7 +13,7 @@ from mvqkd.cli_types import name_path
 
 logger = logging.getLogger(__name__)
 
-METHODS = ["greedy_search", "modified_beam_search"]
+METHODS = ["greedy_search", "modified_beam_search", "fast_beam_search"]
 
 
 def register(subparsers) -> None:
@@ -39,8 +39,19 @@ def register(subparsers) -> None:
                    help="test sets: a name (used in output file names) and a feature-cut manifest, "
                         "e.g. test-clean=data/fbank/librispeech_cuts_test-clean.jsonl.gz")
     p.add_argument("--method", choices=METHODS, default="greedy_search",
-                   help="greedy_search (1 symbol per frame) or modified_beam_search (icefall's)")
+                   help="greedy_search (1 symbol per frame), modified_beam_search (icefall's, "
+                        "--beam-size) or fast_beam_search (icefall's with the trivial graph, one "
+                        "best, in PyTorch: --beam, --max-contexts, --max-states)")
     p.add_argument("--beam-size", type=int, default=4, help="beam of modified_beam_search (default: 4)")
+    p.add_argument("--beam", type=float, default=4.0,
+                   help="fast_beam_search: log-prob beam; states further below the best "
+                        "are pruned after each frame (default: 4.0; icefall's recipes decode "
+                        "with --beam 4 --max-contexts 4 --max-states 8 without an LM graph)")
+    p.add_argument("--max-contexts", type=int, default=4,
+                   help="fast_beam_search: decoder contexts kept per frame (default: 4)")
+    p.add_argument("--max-states", type=int, default=8,
+                   help="fast_beam_search: states kept per frame; with the trivial graph a state "
+                        "is a context, so min(--max-contexts, --max-states) applies (default: 8)")
     p.add_argument("--max-duration", type=float, default=300.0,
                    help="seconds of audio per decoding batch (default: 300)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default: cpu)")
@@ -49,8 +60,14 @@ def register(subparsers) -> None:
     p.set_defaults(func=run_decode)
 
 
+def _search_opts(args) -> dict:
+    return dict(beam=args.beam, max_contexts=args.max_contexts, max_states=args.max_states)
+
+
 def _setting(args) -> str:
-    key = args.method if args.method == "greedy_search" else f"{args.method}_beam_size_{args.beam_size}"
+    from mvqkd.decode.decode import setting_name
+
+    key = setting_name(args.method, args.beam_size, **_search_opts(args))
     which = f"iter-{args.iteration}" if args.iteration is not None else (
         f"epoch-{args.epoch}" if args.epoch is not None else "last")
     return f"{key}_{which}-avg-{args.avg}"
@@ -61,6 +78,10 @@ def run_decode(args) -> int:
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         logger.error("--cuts: set name(s) given twice: %s", ", ".join(dup))
+        return 2
+    if not args.beam > 0 or args.max_contexts < 1 or args.max_states < 1:
+        logger.error("--beam must be > 0 and --max-contexts / --max-states >= 1, got %s, %s, %s",
+                     args.beam, args.max_contexts, args.max_states)
         return 2
     for name, path in args.cuts:
         if not Path(path).is_file():
@@ -80,7 +101,7 @@ def run_decode(args) -> int:
     setting = _setting(args)
     wers = decode_and_score(model, dict(args.cuts), sp, out_dir, method=args.method,
                             beam_size=args.beam_size, max_duration=args.max_duration,
-                            device=args.device, setting=setting)
+                            device=args.device, setting=setting, **_search_opts(args))
     print(f"WER ({setting}), files in {out_dir}:")
     for name, wer in wers.items():
         print(f"  {name}\t{wer:.2f}")

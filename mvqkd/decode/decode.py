@@ -46,10 +46,12 @@ def make_loader(cuts, max_duration: float):
 
 
 @torch.no_grad()
-def decode_batch(model, batch: dict, sp, method: str, beam_size: int, device) -> list[tuple]:
+def decode_batch(model, batch: dict, sp, method: str, beam_size: int, device,
+                 **search_opts) -> list[tuple]:
     """Decode one ``K2SpeechRecognitionDataset`` batch.
 
-    batch["inputs"]: (B, T, F) features. Returns [(cut_id, ref_words, hyp_words)].
+    batch["inputs"]: (B, T, F) features. ``search_opts``: fast_beam_search's ``beam``,
+    ``max_contexts``, ``max_states``. Returns [(cut_id, ref_words, hyp_words)].
     """
     sup = batch["supervisions"]
     cuts = sup["cut"]
@@ -59,7 +61,7 @@ def decode_batch(model, batch: dict, sp, method: str, beam_size: int, device) ->
     feats = batch["inputs"].to(device)
     feat_lens = sup["num_frames"].to(device)
     enc, enc_lens = model.encode(feats, feat_lens)  # (B, T', E), (B,)
-    hyps = search(method, model, enc, enc_lens, beam_size=beam_size)
+    hyps = search(method, model, enc, enc_lens, beam_size=beam_size, **search_opts)
     return [
         (c.id, text.split(), sp.decode(h).split())
         for c, text, h in zip(cuts, sup["text"], hyps)
@@ -67,17 +69,19 @@ def decode_batch(model, batch: dict, sp, method: str, beam_size: int, device) ->
 
 
 def decode_dataset(model, cuts, sp, method: str = "greedy_search", beam_size: int = 4,
-                   max_duration: float = 300.0, device="cpu") -> list[tuple[str, list[str], list[str]]]:
+                   max_duration: float = 300.0, device="cpu",
+                   **search_opts) -> list[tuple[str, list[str], list[str]]]:
     """Decode every cut; returns ``[(cut_id, ref_words, hyp_words)]`` sorted by cut id.
 
     Args:
       model: transducer with the decoding interface of docs/DEVELOPING.md.
       cuts: lhotse CutSet (or a path to one) of feature cuts, one supervision each.
       sp: sentencepiece processor whose vocabulary matches ``model.vocab_size``.
-      method: "greedy_search" or "modified_beam_search".
+      method: "greedy_search", "modified_beam_search" or "fast_beam_search".
       beam_size: beam for modified_beam_search.
       max_duration: seconds of audio per batch.
       device: torch device.
+      search_opts: ``beam``, ``max_contexts``, ``max_states`` of fast_beam_search.
     """
     if method not in SEARCH_METHODS:
         raise ValueError(f"unknown decoding method {method!r}; choose one of {sorted(SEARCH_METHODS)}")
@@ -94,7 +98,7 @@ def decode_dataset(model, cuts, sp, method: str = "greedy_search", beam_size: in
     results = []
     with tqdm(total=len(cuts), desc=f"decode ({method})", unit="cut") as bar:
         for batch in make_loader(cuts, max_duration):
-            out = decode_batch(model, batch, sp, method, beam_size, device)
+            out = decode_batch(model, batch, sp, method, beam_size, device, **search_opts)
             results.extend(out)
             bar.update(len(out))
     if len(results) != len(cuts):
@@ -102,22 +106,35 @@ def decode_dataset(model, cuts, sp, method: str = "greedy_search", beam_size: in
     return sorted(results, key=lambda r: r[0])
 
 
+def setting_name(method: str, beam_size: int = 4, beam: float = 4.0, max_contexts: int = 4,
+                 max_states: int = 8) -> str:
+    """icefall's label of a search setting, e.g. ``modified_beam_search_beam_size_4`` or
+    ``fast_beam_search_beam_4.0_max_contexts_4_max_states_8``."""
+    if method == "greedy_search":
+        return method
+    if method == "fast_beam_search":
+        return f"{method}_beam_{beam}_max_contexts_{max_contexts}_max_states_{max_states}"
+    return f"{method}_beam_size_{beam_size}"
+
+
 def decode_and_score(model, cut_sets: dict, sp, out_dir, method: str = "greedy_search", beam_size: int = 4,
-                     max_duration: float = 300.0, device="cpu", setting: str | None = None) -> dict[str, float]:
+                     max_duration: float = 300.0, device="cpu", setting: str | None = None,
+                     **search_opts) -> dict[str, float]:
     """Decode each named cut set and write ``recogs-/errs-/wer-summary-<name>.txt`` to ``out_dir``.
 
     cut_sets: {set name: CutSet or manifest path}. ``setting`` labels the row of the
     WER summary (default: the method, plus the beam size for beam search).
+    ``search_opts`` go to fast_beam_search (``beam``, ``max_contexts``, ``max_states``).
     Returns {set name: WER in percent}.
     """
     from mvqkd.decode.wer import write_results
 
     if setting is None:
-        setting = method if method == "greedy_search" else f"{method}_beam_size_{beam_size}"
+        setting = setting_name(method, beam_size, **search_opts)
     wers = {}
     for name, cuts in cut_sets.items():
         logger.info("decoding %s with %s", name, setting)
-        results = decode_dataset(model, cuts, sp, method, beam_size, max_duration, device)
+        results = decode_dataset(model, cuts, sp, method, beam_size, max_duration, device, **search_opts)
         wers[name] = write_results(out_dir, name, setting, results)
         logger.info("%s: WER %.2f%% (%s)", name, wers[name], Path(out_dir) / f"errs-{name}.txt")
     return wers

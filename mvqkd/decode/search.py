@@ -1,4 +1,5 @@
-"""Batched transducer search: greedy and icefall's modified beam search.
+"""Batched transducer search: greedy, icefall's modified beam search, and fast beam search
+(icefall's ``fast_beam_search`` with the trivial graph, one best) in plain PyTorch.
 
 Model interface (docs/DEVELOPING.md): ``model.blank_id``, ``model.decoder.context_size``,
 ``model.decoder(y (N, context_size) long, need_pad=False) -> (N, 1, decoder_dim)``,
@@ -100,6 +101,18 @@ def greedy_search(model, encoder_out, encoder_out_lens, max_sym_per_frame: int =
     return hyps
 
 
+def _per_utterance(scores: torch.Tensor, counts: list[int], width: int) -> torch.Tensor:
+    """Regroup stacked hypothesis rows ``scores`` (sum(counts), V) into (len(counts), width, V),
+    utterance i holding its counts[i] rows first and -inf padding after, so that one topk
+    over the last two dims serves the whole batch."""
+    padded = scores.new_full((len(counts), width, scores.shape[-1]), -math.inf)
+    row = 0
+    for i, n in enumerate(counts):
+        padded[i, :n] = scores[row:row + n]
+        row += n
+    return padded
+
+
 @dataclass
 class _Hyp:
     ys: tuple[int, ...]  # context blanks + emitted tokens
@@ -144,13 +157,7 @@ def modified_beam_search(
         logp = model.joiner(enc[rows, t], dec, project_input=False).log_softmax(dim=-1)  # (H, V)
         V = logp.shape[-1]
         scores = logp + torch.tensor([h.log_prob for _, h in flat], dtype=logp.dtype, device=device)[:, None]
-        # pad every utterance to `beam` hypothesis rows so one topk serves the batch
-        n_hyp = [len(beams[b]) for b in active]
-        padded = scores.new_full((len(active), beam, V), -math.inf)
-        row = 0
-        for i, n in enumerate(n_hyp):
-            padded[i, :n] = scores[row:row + n]
-            row += n
+        padded = _per_utterance(scores, [len(beams[b]) for b in active], beam)
         top_val, top_idx = padded.view(len(active), -1).topk(beam, dim=-1)
         top_val, top_idx = top_val.tolist(), top_idx.tolist()
         for i, b in enumerate(active):
@@ -173,13 +180,97 @@ def modified_beam_search(
     return out
 
 
-SEARCH_METHODS = {"greedy_search": greedy_search, "modified_beam_search": modified_beam_search}
+class _State(NamedTuple):
+    score: float  # Viterbi log-prob of the best path ending in this decoder context
+    ys: tuple[int, ...]  # its emitted tokens
 
 
-def search(method: str, model, encoder_out, encoder_out_lens, beam_size: int = 4) -> list[list[int]]:
-    """Dispatch by name: ``greedy_search`` | ``modified_beam_search``."""
+@torch.no_grad()
+def fast_beam_search(model, encoder_out, encoder_out_lens, beam: float = 4.0,
+                     max_contexts: int = 4, max_states: int = 8) -> list[list[int]]:
+    """Batched fast beam search, one best (icefall's ``fast_beam_search_one_best`` with the
+    trivial decoding graph, which k2 runs as ``RnntDecodingStreams``), in PyTorch.
+
+    Search space: the modified RNN-T topology (at most one symbol per frame); a path scores
+    the sum of its per-frame log-probs. The decoder sees only the last ``context_size``
+    tokens, so paths that end in the same context are one search state: they are merged
+    keeping the best path (Viterbi; k2 keeps every arc in a lattice and takes its shortest
+    path, which is the same path when nothing is pruned). After each frame an utterance
+    keeps the states within ``beam`` (log-prob) of its best one, at most
+    ``min(max_contexts, max_states)`` of them (with the trivial graph each state is its own
+    context, so the two limits coincide). Tokens in ``_skip_ids`` other than blank (unk)
+    are, like blank, never emitted. Unlike modified beam search there is no length
+    normalisation: the result is the best path's token sequence.
+
+    With ``beam = inf`` and ``max_states >= V ** context_size`` nothing is pruned and the
+    result is the exact best path (tested against enumeration of all paths); with
+    ``max_states = 1`` it is greedy search with one symbol per frame.
+
+    encoder_out: (B, T, E); encoder_out_lens: (B,). Returns B token-id lists.
+    """
+    if not beam > 0:
+        raise ValueError(f"beam must be > 0, got {beam}")
+    if max_contexts < 1 or max_states < 1:
+        raise ValueError(f"max_contexts and max_states must be >= 1, got {max_contexts}, {max_states}")
+    width = min(max_contexts, max_states)
+    B, T, device, ctx, blank, skip, enc = _setup(model, encoder_out, encoder_out_lens)
+    lens = encoder_out_lens.tolist()
+    start = tuple([blank] * ctx)
+    states: list[dict[tuple, _State]] = [{start: _State(0.0, ())} for _ in range(B)]
+    dec_cache: dict[tuple, torch.Tensor] = {}  # context -> projected decoder output (J,)
+    for t in range(T):
+        active = [b for b in range(B) if lens[b] > t]
+        if not active:
+            break
+        flat = [(b, c, st) for b in active for c, st in states[b].items()]
+        new_ctx = list({c for _, c, _ in flat if c not in dec_cache})
+        if new_ctx:
+            for c, d in zip(new_ctx, _decoder_out(model, [list(c) for c in new_ctx], device)):
+                dec_cache[c] = d
+        dec = torch.stack([dec_cache[c] for _, c, _ in flat])
+        rows = torch.tensor([b for b, _, _ in flat], device=device)
+        logp = model.joiner(enc[rows, t], dec, project_input=False).log_softmax(dim=-1)  # (N, V)
+        V = logp.shape[-1]
+        scores = logp + torch.tensor([st.score for _, _, st in flat], dtype=logp.dtype,
+                                     device=device)[:, None]
+        counts = [len(states[b]) for b in active]
+        padded = _per_utterance(scores, counts, max(counts)).view(len(active), -1)
+        # a context is reached from at most (number of states + 1) (state, token) pairs, so
+        # the k best pairs hold at least `width` distinct contexts
+        k = min(padded.shape[1], width * (max(counts) + 1))
+        top_val, top_idx = padded.topk(k, dim=-1)
+        top_val, top_idx = top_val.tolist(), top_idx.tolist()
+        for i, b in enumerate(active):
+            old = list(states[b].items())
+            new: dict[tuple, _State] = {}
+            floor = top_val[i][0] - beam
+            for val, flat_idx in zip(top_val[i], top_idx[i]):
+                if val == -math.inf or val < floor or len(new) == width:
+                    break
+                (c, st), tok = old[flat_idx // V], flat_idx % V
+                if tok in skip:
+                    key, ys = c, st.ys
+                else:
+                    key, ys = (c + (tok,))[1:] if ctx else (), st.ys + (tok,)
+                if key not in new:  # candidates come best first: the first is the Viterbi path
+                    new[key] = _State(val, ys)
+            states[b] = new
+    return [list(max(states[b].values(), key=lambda st: st.score).ys) for b in range(B)]
+
+
+SEARCH_METHODS = {"greedy_search": greedy_search, "modified_beam_search": modified_beam_search,
+                  "fast_beam_search": fast_beam_search}
+
+
+def search(method: str, model, encoder_out, encoder_out_lens, beam_size: int = 4,
+           beam: float = 4.0, max_contexts: int = 4, max_states: int = 8) -> list[list[int]]:
+    """Dispatch by name: ``greedy_search`` | ``modified_beam_search`` (``beam_size``) |
+    ``fast_beam_search`` (``beam``, ``max_contexts``, ``max_states``)."""
     if method == "greedy_search":
         return greedy_search(model, encoder_out, encoder_out_lens)
     if method == "modified_beam_search":
         return modified_beam_search(model, encoder_out, encoder_out_lens, beam=beam_size)
+    if method == "fast_beam_search":
+        return fast_beam_search(model, encoder_out, encoder_out_lens, beam=beam,
+                                max_contexts=max_contexts, max_states=max_states)
     raise ValueError(f"unknown decoding method {method!r}; choose one of {sorted(SEARCH_METHODS)}")

@@ -2,7 +2,9 @@
 # Decode the LibriSpeech test sets with a trained student and write WER reports.
 #   stage 0: greedy search          -> EXP/greedy_search/{recogs,errs,wer-summary}-<set>.txt
 #   stage 1: modified beam search   -> EXP/modified_beam_search/...   (--beam-size)
-# --method picks the stages to run: greedy_search, modified_beam_search, or all.
+#   stage 2: fast beam search       -> EXP/fast_beam_search/...       (--beam --max-contexts --max-states;
+#            icefall's fast_beam_search with the trivial graph, in PyTorch: no k2 needed)
+# --method picks the stages to run: greedy_search, modified_beam_search, fast_beam_search, or all.
 # Checkpoints: --epoch E --avg A averages epoch-(E-A+1..E).pt; --iter N --avg A averages the
 # A newest checkpoint-STEP.pt with STEP <= N (leave --epoch and --iter empty for the newest).
 # (options are the variables below; parse_options.sh lists them with --help)
@@ -11,13 +13,16 @@
 set -euo pipefail
 
 stage=0
-stop_stage=1
+stop_stage=2
 exp_dir=exp
 epoch=""
 iter=""
 avg=1
 method=all
-beam_size=4
+beam_size=4               # modified_beam_search
+beam=4.0                  # fast_beam_search: log-prob beam
+max_contexts=4            # fast_beam_search
+max_states=8              # fast_beam_search
 max_duration=300
 device=cpu
 data_dir=data
@@ -35,8 +40,8 @@ if [ -n "$epoch" ] && [ -n "$iter" ]; then
   echo "$0: give --epoch or --iter, not both" >&2; exit 1
 fi
 case "$method" in
-  all|greedy_search|modified_beam_search) ;;
-  *) echo "$0: unknown --method $method (greedy_search, modified_beam_search or all)" >&2; exit 1 ;;
+  all|greedy_search|modified_beam_search|fast_beam_search) ;;
+  *) echo "$0: unknown --method $method (greedy_search, modified_beam_search, fast_beam_search or all)" >&2; exit 1 ;;
 esac
 
 declare -a cuts_args=()
@@ -53,6 +58,7 @@ declare -a ckpt_args=(--avg "$avg")
 run_method() {
   mvqkd decode --exp-dir "$exp_dir" "${ckpt_args[@]}" --bpe-model "$bpe_model" \
     --cuts "${cuts_args[@]}" --method "$1" --beam-size "$beam_size" \
+    --beam "$beam" --max-contexts "$max_contexts" --max-states "$max_states" \
     --max-duration "$max_duration" --device "$device"
 }
 
@@ -64,5 +70,10 @@ fi
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ] && { [ "$method" = all ] || [ "$method" = modified_beam_search ]; }; then
   log "Stage 1: modified beam search (beam $beam_size) on $test_sets ($exp_dir)"
   run_method modified_beam_search
+fi
+
+if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ] && { [ "$method" = all ] || [ "$method" = fast_beam_search ]; }; then
+  log "Stage 2: fast beam search (beam $beam, max contexts $max_contexts, max states $max_states) on $test_sets ($exp_dir)"
+  run_method fast_beam_search
 fi
 log "Done: WER summaries in $exp_dir/<method>/wer-summary-<set>.txt"

@@ -75,7 +75,7 @@ def make_cuts(tmp_path, sp, utts):
 
 
 @pytest.mark.parametrize("method,beam", [("greedy_search", 4), ("modified_beam_search", 1),
-                                         ("modified_beam_search", 4)])
+                                         ("modified_beam_search", 4), ("fast_beam_search", 4)])
 def test_decode_dataset_spells_hypotheses(tmp_path, bpe, method, beam):
     cuts = make_cuts(tmp_path, bpe, UTTS)
     model = spelling_model(bpe.get_piece_size())
@@ -139,6 +139,27 @@ def test_cli_decode(tmp_path, bpe, monkeypatch, capsys):
     assert "set-a\t50.00" in capsys.readouterr().out
     assert cli.main(["decode", "--exp-dir", str(exp), "--bpe-model", str(bpe_path),
                      "--cuts", f"x={tmp_path / 'missing.jsonl.gz'}"]) == 2
+
+
+def test_cli_fast_beam_search(tmp_path, bpe, monkeypatch, caplog):
+    from mvqkd import cli
+    import mvqkd.student.checkpoint as ckpt
+
+    cuts = make_cuts(tmp_path, bpe, UTTS)
+    bpe_path = tmp_path / "bpe.model"
+    bpe_path.write_bytes(bpe.serialized_model_proto())
+    monkeypatch.setattr(ckpt, "load_model_for_decoding",
+                        lambda *a, **k: (spelling_model(bpe.get_piece_size()), None))
+    exp = tmp_path / "exp"
+    args = ["decode", "--exp-dir", str(exp), "--bpe-model", str(bpe_path), "--cuts", f"t={cuts}",
+            "--method", "fast_beam_search", "--beam", "20", "--max-contexts", "8", "--max-states", "64"]
+    assert cli.main(args) == 0
+    assert (exp / "fast_beam_search" / "wer-summary-t.txt").read_text() == (
+        "settings\tWER\nfast_beam_search_beam_20.0_max_contexts_8_max_states_64_last-avg-1\t50.0\n"
+    )
+    assert (exp / "fast_beam_search" / "errs-t.txt").read_text().startswith("%WER = 50.00\n")
+    assert cli.main(args[:-2] + ["--max-states", "0"]) == 2
+    assert "--max-states" in caplog.text
 
 
 def test_vocab_mismatch_is_an_error(tmp_path, bpe):
