@@ -147,13 +147,17 @@ def plot(exp_root: Path, systems: list[str], wers: dict, out_png: Path,
         ax.set_xlabel("step")
         ax.legend()
     width = 0.8 / max(1, len(systems))
+    top = 0.0
     for i, s in enumerate(systems):
         vals = [statistics.mean(wers[s][t]) if wers[s][t] else 0.0 for t in TEST_SETS[:2]]
-        axes[2].bar([x + i * width for x in range(2)], vals, width, label=LABELS.get(s, s))
+        bars = axes[2].bar([x + i * width for x in range(2)], vals, width, label=LABELS.get(s, s))
+        axes[2].bar_label(bars, fmt="%.1f", fontsize=8)
+        top = max([top, *vals])
+    axes[2].set_ylim(0, max(top, 1.0) * 1.45)  # headroom: the legend sits above the bars
     axes[2].set_xticks([x + width * (len(systems) - 1) / 2 for x in range(2)], TEST_SETS[:2])
     axes[2].set_ylabel("WER (%)")
     axes[2].set_title("WER (mean over seeds)" if seeds and len(seeds) > 1 else "WER")
-    axes[2].legend()
+    axes[2].legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     fig.savefig(out_png, dpi=100)
 
