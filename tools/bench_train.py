@@ -39,7 +39,9 @@ def make_batch(batch_size, seconds, vocab, num_codebooks, codebook_size, device,
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--model-size", default="small", choices=["tiny", "demo", "small", "reference"],
+    from mvqkd.student.config import PRESETS
+
+    p.add_argument("--model-size", default="small", choices=list(PRESETS),
                    help="student preset")
     p.add_argument("--batch-size", type=int, default=8, help="utterances per batch")
     p.add_argument("--seconds", type=float, default=10.0, help="duration of each utterance")

@@ -109,10 +109,10 @@ def summarize(exp_root: Path, systems: list[str], method: str, stores: dict[str,
     md = "\n".join(lines) + "\n"
     if stores:
         md += "\n| teacher labels | bytes on disk | hours of audio | MB per hour |\n|---|---|---|---|\n"
-        for name, folder in stores.items():
-            size, hours = store_size(folder), manifest_hours(folder)
-            md += f"| {name} ({folder}) | {size:,} | {hours:.2f} | {size / 1e6 / hours if hours else 0:.2f} |\n"
         sizes = {name: store_size(folder) for name, folder in stores.items()}
+        for name, folder in stores.items():
+            size, hours = sizes[name], manifest_hours(folder)
+            md += f"| {name} ({folder}) | {size:,} | {hours:.2f} | {size / 1e6 / hours if hours else 0:.2f} |\n"
         if sizes.get("mvq") and sizes.get("l2"):
             md += f"\nL2-KD labels take {sizes['l2'] / sizes['mvq']:.0f}x the bytes of the MVQ indexes.\n"
     times = exp_root / "stage_times.tsv"

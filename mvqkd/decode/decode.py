@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from mvqkd.decode.search import SEARCH_METHODS, search
+from mvqkd.decode.search import FAST_BEAM_DEFAULTS, SEARCH_METHODS, search
 
 logger = logging.getLogger(__name__)
 
@@ -106,14 +106,15 @@ def decode_dataset(model, cuts, sp, method: str = "greedy_search", beam_size: in
     return sorted(results, key=lambda r: r[0])
 
 
-def setting_name(method: str, beam_size: int = 4, beam: float = 4.0, max_contexts: int = 4,
-                 max_states: int = 8) -> str:
+def setting_name(method: str, beam_size: int = 4, **fast_opts) -> str:
     """icefall's label of a search setting, e.g. ``modified_beam_search_beam_size_4`` or
-    ``fast_beam_search_beam_4.0_max_contexts_4_max_states_8``."""
+    ``fast_beam_search_beam_4.0_max_contexts_4_max_states_8`` (``fast_opts`` not given
+    take fast_beam_search's defaults)."""
     if method == "greedy_search":
         return method
     if method == "fast_beam_search":
-        return f"{method}_beam_{beam}_max_contexts_{max_contexts}_max_states_{max_states}"
+        o = {**FAST_BEAM_DEFAULTS, **fast_opts}
+        return f"{method}_beam_{o['beam']}_max_contexts_{o['max_contexts']}_max_states_{o['max_states']}"
     return f"{method}_beam_size_{beam_size}"
 
 

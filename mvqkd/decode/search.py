@@ -14,6 +14,7 @@ one token-id list per utterance, in batch order.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from dataclasses import dataclass
@@ -258,19 +259,24 @@ def fast_beam_search(model, encoder_out, encoder_out_lens, beam: float = 4.0,
     return [list(max(states[b].values(), key=lambda st: st.score).ys) for b in range(B)]
 
 
+# fast_beam_search's own defaults (--beam 4 --max-contexts 4 --max-states 8, as icefall's
+# recipes decode without an LM graph), for labels of runs that did not set them
+FAST_BEAM_DEFAULTS = {name: p.default
+                      for name, p in inspect.signature(fast_beam_search).parameters.items()
+                      if name in ("beam", "max_contexts", "max_states")}
+
 SEARCH_METHODS = {"greedy_search": greedy_search, "modified_beam_search": modified_beam_search,
                   "fast_beam_search": fast_beam_search}
 
 
 def search(method: str, model, encoder_out, encoder_out_lens, beam_size: int = 4,
-           beam: float = 4.0, max_contexts: int = 4, max_states: int = 8) -> list[list[int]]:
+           **fast_opts) -> list[list[int]]:
     """Dispatch by name: ``greedy_search`` | ``modified_beam_search`` (``beam_size``) |
-    ``fast_beam_search`` (``beam``, ``max_contexts``, ``max_states``)."""
+    ``fast_beam_search`` (``fast_opts``: ``beam``, ``max_contexts``, ``max_states``)."""
     if method == "greedy_search":
         return greedy_search(model, encoder_out, encoder_out_lens)
     if method == "modified_beam_search":
         return modified_beam_search(model, encoder_out, encoder_out_lens, beam=beam_size)
     if method == "fast_beam_search":
-        return fast_beam_search(model, encoder_out, encoder_out_lens, beam=beam,
-                                max_contexts=max_contexts, max_states=max_states)
+        return fast_beam_search(model, encoder_out, encoder_out_lens, **fast_opts)
     raise ValueError(f"unknown decoding method {method!r}; choose one of {sorted(SEARCH_METHODS)}")
