@@ -51,6 +51,13 @@ DEMO_SIZES = {
                   conv_channels=128, conv_dim=(32, 32, 64, 64, 128, 128, 128),
                   num_conv_pos_embeddings=32, num_conv_pos_embedding_groups=8,
                   feat_extract_norm="layer", do_stable_layer_norm=True, do_normalize=True),
+    # 15M parameters, ~3x the step time of "small": the same front-end under a 1024-wide,
+    # 2-layer transformer, so that its float embeddings are as wide as HuBERT-large's (the
+    # storage comparison of MVQ-KD vs L2-KD depends on the teacher's width, not its depth)
+    "wide": dict(hidden_size=1024, num_hidden_layers=2, num_attention_heads=8, intermediate_size=1024,
+                 conv_channels=128, conv_dim=(32, 32, 64, 64, 128, 128, 128),
+                 num_conv_pos_embeddings=32, num_conv_pos_embedding_groups=16,
+                 feat_extract_norm="layer", do_stable_layer_norm=True, do_normalize=True),
 }
 ALL_SIZES = {**SIZES, **DEMO_SIZES}
 

@@ -53,7 +53,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="output model directory")
     p.add_argument("--size", default="small",
                    help="random-init size: small (demo: dim 192, 4 layers, narrow conv front-end, "
-                        "~2M parameters) or make-teacher's tiny / base / large")
+                        "~2M parameters), wide (dim 1024, 2 layers, 15M parameters, ~3x slower) "
+                        "or make-teacher's tiny / base / large")
     p.add_argument("--init-from", default=None,
                    help="fine-tune this HF checkpoint directory (HuBERT/wav2vec2 layout) instead of random init")
     p.add_argument("--max-duration", type=float, default=25.0, help="seconds of audio per batch")
