@@ -33,6 +33,7 @@ from mvqkd.decode.decode import load_cuts
 from mvqkd.decode.wer import compute_error_stats
 from mvqkd.teacher.make import SIZES, make_teacher
 from mvqkd.teacher.model import SAMPLING_RATE, _read_normalize_flag, normalize_utterance
+from mvqkd.training.sampling import build_sampler
 
 logger = logging.getLogger(__name__)
 
@@ -343,8 +344,6 @@ def finetune_teacher(
     Returns:
         ``out_dir``.
     """
-    from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     train_cuts = as_cutset(train_cuts, "train cuts")
@@ -368,11 +367,9 @@ def finetune_teacher(
         total_steps = min(total_steps, max_steps)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(min(warmup_steps, total_steps // 3 + 1), total_steps))
-    if len(train_cuts) >= 50:
-        sampler = DynamicBucketingSampler(train_cuts, max_duration=max_duration, shuffle=True, seed=seed,
-                                          num_buckets=10, drop_last=False)
-    else:  # too few cuts to estimate 10 duration buckets
-        sampler = SimpleCutSampler(train_cuts, max_duration=max_duration, shuffle=True, seed=seed)
+    # 10 duration buckets (fewer, or none, on a set too small to fill them)
+    sampler = build_sampler(train_cuts, max_duration, shuffle=True, seed=seed, world_size=1, rank=0,
+                            num_buckets=10, drop_last=False)
     # SortaGrad (Deep Speech 2): the first epoch goes from the shortest utterances up,
     # which shortens the all-blank plateau of CTC from scratch
     first_sampler = _eval_batches(train_cuts, max_duration, ascending=True) if sorta_grad else sampler
