@@ -160,3 +160,15 @@ def test_rejects_cut_without_audio(prepared_data, tmp_path):
     bad = CutSet.from_cuts([c.drop_recording() for c in cuts])
     with pytest.raises(ValueError, match="has no recording"):
         finetune_teacher(bad, cuts, tmp_path, size="tiny", max_steps=1)
+
+
+@pytest.mark.parametrize("size,dim,layers", [("small", 192, 4), ("wide", 1024, 2)])
+def test_demo_sizes_have_their_documented_shapes(size, dim, layers):
+    model, do_norm = build_model(size, seed=0, init_from=None)
+    assert do_norm and model.config.feat_extract_norm == "layer" and model.config.do_stable_layer_norm
+    with torch.no_grad():
+        out = model(torch.randn(1, 16000), output_hidden_states=True)
+    # 1 s at 16 kHz -> 49 frames of the 20 ms front-end; one hidden state per layer plus the input
+    assert len(out.hidden_states) == layers + 1
+    assert out.hidden_states[-1].shape == (1, 49, dim)
+    assert out.logits.shape == (1, 49, len(V))
