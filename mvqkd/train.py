@@ -84,7 +84,7 @@ def build_model_config(cfg: TrainConfig, vocab_size: int, stats):
         kw.update(num_codebooks=int(info["num_codebooks"]),
                   codebook_size=int(info.get("codebook_size", 256)))
     elif cfg.kd in ("l1", "l2", "cosine"):
-        kw.update(kd_mode=cfg.kd, kd_dim=int(stats.kd_dim))
+        kw.update(kd_mode=cfg.kd, kd_dim=int(stats.kd_dim), kd_normalize=cfg.kd_normalize)
     kw.update(parse_overrides(cfg.model_override))
     return preset_config(cfg.model_size, vocab_size, **kw)
 
@@ -238,6 +238,13 @@ def train(config) -> dict:
         model = build_model(model_cfg_dict).to(dinfo.device)
         if ckpt is not None:
             model.load_state_dict(ckpt["model"])
+        elif model_cfg_dict.get("kd_normalize"):
+            from mvqkd.data.dataset import embedding_stats
+
+            mean, std = embedding_stats(cuts)
+            model.kd_head.set_target_stats(mean.to(dinfo.device), std.to(dinfo.device))
+            logger.info("KD targets standardised: mean |mean| %.3f, std %.3f .. %.3f over %d dims",
+                        float(mean.abs().mean()), float(std.min()), float(std.max()), len(std))
         n_params = sum(p.numel() for p in model.parameters())
         logger.info("model: %.2fM parameters, config %s", n_params / 1e6, model_cfg_dict)
         if dinfo.world_size > 1:

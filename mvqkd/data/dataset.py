@@ -235,3 +235,26 @@ class KDDataset(torch.utils.data.Dataset):
                 arrays, 0.0, torch.float32
             )
         return batch
+
+
+def embedding_stats(cuts, field: str = "teacher_embeddings") -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and standard deviation, both (D,) float32, of the ``field`` arrays
+    (T, D) of every cut, over all their frames (float64 sums). A dimension that never varies
+    gets std 1, so standardising it only removes its constant."""
+    from tqdm import tqdm
+
+    total = total_sq = None
+    frames = 0
+    for c in tqdm(cuts, desc=f"{field} statistics", leave=False):
+        if not c.has_custom(field):
+            raise ValueError(f"cut {c.id} has no '{field}' (needed for the KD target statistics)")
+        a = np.asarray(c.load_custom(field), dtype=np.float64)
+        total = a.sum(0) if total is None else total + a.sum(0)
+        total_sq = (a * a).sum(0) if total_sq is None else total_sq + (a * a).sum(0)
+        frames += a.shape[0]
+    if not frames:
+        raise ValueError(f"no '{field}' frames to compute statistics from")
+    mean = total / frames
+    std = np.sqrt(np.maximum(total_sq / frames - mean * mean, 0.0))
+    std[std < 1e-6] = 1.0
+    return torch.from_numpy(mean).float(), torch.from_numpy(std).float()

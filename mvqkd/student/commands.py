@@ -44,6 +44,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--codebook-loss", choices=["independent", "joint"],
                    help="per-codebook cross-entropy, or the joint (autoregressive) variant")
     g.add_argument("--kd-loss-scale", type=float, help="scale of the l1/l2/cosine loss")
+    g.add_argument("--kd-normalize", action="store_true",
+                   help="l1/l2/cosine: standardise each dimension of the teacher embeddings with "
+                        "its mean and standard deviation over the training cuts (computed once "
+                        "at the start, saved in the model). Recommended: raw SSL embeddings can "
+                        "carry most of their energy in constant offsets and a few dimensions")
     g.add_argument("--distill-layer", type=_none_or_int,
                    help="1-based encoder layer read by the distillation head (default: middle)")
     g.add_argument("--quantizer-id",

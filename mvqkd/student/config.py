@@ -42,7 +42,8 @@ class TransducerConfig:
     0 disables the head. ``codebook_loss`` is ``"independent"`` (one softmax per codebook)
     or ``"joint"`` (each codebook also conditioned on the previous ones, as
     ``multi_quantization.JointCodebookLoss``). ``kd_mode`` (``"l1"|"l2"|"cosine"``)
-    regresses onto float teacher embeddings of dimension ``kd_dim`` instead.
+    regresses onto float teacher embeddings of dimension ``kd_dim`` instead
+    (standardised per dimension first with ``kd_normalize``).
 
     ``loss_norm`` says how the distillation losses are normalised: ``"utterance"`` (default)
     sums over frames and codebooks and divides by the batch size, the same per-utterance
@@ -75,6 +76,7 @@ class TransducerConfig:
     kd_mode: Optional[str] = None
     kd_dim: int = 0
     kd_loss_scale: float = 1.0
+    kd_normalize: bool = False
     loss_norm: str = "utterance"
     sigma_reparam: bool = False
     rnnt_backend: str = "torch"

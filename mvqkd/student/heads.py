@@ -140,14 +140,33 @@ class CodebookHead(nn.Module):
 class KDHead(nn.Module):
     """Regression of paired teacher embeddings: ``x`` (B, T25, E) -> (B, T25, 2, D) and a
     per-teacher-frame loss ``l1`` (mean |diff| over D), ``l2`` (mean squared diff over D)
-    or ``cosine`` (1 - cos)."""
+    or ``cosine`` (1 - cos).
 
-    def __init__(self, input_dim: int, teacher_dim: int, mode: str):
+    With ``normalize`` the targets are standardised first, ``(t - target_mean) / target_std``
+    per dimension; the two (D,) buffers are set once from the training embeddings
+    (:meth:`set_target_stats`) and saved with the model."""
+
+    def __init__(self, input_dim: int, teacher_dim: int, mode: str, normalize: bool = False):
         super().__init__()
         if mode not in ("l1", "l2", "cosine"):
             raise ValueError(f"unknown KD mode {mode!r}; choose l1, l2 or cosine")
-        self.mode, self.teacher_dim = mode, teacher_dim
+        self.mode, self.teacher_dim, self.normalize = mode, teacher_dim, normalize
         self.proj = nn.Linear(input_dim, 2 * teacher_dim)
+        if normalize:
+            self.register_buffer("target_mean", torch.zeros(teacher_dim))
+            self.register_buffer("target_std", torch.ones(teacher_dim))
+
+    def set_target_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Per-dimension ``mean`` and ``std`` (D,) of the teacher embeddings."""
+        if not self.normalize:
+            raise RuntimeError("this KD head was built without normalize=True")
+        if mean.shape != (self.teacher_dim,) or std.shape != (self.teacher_dim,):
+            raise ValueError(f"target stats must have shape ({self.teacher_dim},), got "
+                             f"{tuple(mean.shape)} and {tuple(std.shape)}")
+        if not bool((std > 0).all()):
+            raise ValueError("target std must be > 0 in every dimension")
+        self.target_mean.copy_(mean)
+        self.target_std.copy_(std)
 
     def forward(self, x: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """``target`` (B, T25, 2, D), ``valid`` (B, T25, 2) -> summed loss over valid
@@ -157,6 +176,8 @@ class KDHead(nn.Module):
                              f"was built for kd_dim={self.teacher_dim}")
         pred = self.proj(x).reshape(*x.shape[:-1], 2, self.teacher_dim)
         target = target.to(pred.dtype)
+        if self.normalize:
+            target = (target - self.target_mean) / self.target_std
         if self.mode == "l1":
             per_frame = (pred - target).abs().mean(-1)
         elif self.mode == "l2":

@@ -69,7 +69,8 @@ class Transducer(nn.Module):
             self.codebook_head = CodebookHead(
                 cfg.encoder_dim, 2 * cfg.num_codebooks, cfg.codebook_size,
                 joint=cfg.codebook_loss == "joint", hidden_dim=cfg.codebook_hidden_dim)
-        self.kd_head = KDHead(cfg.encoder_dim, cfg.kd_dim, cfg.kd_mode) if cfg.kd_mode else None
+        self.kd_head = (KDHead(cfg.encoder_dim, cfg.kd_dim, cfg.kd_mode, cfg.kd_normalize)
+                        if cfg.kd_mode else None)
         self.pruned = None
         if cfg.rnnt_backend == "k2":
             from .k2_pruned import PrunedRnntLoss  # raises a clear error without k2

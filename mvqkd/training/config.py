@@ -22,6 +22,7 @@ class TrainConfig:
     codebook_loss_scale: float = 0.1
     codebook_loss: str = "independent"
     kd_loss_scale: float = 1.0
+    kd_normalize: bool = False
     distill_layer: int | None = None
     quantizer_id: str | None = None
     num_codebooks: int | None = None

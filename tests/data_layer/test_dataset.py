@@ -156,3 +156,22 @@ def test_specaug_no_time_warp_while_distilling_and_padding_untouched():
     # The baseline may warp: frames move, the padding still stays as it was.
     yw = SpecAugment(p=1.0, time_warp_factor=20, num_freq_masks=0, num_time_masks=0)(x, lens)
     assert not torch.equal(yw[0], x[0]) and torch.equal(yw[2, 90:], x[2, 90:])
+
+
+def test_embedding_stats_match_numpy_and_constant_dims_get_std_1(data, tmp_path):
+    from mvqkd.data.dataset import embedding_stats
+
+    _, cuts, _ = data
+    cuts = list(cuts)
+    frames = np.concatenate([c.load_custom("teacher_embeddings") for c in cuts]).astype(np.float64)
+    mean, std = embedding_stats(cuts)
+    assert mean.shape == std.shape == (5,) and mean.dtype == torch.float32
+    np.testing.assert_allclose(mean.numpy(), frames.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(std.numpy(), frames.std(0), rtol=1e-5)
+    with NumpyHdf5Writer(tmp_path / "const") as w:
+        arr = w.store_array("c", np.full((10, 5), 3.0, np.float32), frame_shift=0.02, temporal_dim=0)
+    const = fastcopy(cuts[0], custom={"teacher_embeddings": arr})
+    mean, std = embedding_stats([const])
+    assert mean.tolist() == [3.0] * 5 and std.tolist() == [1.0] * 5
+    with pytest.raises(ValueError, match=rf"cut {cuts[1].id} has no 'teacher_embeddings'"):
+        embedding_stats([const, fastcopy(cuts[1], custom={})])

@@ -128,3 +128,23 @@ def test_head_rejects_wrong_number_of_codebooks():
     head = CodebookHead(8, 4, 5)
     with pytest.raises(ValueError, match="codebooks"):
         head(torch.randn(1, 2, 8), torch.zeros(1, 2, 3, dtype=torch.long))
+
+
+@pytest.mark.parametrize("mode", ["l1", "l2", "cosine"])
+def test_kd_head_normalize_equals_regressing_standardised_targets(mode):
+    torch.manual_seed(4)
+    plain, norm = KDHead(8, 5, mode), KDHead(8, 5, mode, normalize=True)
+    norm.proj.load_state_dict(plain.proj.state_dict())
+    mean, std = torch.randn(5) * 10, torch.rand(5) * 5 + 0.5
+    norm.set_target_stats(mean, std)
+    x, target = torch.randn(2, 3, 8), torch.randn(2, 3, 2, 5) * std + mean
+    valid = torch.ones(2, 3, 2, dtype=torch.bool)
+    want = plain(x, (target - mean) / std, valid)
+    assert norm(x, target, valid).item() == pytest.approx(want.item(), rel=1e-5)
+    assert set(norm.state_dict()) == {"proj.weight", "proj.bias", "target_mean", "target_std"}
+    with pytest.raises(ValueError, match="std must be > 0"):
+        norm.set_target_stats(mean, torch.zeros(5))
+    with pytest.raises(ValueError, match=r"shape \(5,\)"):
+        norm.set_target_stats(torch.zeros(4), torch.ones(4))
+    with pytest.raises(RuntimeError, match="normalize=True"):
+        plain.set_target_stats(mean, std)

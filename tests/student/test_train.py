@@ -190,10 +190,11 @@ def test_cli_options_map_onto_train_config():
     args = build_parser().parse_args([
         "train", "--train-cuts", "c.jsonl.gz", "--bpe-model", "b.model", "--exp-dir", "e",
         "--kd", "none", "--model-override", "num_layers=3", "--no-spec-augment",
-        "--distill-layer", "2", "--skip-missing-indexes"])
+        "--distill-layer", "2", "--skip-missing-indexes", "--kd-normalize"])
     want = dataclasses.replace(TrainConfig(), train_cuts="c.jsonl.gz", bpe_model="b.model",
                                exp_dir="e", kd="none", model_override=["num_layers=3"],
-                               spec_augment=False, distill_layer=2, skip_missing_indexes=True)
+                               spec_augment=False, distill_layer=2, skip_missing_indexes=True,
+                               kd_normalize=True)
     assert TrainConfig.from_any(args) == want
 
 
@@ -216,3 +217,27 @@ def test_sampler_choice_and_sharding(data):
     r = [list(build_sampler(cuts, 3.0, True, 0, 2, k)) for k in (0, 1)]
     assert len(r[0]) == len(r[1]) >= 1
     assert not {c.id for b in r[0] for c in b} & {c.id for b in r[1] for c in b}
+
+
+def test_l2_kd_normalize_standardises_targets_and_resumes(data, tmp_path):
+    from mvqkd.student.checkpoint import load_checkpoint_file
+
+    cuts = CutSet.from_file(data / "cuts.jsonl.gz")
+    frames = np.concatenate([c.load_custom("teacher_embeddings") for c in cuts]).astype(np.float64)
+    exp = tmp_path / "norm"
+    cfg = _cfg(data, exp, kd="l2", kd_normalize=True, num_epochs=1, save_every_n=2)
+    res = train({**cfg, "max_steps": 2})
+    head = res["model"].kd_head
+    assert res["model"].cfg.kd_normalize and head.normalize
+    # the buffers hold the statistics of every training frame (numpy over all cuts)
+    np.testing.assert_allclose(head.target_mean.numpy(), frames.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(head.target_std.numpy(), frames.std(0), rtol=1e-5)
+    ckpt = load_checkpoint_file(exp / "checkpoint-2.pt")
+    assert torch.equal(ckpt["model"]["kd_head.target_mean"], head.target_mean)
+    # resuming keeps the saved statistics (restored from the checkpoint, not recomputed)
+    resumed = train(cfg)
+    assert resumed["history"][0]["step"] == 3
+    assert torch.equal(resumed["model"].kd_head.target_std, head.target_std)
+    # without the option there are no statistics and the raw targets are regressed
+    plain = train(_cfg(data, tmp_path / "plain", kd="l2", num_epochs=1, max_steps=1, save_every_n=0))
+    assert not plain["model"].cfg.kd_normalize and not hasattr(plain["model"].kd_head, "target_mean")
