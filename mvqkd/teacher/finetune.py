@@ -43,22 +43,21 @@ DELIM = "|"
 CHARS = "'ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 #: demo sizes (same keys as :data:`mvqkd.teacher.make.SIZES`); layer-norm front-end and
-#: pre-norm transformer, so padded batches are exact and training from scratch is stable
+#: pre-norm transformer, so padded batches are exact and training from scratch is stable.
+#: ``conv_dim`` (per conv layer, narrow at the high frame rates, where the front-end costs
+#: most) replaces the uniform ``conv_channels`` of make.py after the config is built
+_DEMO_FRONT_END = dict(conv_channels=128, conv_dim=(32, 32, 64, 64, 128, 128, 128),
+                       num_conv_pos_embeddings=32, feat_extract_norm="layer",
+                       do_stable_layer_norm=True, do_normalize=True)
 DEMO_SIZES = {
-    # ~2M parameters, for the demo (2 CPU cores, ~15 minutes). ``conv_dim`` (per conv layer,
-    # narrow at the high frame rates, where the front-end costs most) replaces the uniform
-    # ``conv_channels`` of make.py after the config is built
-    "small": dict(hidden_size=192, num_hidden_layers=4, num_attention_heads=4, intermediate_size=768,
-                  conv_channels=128, conv_dim=(32, 32, 64, 64, 128, 128, 128),
-                  num_conv_pos_embeddings=32, num_conv_pos_embedding_groups=8,
-                  feat_extract_norm="layer", do_stable_layer_norm=True, do_normalize=True),
+    # ~2M parameters, for the demo (2 CPU cores, ~15 minutes)
+    "small": dict(_DEMO_FRONT_END, hidden_size=192, num_hidden_layers=4, num_attention_heads=4,
+                  intermediate_size=768, num_conv_pos_embedding_groups=8),
     # 15M parameters, ~3x the step time of "small": the same front-end under a 1024-wide,
     # 2-layer transformer, so that its float embeddings are as wide as HuBERT-large's (the
     # storage comparison of MVQ-KD vs L2-KD depends on the teacher's width, not its depth)
-    "wide": dict(hidden_size=1024, num_hidden_layers=2, num_attention_heads=8, intermediate_size=1024,
-                 conv_channels=128, conv_dim=(32, 32, 64, 64, 128, 128, 128),
-                 num_conv_pos_embeddings=32, num_conv_pos_embedding_groups=16,
-                 feat_extract_norm="layer", do_stable_layer_norm=True, do_normalize=True),
+    "wide": dict(_DEMO_FRONT_END, hidden_size=1024, num_hidden_layers=2, num_attention_heads=8,
+                 intermediate_size=1024, num_conv_pos_embedding_groups=16),
 }
 ALL_SIZES = {**SIZES, **DEMO_SIZES}
 
