@@ -23,7 +23,7 @@ def _train(args) -> int:
     q = train_quantizer(
         x, args.num_codebooks, args.codebook_size, iters=args.iters, time_budget=args.time_budget,
         seed=args.seed, device=args.device, method=args.method, estimator=args.estimator,
-        beam=args.beam, icm_iters=args.icm_iters,
+        beam=args.beam, icm_iters=args.icm_iters, normalize=args.normalize,
     )
     q.save(args.out)
     print(f"Quantizer {q.id} ({q.num_codebooks} x {q.codebook_size}, dim {q.dim}) -> {args.out}; "
@@ -103,6 +103,10 @@ def register(subparsers) -> None:
                    help="gradient estimator for --method sgd (NSVQ noise substitution or straight-through)")
     p.add_argument("--beam", type=int, default=4, help="beam width of the encoder search")
     p.add_argument("--icm-iters", type=int, default=1, help="ICM refinement passes after the beam search")
+    p.add_argument("--normalize", choices=["global", "per-dim"], default="global",
+                   help="input normalisation: global = subtract the per-dim mean, divide by one scale "
+                        "(minimises the raw squared error); per-dim = standardise each dimension "
+                        "(every dimension counts alike, as for L2-KD with --kd-normalize)")
     p.set_defaults(func=_handle(_train))
 
     p = subparsers.add_parser("quantize", formatter_class=fmt,

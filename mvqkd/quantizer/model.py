@@ -2,7 +2,8 @@
 
 A frame ``x`` (D,) is normalised to ``z = (x - mean) / scale`` and coded by N
 indexes, one per codebook of K entries; the reconstruction is
-``x_hat = mean + scale * sum_m C[m, i_m]``. Loading needs only this module.
+``x_hat = mean + scale * sum_m C[m, i_m]``. ``scale`` is one global scalar, or (D,) when
+each dimension is standardised. Loading needs only this module.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class Quantizer:
     Args:
         codebooks: (N, K, D) float, in normalised space.
         mean: (D,) input mean.
-        scale: scalar input scale.
+        scale: input scale, a scalar (one global scale) or (D,) (one per dimension).
         beam: beam width used by :meth:`encode`.
         icm_iters: ICM refinement passes used by :meth:`encode`.
         id: random hex id (a new one is drawn when None).
@@ -55,7 +56,10 @@ class Quantizer:
             raise ValueError(f"codebook_size {K} > {MAX_CODEBOOK_SIZE} is not supported")
         self.codebooks = codebooks.float()
         self.mean = torch.as_tensor(mean, dtype=torch.float32, device=codebooks.device).reshape(D)
-        self.scale = torch.as_tensor(scale, dtype=torch.float32, device=codebooks.device).reshape(())
+        scale = torch.as_tensor(scale, dtype=torch.float32, device=codebooks.device)
+        if scale.numel() not in (1, D):
+            raise ValueError(f"scale must be a scalar or have {D} entries, got shape {tuple(scale.shape)}")
+        self.scale = scale.reshape(()) if scale.numel() == 1 else scale.reshape(D)
         self.beam = int(beam)
         self.icm_iters = int(icm_iters)
         self.id = id if id is not None else secrets.token_hex(8)

@@ -2,7 +2,8 @@
 
 Algorithm (the additive-quantization / LSQ family, with robust-VQ remedies):
 
-1. normalise: per-dim mean, one global scale (so errors keep their meaning);
+1. normalise: per-dim mean, one global scale (so errors keep their meaning), or with
+   ``normalize="per-dim"`` each dimension to unit variance (so every dimension counts alike);
 2. initialise by residual k-means, each codebook seeded with k-means++;
 3. iterate (``method="lsq"``): encode the training frames by beam search + ICM,
    then solve the least-squares problem for *all* codebooks jointly given the
@@ -137,7 +138,13 @@ def reseed_dead(
     return books, total
 
 
-def _check_args(x: Tensor, num_codebooks: int, codebook_size: int, method: str, estimator: str):
+NORMALIZE_MODES = ("global", "per-dim")
+
+
+def _check_args(x: Tensor, num_codebooks: int, codebook_size: int, method: str, estimator: str,
+                normalize: str = "global"):
+    if normalize not in NORMALIZE_MODES:
+        raise ValueError(f"normalize must be one of {NORMALIZE_MODES}, got {normalize!r}")
     if num_codebooks not in ALLOWED_NUM_CODEBOOKS:
         raise ValueError(f"num_codebooks must be one of {ALLOWED_NUM_CODEBOOKS}, got {num_codebooks}")
     if not 2 <= codebook_size <= MAX_CODEBOOK_SIZE:
@@ -159,6 +166,21 @@ def _check_args(x: Tensor, num_codebooks: int, codebook_size: int, method: str, 
         )
 
 
+def input_normalisation(x: Tensor, mode: str) -> tuple[Tensor, Tensor]:
+    """Mean (D,) and scale (scalar for "global", (D,) for "per-dim") of frames x (n, D),
+    such that ``z = (x - mean) / scale`` has ``E||z||^2 = 1``. A constant dimension gets
+    the scale of the mean std (it is zero after centring either way)."""
+    mean = x.mean(0)
+    if mode == "global":
+        return mean, ((x - mean) ** 2).sum(1).mean().sqrt().clamp_min(1e-12)
+    if mode == "per-dim":
+        std = (x - mean).pow(2).mean(0).sqrt()
+        floor = std.mean().clamp_min(1e-12) * 1e-6
+        std = torch.where(std > floor, std, std.mean().clamp_min(1e-12))
+        return mean, std * x.shape[1] ** 0.5
+    raise ValueError(f"normalize must be one of {NORMALIZE_MODES}, got {mode!r}")
+
+
 def train_quantizer(
     embeddings,
     num_codebooks: int,
@@ -177,6 +199,7 @@ def train_quantizer(
     kmeans_iters: int = 2,
     kmeans_frames: int | None = None,
     reseed_frac: float = 0.2,
+    normalize: str = "global",
     ridge: float = 1e-2,
     lr: float = 1e-3,
     batch_size: int = 1024,
@@ -202,6 +225,11 @@ def train_quantizer(
         kmeans_iters, kmeans_frames: residual k-means initialisation (frames default 10*K).
         reseed_frac: codewords used less than ``reseed_frac`` x the mean usage (frames / K)
             in an iteration are re-seeded.
+        normalize: "global": subtract the per-dim mean, divide by one scale (the RMS frame
+            norm); the quantizer minimises the raw squared error. "per-dim": divide each
+            dimension by its std x sqrt(D); it minimises the error of standardised frames.
+            Either way ``E||z||^2 = 1``. The logged / stored relative error is measured in
+            this normalised space (for "global" it equals the raw-space one).
         ridge: pull of the least-squares solution towards the previous codebooks.
         lr, batch_size, steps_per_iter: for ``method="sgd"``.
     Returns:
@@ -211,7 +239,7 @@ def train_quantizer(
     t0 = time.time()
     x = torch.as_tensor(np.asarray(embeddings) if not torch.is_tensor(embeddings) else embeddings)
     x = x.float()
-    _check_args(x, num_codebooks, codebook_size, method, estimator)
+    _check_args(x, num_codebooks, codebook_size, method, estimator, normalize)
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     device = torch.device(device)
@@ -229,11 +257,9 @@ def train_quantizer(
         iters = 10 if time_budget is None else 10**9
     train_beam = beam if train_beam is None else train_beam
 
-    mean = train.mean(0)
-    scale = ((train - mean) ** 2).sum(1).mean().sqrt().clamp_min(1e-12)
+    mean, scale = input_normalisation(train, normalize)
     z = (train - mean) / scale
     zh = (held - mean) / scale if n_held else z[: min(2000, z.shape[0])]
-    held_x = held if n_held else train[: zh.shape[0]]
 
     kf = min(z.shape[0], kmeans_frames or 10 * codebook_size)
     deadline = None if time_budget is None else t0 + 0.3 * time_budget
@@ -241,7 +267,7 @@ def train_quantizer(
 
     def heldout_error(b: Tensor, table: Tensor) -> float:
         codes = encode_normalized(zh, b, beam, icm_iters, table)
-        return relative_error(held_x, reconstruct(codes, b) * scale + mean)
+        return relative_error(zh, reconstruct(codes, b))
 
     table = cross_table(books)
     best_err = heldout_error(books, table)
@@ -306,6 +332,7 @@ def train_quantizer(
         "revived_at_end": revived,
         "train_seconds": time.time() - t0,
         "args": {"method": method, "estimator": estimator, "seed": seed, "iters_done": it,
+                 "normalize": normalize,
                  "time_budget": time_budget, "train_beam": train_beam},
     }
     logger.info("trained %s: held-out relative error %.4f, %d dead codewords on training frames, "

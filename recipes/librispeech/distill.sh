@@ -29,6 +29,7 @@ num_codebooks=8
 codebook_size=256
 quantizer_iters=""        # empty: train for --quantizer-time-budget seconds
 quantizer_time_budget=300
+quantizer_normalize=global  # global | per-dim (mvqkd train-quantizer --normalize)
 train_parts="train-clean-100"
 max_duration=60           # seconds of audio per teacher batch
 num_workers=1             # local extraction processes (per rank)
@@ -78,7 +79,8 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
     [ -z "$quantizer_iters" ] || budget=(--iters "$quantizer_iters")
     qdevice=$device; [ "$qdevice" != auto ] || qdevice=cpu
     mvqkd train-quantizer --embeddings "$vq_dir/embeddings.h5" --num-codebooks "$num_codebooks" \
-      --codebook-size "$codebook_size" --out "$quantizer" --seed "$seed" --device "$qdevice" "${budget[@]}"
+      --codebook-size "$codebook_size" --out "$quantizer" --seed "$seed" --device "$qdevice" "${budget[@]}" \
+      --normalize "$quantizer_normalize"
     touch "$done_dir/distill.2"
   fi
 fi

@@ -97,3 +97,18 @@ def test_cli_end_to_end(gauss, tmp_path):
     bad = run_cli("quantize", "--quantizer", tmp_path / "x.npy", "--embeddings", tmp_path / "x.npy",
                   "--out", codes_path, check=False)
     assert bad.returncode == 1 and "is not an mvqkd quantizer file" in bad.stderr
+
+
+def test_cli_normalize_per_dim(gauss, tmp_path):
+    np.save(tmp_path / "x.npy", gauss[:1500])
+    q_path = tmp_path / "q.pt"
+    run_cli("train-quantizer", "--embeddings", tmp_path / "x.npy", "--num-codebooks", 2,
+            "--codebook-size", 16, "--out", q_path, "--iters", 1, "--normalize", "per-dim")
+    q = load_quantizer(q_path)
+    assert q.history["args"]["normalize"] == "per-dim"
+    # trained on a random 95% of the frames (the rest is held out): about std(dim) x sqrt(32)
+    assert q.scale.shape == (32,)
+    np.testing.assert_allclose(q.scale.numpy(), gauss[:1500].std(0) * np.sqrt(32), rtol=0.05)
+    bad = run_cli("train-quantizer", "--embeddings", tmp_path / "x.npy", "--num-codebooks", 2,
+                  "--out", q_path, "--normalize", "pca", check=False)
+    assert bad.returncode == 2 and "--normalize" in bad.stderr

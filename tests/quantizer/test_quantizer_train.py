@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -113,3 +114,70 @@ def test_time_budget_returns_best_so_far(gauss):
     assert q.history["args"]["iters_done"] == 0  # budget spent: the initialisation is kept
     x = torch.from_numpy(gauss)
     assert relative_error(x, q.decode(q.encode(x))) < 1.0
+
+
+def _skewed(frames: int = 3000, dim: int = 16, seed: int = 0) -> np.ndarray:
+    """Independent Gaussian dims with offsets; dimension 0 has 30x the std of the rest."""
+    rng = np.random.default_rng(seed)
+    std = np.ones(dim)
+    std[0] = 30.0
+    return (rng.standard_normal((frames, dim)) * std + rng.standard_normal(dim) * 5).astype(np.float32)
+
+
+def test_per_dim_normalisation_matches_numpy():
+    from mvqkd.quantizer.train import input_normalisation
+
+    x = _skewed()
+    x[:, 3] = 7.0  # a constant dimension
+    mean, scale = input_normalisation(torch.from_numpy(x), "per-dim")
+    std = x.astype(np.float64).std(0)
+    np.testing.assert_allclose(mean.numpy(), x.mean(0), rtol=1e-5, atol=1e-4)
+    keep = np.arange(16) != 3
+    np.testing.assert_allclose(scale.numpy()[keep], std[keep] * 4.0, rtol=1e-4)  # sqrt(16) = 4
+    assert np.isfinite(scale.numpy()).all() and scale[3] > 0
+    z = (torch.from_numpy(x) - mean) / scale
+    assert abs(float((z ** 2).sum(1).mean()) - 15 / 16) < 1e-3  # 15 unit-variance dims / D
+    g_mean, g_scale = input_normalisation(torch.from_numpy(x), "global")
+    assert g_scale.dim() == 0
+    assert abs(float(g_scale) - np.sqrt(((x - x.mean(0)) ** 2).sum(1).mean())) < 1e-2 * float(g_scale)
+
+
+def test_per_dim_quantizer_spreads_error_over_dimensions(tmp_path):
+    """With one dominant dimension, the global quantizer spends its bits on it (lowest raw
+    error) and the per-dim one codes every dimension alike (lowest standardised error)."""
+    from mvqkd.quantizer import load_quantizer
+
+    x = _skewed()
+    xt = torch.from_numpy(x)
+    kw = dict(num_codebooks=2, codebook_size=16, iters=4, seed=0, progress=False)
+    qg = train_quantizer(x, normalize="global", **kw)
+    qp = train_quantizer(x, normalize="per-dim", **kw)
+    assert qp.scale.shape == (16,) and qg.scale.shape == ()
+    x64 = x.astype(np.float64)
+    mu, sd = x64.mean(0), x64.std(0)
+
+    def errors(q):
+        err = q.decode(q.encode(xt)).numpy().astype(np.float64) - x64
+        raw = (err ** 2).sum() / ((x64 - mu) ** 2).sum()
+        std_err = ((err / sd) ** 2).sum() / (((x64 - mu) / sd) ** 2).sum()
+        return raw, std_err
+
+    (raw_g, std_g), (raw_p, std_p) = errors(qg), errors(qp)
+    assert raw_g < raw_p and std_p < std_g, (raw_g, raw_p, std_g, std_p)
+    # the stored held-out error of the per-dim quantizer is the standardised one
+    assert abs(qp.history["heldout_rel_err"] - std_p) < 0.1
+    assert qp.history["args"]["normalize"] == "per-dim"
+    qp.save(tmp_path / "q.pt")
+    q2 = load_quantizer(tmp_path / "q.pt")
+    assert torch.equal(q2.scale, qp.scale)
+    assert torch.equal(q2.decode(q2.encode(xt)), qp.decode(qp.encode(xt)))
+
+
+def test_bad_normalize_and_scale_are_refused():
+    from mvqkd.quantizer import Quantizer
+
+    with pytest.raises(ValueError, match="normalize must be one of"):
+        train_quantizer(_skewed(), num_codebooks=2, codebook_size=16, iters=1, normalize="l2",
+                        progress=False)
+    with pytest.raises(ValueError, match="scale must be a scalar or have 8 entries"):
+        Quantizer(torch.randn(2, 4, 8), torch.zeros(8), torch.ones(3))
