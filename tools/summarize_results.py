@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 TEST_SETS = ("test-clean", "test-other", "dev-clean")
-LABELS = {"baseline": "baseline (no KD)", "mvq": "MVQ-KD (codebook indexes)", "l2": "L2-KD (float embeddings)"}
+LABELS = {"baseline": "baseline (no KD)", "mvq": "MVQ-KD (codebook indexes)", "l2": "L2-KD (standardised float embeddings)"}
 
 
 def read_wer(path: Path) -> float | None:

@@ -102,12 +102,14 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ] && [[ " $systems " == *" l2 "* 
     --out-manifest "$data_dir/kd/librispeech_cuts_train-clean-100.jsonl.gz"
 fi
 
-# Stage 5 trains every (system, seed) student as a background job, student_jobs at a time,
-# each with nj / student_jobs intra-op threads (a small model on 2 cores trains faster as two
-# 1-thread processes than as one 2-thread process). Run K of SYSTEM: EXP/seedK/SYSTEM, its
-# console output in EXP/seedK/SYSTEM/train.out. A finished run (epoch-N.pt present) is skipped.
+# Stages 5 and 6 train / decode every (system, seed) student as a background job, student_jobs
+# at a time, each with nj / student_jobs intra-op threads (a small model on 2 cores runs faster
+# as two 1-thread processes than as one 2-thread process). Run K of SYSTEM: EXP/seedK/SYSTEM,
+# its console output in EXP/seedK/SYSTEM/{train,decode}.out. A finished training run
+# (epoch-N.pt present) is skipped.
+threads=$(( nj / student_jobs > 0 ? nj / student_jobs : 1 ))  # intra-op threads of a pool job
 train_one() {  # train_one SYSTEM SEED
-  local st threads=$(( nj / student_jobs > 0 ? nj / student_jobs : 1 ))
+  local st
   case $1 in baseline) st=0 ;; mvq) st=1 ;; l2) st=2 ;; *) echo "unknown system $1" >&2; return 1 ;; esac
   OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads "$recipe/train.sh" --stage $st --stop-stage $st \
     --data-dir "$data_dir" --vocab-size "$vocab_size" --exp-root "$exp_root/seed$2" \
@@ -116,37 +118,54 @@ train_one() {  # train_one SYSTEM SEED
     --mvq-cuts "$data_dir/vq/librispeech_cuts_train-clean-100.jsonl.gz" \
     --kd-cuts "$data_dir/kd/librispeech_cuts_train-clean-100.jsonl.gz"
 }
+# A job pool for stages 5 and 6: pool_submit starts a command in the background once fewer than
+# student_jobs run; pool_drain waits for all of them and fails when any failed.
+declare -A pool_running=()  # pid -> "DESCRIPTION (log: FILE)"
+pool_failed=""
+pool_reap() {  # wait for one job to end, log how it ended
+  local pid
+  if wait -n -p pid; then log "finished ${pool_running[$pid]}"
+  else pool_failed="$pool_failed; ${pool_running[$pid]}"; log "FAILED ${pool_running[$pid]}"; fi
+  unset "pool_running[$pid]"
+}
+pool_submit() {  # pool_submit DESCRIPTION LOGFILE CMD...
+  local desc=$1 out=$2
+  shift 2
+  while [ "${#pool_running[@]}" -ge "$student_jobs" ]; do pool_reap; done
+  "$@" > "$out" 2>&1 &
+  pool_running[$!]="$desc (log: $out)"
+  log "started ${pool_running[$!]}"
+}
+pool_drain() {  # pool_drain STAGE_NAME
+  while [ "${#pool_running[@]}" -gt 0 ]; do pool_reap; done
+  [ -z "$pool_failed" ] || { echo "$0: $1 failed for ${pool_failed#; }" >&2; pool_failed=""; return 1; }
+}
 train_students() {
-  local -A running=()  # pid -> "SYSTEM seed K"
-  local failed="" pid dir
-  reap() {  # wait for one job to end, log how it ended
-    if wait -n -p pid; then log "Stage 5: finished ${running[$pid]}"
-    else failed="$failed; ${running[$pid]}"; log "Stage 5: FAILED ${running[$pid]}"; fi
-    unset "running[$pid]"
-  }
+  local dir
   for seed_ in $seeds; do
     for system in $systems; do
       dir="$exp_root/seed$seed_/$system"
       if [ -f "$dir/epoch-$num_epochs.pt" ]; then log "Stage 5: $dir already trained"; continue; fi
-      while [ "${#running[@]}" -ge "$student_jobs" ]; do reap; done
       mkdir -p "$dir"
-      train_one "$system" "$seed_" > "$dir/train.out" 2>&1 &
-      running[$!]="$system seed $seed_ (log: $dir/train.out)"
-      log "Stage 5: started ${running[$!]}"
+      pool_submit "Stage 5: $system seed $seed_" "$dir/train.out" train_one "$system" "$seed_"
     done
   done
-  while [ "${#running[@]}" -gt 0 ]; do reap; done
-  [ -z "$failed" ] || { echo "$0: stage 5 failed for ${failed#; }" >&2; return 1; }
+  pool_drain "stage 5"
+}
+decode_one() {  # decode_one EXP_DIR
+  OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads "$recipe/decode.sh" --exp-dir "$1" \
+    --epoch "$num_epochs" --avg "$decode_avg" --method "$decode_method" --data-dir "$data_dir" \
+    --vocab-size "$vocab_size" --test-sets "test-clean test-other dev-clean"
 }
 decode_students() {
+  log "Stage 6: decode ($decode_method, epoch $num_epochs, avg $decode_avg), $student_jobs at a time"
   for seed_ in $seeds; do
     for system in $systems; do
-      log "Stage 6: decode $system seed $seed_ ($decode_method, epoch $num_epochs, avg $decode_avg)"
-      "$recipe/decode.sh" --exp-dir "$exp_root/seed$seed_/$system" --epoch "$num_epochs" \
-        --avg "$decode_avg" --method "$decode_method" --data-dir "$data_dir" \
-        --vocab-size "$vocab_size" --test-sets "test-clean test-other dev-clean"
+      pool_submit "Stage 6: decode $system seed $seed_" "$exp_root/seed$seed_/$system/decode.out" \
+        decode_one "$exp_root/seed$seed_/$system"
     done
   done
+  pool_drain "stage 6"
 }
 
 if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then

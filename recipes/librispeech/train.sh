@@ -3,7 +3,9 @@
 #   stage 0: baseline, no distillation (--kd none)            -> EXP_ROOT/baseline
 #   stage 1: MVQ-KD student on the extracted codebook indexes  -> EXP_ROOT/mvq
 #   stage 2: L2-KD student regressing stored float teacher embeddings (--kd-cuts, written by
-#            `mvqkd dump-embeddings --all`)                    -> EXP_ROOT/l2
+#            `mvqkd dump-embeddings --all`), each dimension standardised over the training
+#            frames (--kd-normalize true; raw embeddings regress far worse, docs/RESULTS.md)
+#                                                               -> EXP_ROOT/l2
 # Stage 1 reads the manifest written by the extraction stage (--mvq-cuts, default
 # data/vq/librispeech_cuts_train-clean-100.jsonl.gz); it refuses to start when the
 # manifest's quantizer id / number of codebooks disagree with --quantizer-id / --num-codebooks.
@@ -24,6 +26,7 @@ mvq_cuts=data/vq/librispeech_cuts_train-clean-100.jsonl.gz
 kd_cuts=data/kd/librispeech_cuts_train-clean-100.jsonl.gz
 kd_mode=l2                # l1 | l2 | cosine for stage 2
 kd_loss_scale=1.0
+kd_normalize=true         # stage 2: standardise each embedding dimension (mvqkd train --kd-normalize)
 exp_root=exp
 num_epochs=30
 max_duration=200
@@ -38,6 +41,9 @@ seed=42
 extra_args=""   # passed to every `mvqkd train`, e.g. "--sigma-reparam --save-every-n 4000"
 
 . "$(dirname "$0")/parse_options.sh"
+
+case $kd_normalize in true | false) ;;
+  *) echo "$0: --kd-normalize must be true or false, got '$kd_normalize'" >&2; exit 1 ;; esac
 
 log() { echo "$(date '+%Y-%m-%d %H:%M:%S') (train.sh:${BASH_LINENO[0]}) $*"; }
 
@@ -81,9 +87,11 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
 fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
-  log "Stage 2: $kd_mode-KD student (scale $kd_loss_scale) on $kd_cuts -> $exp_root/$kd_mode"
+  log "Stage 2: $kd_mode-KD student (scale $kd_loss_scale, normalize $kd_normalize) on $kd_cuts -> $exp_root/$kd_mode"
   [ -f "$kd_cuts" ] || { echo "$0: embeddings manifest not found: $kd_cuts (run mvqkd dump-embeddings --all, or set --kd-cuts)" >&2; exit 1; }
-  run_train "$exp_root/$kd_mode" "$kd_cuts" --kd "$kd_mode" --kd-loss-scale "$kd_loss_scale"
+  declare -a kd_args=(--kd "$kd_mode" --kd-loss-scale "$kd_loss_scale")
+  [ "$kd_normalize" = true ] && kd_args+=(--kd-normalize)
+  run_train "$exp_root/$kd_mode" "$kd_cuts" "${kd_args[@]}"
 fi
 
 log "train.sh: done (stages $stage..$stop_stage)"

@@ -1,0 +1,137 @@
+"""The recipe shell scripts' plumbing, with a fake ``mvqkd`` on PATH that records its calls.
+
+What the real commands do is tested elsewhere; these tests check which commands the shell
+stages run, with which options, how many at a time, and that a failing job fails the stage.
+"""
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "recipes" / "librispeech"
+
+# Appends "START|END <epoch ns> <pid> OMP=<threads> <args>" lines to $FAKE_LOG; `train`
+# writes EXP_DIR/epoch-N.pt like the real one; exits 3 when $FAKE_FAIL occurs in the args.
+FAKE_MVQKD = r"""#!/usr/bin/env bash
+echo "START $(date +%s%N) $$ OMP=${OMP_NUM_THREADS:-} $*" >> "$FAKE_LOG"
+sleep 0.3
+args=" $* "
+if [ -n "${FAKE_FAIL:-}" ] && [[ "$args" == *"$FAKE_FAIL"* ]]; then exit 3; fi
+if [ "$1" = train ]; then
+  exp=$(sed -E 's/.* --exp-dir ([^ ]+) .*/\1/' <<< "$args")
+  n=$(sed -E 's/.* --num-epochs ([^ ]+) .*/\1/' <<< "$args")
+  mkdir -p "$exp" && touch "$exp/epoch-$n.pt"
+fi
+echo "END $(date +%s%N) $$" >> "$FAKE_LOG"
+"""
+
+
+@pytest.fixture
+def fake_env(tmp_path):
+    """A work dir with the files the scripts check for, and the fake mvqkd first on PATH."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "mvqkd"
+    fake.write_text(FAKE_MVQKD)
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    work = tmp_path / "work"
+    for rel in ["data/lang_bpe_256/bpe.model", "data/vq/librispeech_cuts_train-clean-100.jsonl.gz",
+                "data/kd/librispeech_cuts_train-clean-100.jsonl.gz"] + [
+            f"data/fbank/librispeech_cuts_{p}.jsonl.gz"
+            for p in ("train-clean-100", "dev-clean", "test-clean", "test-other")]:
+        (work / rel).parent.mkdir(parents=True, exist_ok=True)
+        (work / rel).write_bytes(b"")
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", FAKE_LOG=str(tmp_path / "calls.log"))
+    return work, env, tmp_path / "calls.log"
+
+
+def _calls(log: Path) -> list[dict]:
+    """The fake's calls: pid, start / end times (ns), OMP threads and the argument string."""
+    calls, ends = {}, {}
+    for line in log.read_text().splitlines():
+        kind, t, pid, *rest = line.split(" ", 4)
+        if kind == "START":
+            calls[pid] = {"start": int(t), "omp": rest[0].split("=")[1], "args": " " + rest[1] + " "}
+        else:
+            ends[pid] = int(t)
+    for pid, c in calls.items():
+        c["end"] = ends.get(pid)
+    return list(calls.values())
+
+
+def _run(script: str, args: list[str], work: Path, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(RECIPE / script), *args], cwd=work, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("value, wanted", [(None, True), ("true", True), ("false", False)])
+def test_train_sh_l2_stage_standardises_by_default(fake_env, value, wanted):
+    work, env, log = fake_env
+    args = ["--stage", "2", "--stop-stage", "2", "--vocab-size", "256"]
+    if value is not None:
+        args += ["--kd-normalize", value]
+    proc = _run("train.sh", args, work, env)
+    assert proc.returncode == 0, proc.stderr
+    (call,) = _calls(log)
+    assert call["args"].startswith(" train ") and " --kd l2 --kd-loss-scale 1.0" in call["args"]
+    assert (" --kd-normalize " in call["args"]) == wanted
+
+
+def test_train_sh_refuses_a_bad_kd_normalize(fake_env):
+    work, env, log = fake_env
+    proc = _run("train.sh", ["--stage", "2", "--kd-normalize", "yes", "--vocab-size", "256"], work, env)
+    assert proc.returncode == 1 and "--kd-normalize must be true or false, got 'yes'" in proc.stderr
+    assert not log.exists()  # refused before anything ran
+
+
+def _max_overlap(calls: list[dict]) -> int:
+    events = sorted([(c["start"], 1) for c in calls] + [(c["end"], -1) for c in calls])
+    level = peak = 0
+    for _, d in events:
+        level += d
+        peak = max(peak, level)
+    return peak
+
+
+def test_run_sh_trains_and_decodes_every_student_two_at_a_time(fake_env):
+    work, env, log = fake_env
+    proc = _run("run.sh", ["--stage", "5", "--stop-stage", "6"], work, env)
+    assert proc.returncode == 0, proc.stderr
+    calls = _calls(log)
+    train = [c for c in calls if c["args"].startswith(" train ")]
+    decode = [c for c in calls if c["args"].startswith(" decode ")]
+    assert len(train) == 6 and len(decode) == 6  # 3 systems x seeds 1 2
+    assert all(c["end"] is not None and c["omp"] == "1" for c in calls)
+    assert _max_overlap(train) == 2 and _max_overlap(decode) == 2
+    assert max(c["end"] for c in train) < min(c["start"] for c in decode)
+    for seed in (1, 2):
+        mine = {c["args"].split(" --kd ")[1].split()[0]: c["args"] for c in train
+                if f" --exp-dir exp/seed{seed}/" in c["args"]}
+        assert set(mine) == {"none", "mvq", "l2"}
+        assert " --kd-normalize " in mine["l2"] and " --kd-normalize " not in mine["mvq"]
+        assert f" --seed {seed} " in mine["none"] and "data/kd/" in mine["l2"]
+    dirs = sorted(c["args"].split(" --exp-dir ")[1].split()[0] for c in decode)
+    assert dirs == sorted(f"exp/seed{s}/{m}" for s in (1, 2) for m in ("baseline", "mvq", "l2"))
+    assert all(" --epoch 5 " in c["args"] and " --avg 1 " in c["args"] for c in decode)
+    assert all((work / d / "decode.out").is_file() for d in dirs)
+    # a re-run skips the trained students
+    log.unlink()
+    proc = _run("run.sh", ["--stage", "5", "--stop-stage", "5"], work, env)
+    assert proc.returncode == 0 and not log.exists()
+    assert proc.stdout.count("already trained") == 6
+
+
+def test_run_sh_reports_a_failed_decode(fake_env):
+    work, env, log = fake_env
+    for s in (1, 2):
+        for m in ("baseline", "mvq", "l2"):
+            (work / f"exp/seed{s}/{m}").mkdir(parents=True)
+    env["FAKE_FAIL"] = "--exp-dir exp/seed2/mvq "
+    proc = _run("run.sh", ["--stage", "6", "--stop-stage", "6"], work, env)
+    assert proc.returncode != 0
+    assert "stage 6 failed for Stage 6: decode mvq seed 2 (log: exp/seed2/mvq/decode.out)" in proc.stderr
+    assert len([c for c in _calls(log) if c["args"].startswith(" decode ")]) == 6  # the rest ran
