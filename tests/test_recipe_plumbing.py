@@ -99,7 +99,8 @@ def _max_overlap(calls: list[dict]) -> int:
 
 def test_run_sh_trains_and_decodes_every_student_two_at_a_time(fake_env):
     work, env, log = fake_env
-    proc = _run("run.sh", ["--stage", "5", "--stop-stage", "6"], work, env)
+    proc = _run("run.sh", ["--stage", "5", "--stop-stage", "6", "--codebook-loss-scale", "0.05"],
+                work, env)
     assert proc.returncode == 0, proc.stderr
     calls = _calls(log)
     train = [c for c in calls if c["args"].startswith(" train ")]
@@ -113,6 +114,7 @@ def test_run_sh_trains_and_decodes_every_student_two_at_a_time(fake_env):
                 if f" --exp-dir exp/seed{seed}/" in c["args"]}
         assert set(mine) == {"none", "mvq", "l2"}
         assert " --kd-normalize " in mine["l2"] and " --kd-normalize " not in mine["mvq"]
+        assert " --codebook-loss-scale 0.05 " in mine["mvq"]
         assert f" --seed {seed} " in mine["none"] and "data/kd/" in mine["l2"]
     dirs = sorted(c["args"].split(" --exp-dir ")[1].split()[0] for c in decode)
     assert dirs == sorted(f"exp/seed{s}/{m}" for s in (1, 2) for m in ("baseline", "mvq", "l2"))

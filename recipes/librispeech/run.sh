@@ -38,6 +38,7 @@ max_duration=20           # seconds of audio per student batch (2x the updates o
 # the baseline in the blank phase), auxiliary CTC, and no time warp (distilling students cannot
 # use it: their labels are frame-aligned). Chosen on dev-clean: docs/RESULTS.md.
 student_args="--warmup-steps 100 --lr 1e-3 --ctc-loss-scale 0.3 --time-warp-factor 0"
+codebook_loss_scale=0.1   # MVQ-KD student: weight of the codebook loss (mvqkd train --codebook-loss-scale)
 seeds="1 2"               # one student per system and seed; results are averaged over seeds
 student_jobs=2            # students trained at the same time (each gets nj / student_jobs threads)
 systems="baseline mvq l2"
@@ -114,7 +115,7 @@ train_one() {  # train_one SYSTEM SEED
   OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads "$recipe/train.sh" --stage $st --stop-stage $st \
     --data-dir "$data_dir" --vocab-size "$vocab_size" --exp-root "$exp_root/seed$2" \
     --model-size "$student_size" --num-epochs "$num_epochs" --max-duration "$max_duration" \
-    --num-workers 0 --seed "$2" --extra-args "$student_args" \
+    --num-workers 0 --seed "$2" --extra-args "$student_args" --codebook-loss-scale "$codebook_loss_scale" \
     --mvq-cuts "$data_dir/vq/librispeech_cuts_train-clean-100.jsonl.gz" \
     --kd-cuts "$data_dir/kd/librispeech_cuts_train-clean-100.jsonl.gz"
 }
