@@ -175,8 +175,8 @@ def input_normalisation(x: Tensor, mode: str) -> tuple[Tensor, Tensor]:
         return mean, ((x - mean) ** 2).sum(1).mean().sqrt().clamp_min(1e-12)
     if mode == "per-dim":
         std = (x - mean).pow(2).mean(0).sqrt()
-        floor = std.mean().clamp_min(1e-12) * 1e-6
-        std = torch.where(std > floor, std, std.mean().clamp_min(1e-12))
+        mean_std = std.mean().clamp_min(1e-12)
+        std = torch.where(std > 1e-6 * mean_std, std, mean_std)
         return mean, std * x.shape[1] ** 0.5
     raise ValueError(f"normalize must be one of {NORMALIZE_MODES}, got {mode!r}")
 
