@@ -12,15 +12,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
+#: one per layer, in the layer order of docs/DEVELOPING.md
 COMMAND_MODULES = [
     "mvqkd.data.commands",
     "mvqkd.teacher.commands",
-    "mvqkd.teacher.finetune_commands",
     "mvqkd.quantizer.commands",
     "mvqkd.indexes.commands",
-    "mvqkd.student.commands",
+    "mvqkd.training.commands",
     "mvqkd.decode.commands",
 ]
 
@@ -34,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="debug logging, and third-party reports (transformers' load report)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
@@ -43,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.verbose:
+        os.environ["MVQKD_VERBOSE"] = "1"
+        args.log_level = "DEBUG"
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s [%(name)s] %(message)s",

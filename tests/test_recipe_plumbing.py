@@ -68,24 +68,43 @@ def _run(script: str, args: list[str], work: Path, env: dict) -> subprocess.Comp
                           capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("value, wanted", [(None, True), ("true", True), ("false", False)])
-def test_train_sh_l2_stage_standardises_by_default(fake_env, value, wanted):
+@pytest.mark.parametrize("value, flag", [(None, None), ("true", " --kd-normalize "),
+                                         ("false", " --no-kd-normalize ")])
+def test_train_sh_l2_standardises_by_default_and_passes_only_overrides(fake_env, value, flag):
+    from mvqkd.training.config import TrainConfig
+
     work, env, log = fake_env
-    args = ["--stage", "2", "--stop-stage", "2", "--vocab-size", "256"]
+    args = ["--systems", "l2", "--vocab-size", "256"]
     if value is not None:
         args += ["--kd-normalize", value]
     proc = _run("train.sh", args, work, env)
     assert proc.returncode == 0, proc.stderr
     (call,) = _calls(log)
-    assert call["args"].startswith(" train ") and " --kd l2 --kd-loss-scale 1.0" in call["args"]
-    assert (" --kd-normalize " in call["args"]) == wanted
+    assert call["args"].startswith(" train ") and " --kd l2 " in call["args"]
+    # nothing the user did not set: mvqkd train's own defaults apply (standardised targets)
+    for opt in ("--kd-loss-scale", "--num-epochs", "--max-duration", "--model-size", "--seed"):
+        assert opt not in call["args"]
+    if flag is None:
+        assert "kd-normalize" not in call["args"] and TrainConfig().kd_normalize is True
+    else:
+        assert flag in call["args"]
 
 
 def test_train_sh_refuses_a_bad_kd_normalize(fake_env):
     work, env, log = fake_env
-    proc = _run("train.sh", ["--stage", "2", "--kd-normalize", "yes", "--vocab-size", "256"], work, env)
+    proc = _run("train.sh", ["--systems", "l2", "--kd-normalize", "yes", "--vocab-size", "256"], work, env)
     assert proc.returncode == 1 and "--kd-normalize must be true or false, got 'yes'" in proc.stderr
     assert not log.exists()  # refused before anything ran
+
+
+def test_train_sh_finds_the_one_bpe_model(fake_env):
+    work, env, log = fake_env
+    assert _run("train.sh", ["--systems", "baseline"], work, env).returncode == 0
+    assert " --bpe-model data/lang_bpe_256/bpe.model " in _calls(log)[0]["args"]
+    (work / "data/lang_bpe_500").mkdir()
+    (work / "data/lang_bpe_500/bpe.model").write_bytes(b"")
+    proc = _run("train.sh", ["--systems", "baseline"], work, env)
+    assert proc.returncode == 1 and "several BPE models" in proc.stderr
 
 
 def _max_overlap(calls: list[dict]) -> int:
@@ -113,7 +132,7 @@ def test_run_sh_trains_and_decodes_every_student_two_at_a_time(fake_env):
         mine = {c["args"].split(" --kd ")[1].split()[0]: c["args"] for c in train
                 if f" --exp-dir exp/seed{seed}/" in c["args"]}
         assert set(mine) == {"none", "mvq", "l2"}
-        assert " --kd-normalize " in mine["l2"] and " --kd-normalize " not in mine["mvq"]
+        assert "kd-normalize" not in mine["l2"]  # mvqkd train's default: standardised
         assert " --codebook-loss-scale 0.05 " in mine["mvq"]
         assert f" --seed {seed} " in mine["none"] and "data/kd/" in mine["l2"]
     dirs = sorted(c["args"].split(" --exp-dir ")[1].split()[0] for c in decode)

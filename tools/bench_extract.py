@@ -31,6 +31,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from mvqkd.conventions import SAMPLE_RATE
+
 
 def make_audio(out_dir: Path, seconds: float, seed: int = 0) -> list[Path]:
     """16 kHz FLAC files of 2..7 s (noisy harmonic tones) adding up to ``seconds``."""
@@ -39,12 +41,12 @@ def make_audio(out_dir: Path, seconds: float, seed: int = 0) -> list[Path]:
     files, total, i = [], 0.0, 0
     while total < seconds:
         dur = float(rng.uniform(2.0, 7.0))
-        t = np.arange(int(dur * 16000)) / 16000
+        t = np.arange(int(dur * SAMPLE_RATE)) / SAMPLE_RATE
         f0 = rng.uniform(100, 250)
         x = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 6)) * 0.1
         x = (x * (1 + 0.5 * np.sin(2 * np.pi * 3 * t)) + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
         files.append(out_dir / f"utt{i:04d}.flac")
-        sf.write(files[-1], x, 16000)
+        sf.write(files[-1], x, SAMPLE_RATE)
         total += dur
         i += 1
     return files
@@ -67,7 +69,7 @@ def bench_size(size: str, work: Path, seconds: float, repeats: int, num_codebook
     from lhotse.features.io import NumpyHdf5Writer
 
     from mvqkd.indexes.audio import load_cut_audio
-    from mvqkd.indexes.frames import fit_frames, num_frames
+    from mvqkd.conventions import fit_frames, num_frames
     from mvqkd.indexes.make_cuts import make_cuts
     from mvqkd.indexes.pipeline import process_shard
     from mvqkd.indexes.run import run_extraction
@@ -84,7 +86,7 @@ def bench_size(size: str, work: Path, seconds: float, repeats: int, num_codebook
     teacher = load_teacher(teacher_dir, device="cpu", dtype="float32")
     layer = min(layer, teacher.num_layers)
     wavs = [load_cut_audio(c) for c in cuts]
-    max_samples = int(max_duration * 16000)
+    max_samples = int(max_duration * SAMPLE_RATE)
 
     def bare():
         return dict(teacher.extract_many(wavs, layer, max_samples))

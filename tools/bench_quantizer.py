@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mvqkd.conventions import SAMPLE_RATE
 from mvqkd.quantizer.io import load_embeddings
 from mvqkd.quantizer.kmeans import assign, kmeans
 from mvqkd.quantizer.metrics import relative_error, usage_counts
@@ -82,10 +83,10 @@ def synth_speech(work: Path, num: int, seed: int) -> list[np.ndarray]:
             voice, rate = VOICES[i % len(VOICES)], rng.randint(130, 190)
             raw = subprocess.run(["espeak-ng", "-v", voice, "-s", str(rate), "--stdout", text],
                                  check=True, capture_output=True).stdout
-            subprocess.run(["sox", "-t", "wav", "-", "-r", "16000", "-c", "1", "-b", "16", str(wav)],
+            subprocess.run(["sox", "-t", "wav", "-", "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(wav)],
                            input=raw, check=True, capture_output=True)
         a, sr = sf.read(wav, dtype="float32")
-        assert sr == 16000
+        assert sr == SAMPLE_RATE
         out.append(a)
     return out
 

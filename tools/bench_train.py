@@ -19,6 +19,8 @@ import time
 
 import torch
 
+from mvqkd.conventions import FBANK_FRAME_SHIFT, NUM_MEL_BINS, num_frames
+
 
 def _sync(device):
     if device.type == "cuda":
@@ -27,12 +29,12 @@ def _sync(device):
 
 def make_batch(batch_size, seconds, vocab, num_codebooks, codebook_size, device, seed=0):
     g = torch.Generator().manual_seed(seed)
-    T = int(seconds * 100)
-    feats = torch.randn(batch_size, T, 80, generator=g)
+    T = num_frames(seconds, FBANK_FRAME_SHIFT)
+    feats = torch.randn(batch_size, T, NUM_MEL_BINS, generator=g)
     lens = torch.full((batch_size,), T, dtype=torch.long)
     tokens = [torch.randint(3, vocab, (int(seconds * 3),), generator=g).tolist()
               for _ in range(batch_size)]
-    idx = torch.randint(0, codebook_size, (batch_size, int(round(seconds / 0.02)), num_codebooks),
+    idx = torch.randint(0, codebook_size, (batch_size, num_frames(seconds), num_codebooks),
                         generator=g)
     return feats.to(device), lens.to(device), tokens, idx.to(device)
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
+
+from mvqkd.options import HelpFormatter
 
 logger = logging.getLogger("mvqkd.data")
 
@@ -62,7 +63,7 @@ def register(subparsers) -> None:
         description="Synthesise English speech with espeak-ng into DIR/LibriSpeech/<part>/<spk>/<chap>/ "
         "(16 kHz mono FLAC + <spk>-<chap>.trans.txt). Parts: train-clean-360, train-clean-100, dev-clean, "
         "test-clean, test-other. Deterministic for --seed; re-running only fills in what is missing.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("--out-dir", required=True, help="output folder (LibriSpeech/ is created inside)")
     p.add_argument("--hours", type=float, default=0.1,
                    help="total audio over all parts (0.1 for tests/CI; 5-20 for the demo and benchmarks)")
@@ -71,7 +72,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=_synth)
 
     p = subparsers.add_parser("download-librispeech", help="download LibriSpeech parts with lhotse",
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                              formatter_class=HelpFormatter)
     p.add_argument("--target-dir", required=True, help="folder that will hold LibriSpeech/")
     p.add_argument("--parts", nargs="+", default=DEFAULT_PARTS, help="parts to download")
     p.set_defaults(func=_download)
@@ -81,7 +82,7 @@ def register(subparsers) -> None:
         description="Writes OUT/librispeech_{recordings,supervisions}_<part>.jsonl.gz. Bad utterances (empty "
         "transcript, transcript without audio, audio without transcript, unreadable audio) are skipped with "
         "a log line, a count and a list in OUT/bad_utterances_<part>.txt, or are an error with --strict.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("--corpus-dir", required=True, help="folder holding LibriSpeech/ (or the LibriSpeech folder)")
     p.add_argument("--parts", nargs="+", default=DEFAULT_PARTS, help="parts to prepare")
     p.add_argument("--out-dir", required=True, help="manifest folder")
@@ -92,7 +93,7 @@ def register(subparsers) -> None:
         "compute-fbank", help="80-bin fbank for prepared parts (LilcomChunkyWriter)",
         description="Writes OUT/librispeech_cuts_<part>.jsonl.gz with features in OUT/feats_<part>/. Cuts whose "
         "audio fails to decode are listed in OUT/failed_cuts_<part>.txt and counted in the log.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("--manifest-dir", required=True, help="folder with the recordings/supervisions manifests")
     p.add_argument("--out-dir", required=True, help="feature and cut manifest folder")
     p.add_argument("--parts", nargs="+", default=DEFAULT_PARTS, help="parts to process")
@@ -102,7 +103,7 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser(
         "train-bpe", help="train a sentencepiece BPE model (icefall conventions: <blk>=0, <sos/eos>=1, <unk>=2)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("--manifests", nargs="+", required=True, help="cut or supervision manifests with the texts")
     p.add_argument("--out-dir", required=True, help="lang folder, e.g. data/lang_bpe_500")
     p.add_argument("--vocab-size", type=int, default=500, help="number of BPE pieces")

@@ -7,7 +7,7 @@ Two steps:
    BPE tokens than encoder frames, and, while distilling, checks every cut's
    codebook indexes: a cut without indexes is an error naming the cut (or skipped
    with a count when ``skip_missing_indexes``), an index frame count that differs
-   from ``round(duration / 0.02)`` by more than one frame is an error naming the cut,
+   from ``conventions.num_frames(duration)`` by more than one frame is an error naming the cut,
    and the ``codebook_indexes_info`` of every cut must agree on the quantizer id and
    the number of codebooks with each other and with the expected values, when given.
 2. :class:`KDDataset` turns a CutSet mini-batch (as yielded by a lhotse sampler)
@@ -23,18 +23,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from mvqkd.conventions import (CODEBOOK_INDEXES, FBANK_FRAME_SHIFT, IGNORE_INDEX,
+                               NUM_MEL_BINS, TEACHER_EMBEDDINGS, check_teacher_frames, info_field, kd_field,
+                               num_frames, subsampled_length)
+
 logger = logging.getLogger(__name__)
-
-IGNORE_INDEX = -100
-KD_MODES = ("none", "mvq", "l1", "l2", "cosine")
-
-
-def encoder_frames(num_feature_frames):
-    """Number of encoder frames after 4x subsampling of ``num_feature_frames`` fbank frames
-    (the student layer owns the formula: :func:`mvqkd.student.encoder.subsampled_lengths`)."""
-    from mvqkd.student.encoder import subsampled_lengths
-
-    return int(subsampled_lengths(torch.tensor([int(num_feature_frames)]))[0])
 
 
 def cut_text(cut) -> str:
@@ -42,24 +35,9 @@ def cut_text(cut) -> str:
     return " ".join((s.text or "").strip() for s in cut.supervisions).strip()
 
 
-def check_teacher_frames(cut_id: str, field: str, have: int, duration: float) -> None:
-    """Raise unless ``have`` teacher frames is within one frame of the extraction rule
-    (:func:`mvqkd.indexes.frames.num_frames`, i.e. round(duration / 0.02))."""
-    from mvqkd.indexes.frames import num_frames
-
-    want = num_frames(duration)
-    if abs(have - want) > 1:
-        raise ValueError(
-            f"cut {cut_id}: '{field}' has {have} frames but duration {duration:.3f}s "
-            f"needs round(duration/0.02) = {want} (off by more than one frame)"
-        )
-
-
-def kd_field(kd: str) -> str | None:
-    """The cut custom field a KD mode reads: indexes for mvq, float embeddings for l1/l2/cosine."""
-    if kd not in KD_MODES:
-        raise ValueError(f"--kd must be one of {KD_MODES}, got {kd!r}")
-    return {"none": None, "mvq": "codebook_indexes"}.get(kd, "teacher_embeddings")
+def _feature_frames(cut) -> int:
+    """fbank frames of a cut: stored, or what its duration gives at the fbank frame shift."""
+    return cut.num_frames if cut.has_features else num_frames(cut.duration, FBANK_FRAME_SHIFT)
 
 
 @dataclass
@@ -135,8 +113,7 @@ def prepare_training_cuts(
         if not text:
             stats.dropped["empty transcript"] += 1
             continue
-        num_frames = cut.num_frames if cut.has_features else int(round(cut.duration * 100))
-        if len(sp.encode(text, out_type=int)) > int(encoder_frames(num_frames)):
+        if len(sp.encode(text, out_type=int)) > subsampled_length(_feature_frames(cut)):
             stats.dropped["more tokens than encoder frames"] += 1
             continue
         if fld is not None:
@@ -146,12 +123,14 @@ def prepare_training_cuts(
                     stats.dropped[f"no {fld}"] += 1
                     continue
                 raise ValueError(
-                    f"cut {cut.id} has no '{fld}' (needed by --kd {kd}); extract them first or "
-                    "pass --skip-missing-indexes to skip such cuts"
+                    f"{name} cut {cut.id} has no '{fld}' (needed by --kd {kd}). Give the manifest "
+                    f"that extraction wrote (mvqkd extract / dump-embeddings --all), train without "
+                    f"distillation with --kd none, or, if only some cuts lack it, skip them with "
+                    f"--skip-missing-indexes"
                 )
             check_teacher_frames(cut.id, fld, int(arr.shape[0]), cut.duration)
-            if fld == "codebook_indexes":
-                _check_index_info(cut, cut.custom.get("codebook_indexes_info"), expected, stats)
+            if fld == CODEBOOK_INDEXES:
+                _check_index_info(cut, cut.custom.get(info_field(fld)), expected, stats)
         kept.append(cut)
     stats.kept = len(kept)
     logger.info("%s cuts: %s", name, stats.summary())
@@ -203,7 +182,7 @@ class KDDataset(torch.utils.data.Dataset):
             from lhotse import Fbank, FbankConfig
             from lhotse.dataset.input_strategies import OnTheFlyFeatures
 
-            self._extractor = OnTheFlyFeatures(Fbank(FbankConfig(num_mel_bins=80)))
+            self._extractor = OnTheFlyFeatures(Fbank(FbankConfig(num_mel_bins=NUM_MEL_BINS)))
         feats, lens = self._extractor(cuts)
         return feats, lens.long()
 
@@ -215,8 +194,8 @@ class KDDataset(torch.utils.data.Dataset):
             "feature_lens": feature_lens.long(),
             "tokens": [self.sp.encode(cut_text(c), out_type=int) for c in cuts],
             "cut_ids": [c.id for c in cuts],
-            "codebook_indexes": None,
-            "teacher_embeddings": None,
+            CODEBOOK_INDEXES: None,
+            TEACHER_EMBEDDINGS: None,
             "teacher_lens": None,
         }
         if self.field is None:
@@ -228,24 +207,24 @@ class KDDataset(torch.utils.data.Dataset):
             a = c.load_custom(self.field)
             check_teacher_frames(c.id, self.field, int(a.shape[0]), c.duration)
             arrays.append(a)
-        if self.field == "codebook_indexes":
-            batch["codebook_indexes"], _ = _pad_arrays(arrays, IGNORE_INDEX, torch.long)
+        if self.field == CODEBOOK_INDEXES:
+            batch[CODEBOOK_INDEXES], _ = _pad_arrays(arrays, IGNORE_INDEX, torch.long)
         else:
-            batch["teacher_embeddings"], batch["teacher_lens"] = _pad_arrays(
+            batch[TEACHER_EMBEDDINGS], batch["teacher_lens"] = _pad_arrays(
                 arrays, 0.0, torch.float32
             )
         return batch
 
 
-def embedding_stats(cuts, field: str = "teacher_embeddings") -> tuple[torch.Tensor, torch.Tensor]:
+def embedding_stats(cuts, field: str = TEACHER_EMBEDDINGS) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-dimension mean and standard deviation, both (D,) float32, of the ``field`` arrays
     (T, D) of every cut, over all their frames (float64 sums). A dimension that never varies
     gets std 1, so standardising it only removes its constant."""
-    from tqdm import tqdm
+    from mvqkd.logs import progress
 
     total = total_sq = None
     frames = 0
-    for c in tqdm(cuts, desc=f"{field} statistics", leave=False):
+    for c in progress(cuts, desc=f"{field} statistics", unit="cut"):
         if not c.has_custom(field):
             raise ValueError(f"cut {c.id} has no '{field}' (needed for the KD target statistics)")
         a = np.asarray(c.load_custom(field), dtype=np.float64)

@@ -15,9 +15,9 @@ import logging
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-logger = logging.getLogger(__name__)
+from mvqkd.conventions import NUM_MEL_BINS
 
-NUM_MEL_BINS = 80
+logger = logging.getLogger(__name__)
 
 
 def fbank_extractor():
@@ -47,7 +47,7 @@ def _compute_chunk(args: tuple[list, str]) -> tuple[list, list[tuple[str, str]]]
 def compute_fbank(cuts, out_dir: str | Path, name: str, num_jobs: int = 1):
     """Compute and store fbank for ``cuts``; returns (CutSet with features, failures list)."""
     from lhotse import CutSet
-    from tqdm import tqdm
+    from mvqkd.logs import progress_bar
 
     out_dir = Path(out_dir)
     feats_dir = out_dir / f"feats_{name}"
@@ -60,7 +60,7 @@ def compute_fbank(cuts, out_dir: str | Path, name: str, num_jobs: int = 1):
               for i in range(0, len(cut_dicts), size)]
     done, failed = [], []
     with ProcessPoolExecutor(num_jobs) as pool:
-        bar = tqdm(total=len(cut_dicts), desc=f"fbank {name}", unit="cut")
+        bar = progress_bar(f"fbank {name}", total=len(cut_dicts), unit="cut")
         for chunk_done, chunk_failed in pool.map(_compute_chunk, chunks):
             done += chunk_done
             failed += chunk_failed

@@ -38,9 +38,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mvqkd.conventions import SAMPLE_RATE
+
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 SENTENCES_FILE = Path(__file__).parent / "resources" / "sentences.txt"
 
 # Share of the requested hours per part. train-clean-360 is the larger set the demo
@@ -234,7 +235,7 @@ def synth_corpus(out_dir: str | Path, hours: float = 0.1, seed: int = 0, num_job
 
     Re-running with the same arguments only synthesises what is missing.
     """
-    from tqdm import tqdm
+    from mvqkd.logs import progress
 
     check_tools()
     root = Path(out_dir) / "LibriSpeech"
@@ -245,7 +246,7 @@ def synth_corpus(out_dir: str | Path, hours: float = 0.1, seed: int = 0, num_job
     durations: dict[str, float] = {p: 0.0 for p in PART_SHARES}
     with ProcessPoolExecutor(num_jobs) as pool:
         results = pool.map(_write_job, [(j, root) for j in jobs], chunksize=8)
-        for job, dur in tqdm(zip(jobs, results), total=len(jobs), desc="synth-corpus", unit="utt"):
+        for job, dur in progress(zip(jobs, results), "synth-corpus", total=len(jobs), unit="utt"):
             durations[job.part] += dur
     write_transcripts(jobs, root)
     for part, dur in durations.items():

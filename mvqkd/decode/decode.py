@@ -7,21 +7,13 @@ import logging
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
-from mvqkd.decode.search import FAST_BEAM_DEFAULTS, SEARCH_METHODS, search
+from mvqkd.data.cuts import load_cuts
+from mvqkd.decode.config import BEAM_SIZE, FAST_BEAM_DEFAULTS, DecodeConfig
+from mvqkd.decode.search import SEARCH_METHODS, search
+from mvqkd.logs import progress_bar
 
 logger = logging.getLogger(__name__)
-
-
-def load_cuts(path: str | Path):
-    """Eagerly load a lhotse CutSet manifest, with an error naming the file if it is missing."""
-    from lhotse import CutSet
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"cut manifest not found: {path}")
-    return CutSet.from_file(path)
 
 
 def _check_cuts(cuts) -> None:
@@ -68,7 +60,7 @@ def decode_batch(model, batch: dict, sp, method: str, beam_size: int, device,
     ]
 
 
-def decode_dataset(model, cuts, sp, method: str = "greedy_search", beam_size: int = 4,
+def decode_dataset(model, cuts, sp, method: str = "greedy_search", beam_size: int = BEAM_SIZE,
                    max_duration: float = 300.0, device="cpu",
                    **search_opts) -> list[tuple[str, list[str], list[str]]]:
     """Decode every cut; returns ``[(cut_id, ref_words, hyp_words)]`` sorted by cut id.
@@ -96,7 +88,7 @@ def decode_dataset(model, cuts, sp, method: str = "greedy_search", beam_size: in
         )
     model.eval()
     results = []
-    with tqdm(total=len(cuts), desc=f"decode ({method})", unit="cut") as bar:
+    with progress_bar(f"decode ({method})", total=len(cuts), unit="cut") as bar:
         for batch in make_loader(cuts, max_duration):
             out = decode_batch(model, batch, sp, method, beam_size, device, **search_opts)
             results.extend(out)
@@ -106,7 +98,7 @@ def decode_dataset(model, cuts, sp, method: str = "greedy_search", beam_size: in
     return sorted(results, key=lambda r: r[0])
 
 
-def setting_name(method: str, beam_size: int = 4, **fast_opts) -> str:
+def setting_name(method: str, beam_size: int = BEAM_SIZE, **fast_opts) -> str:
     """icefall's label of a search setting, e.g. ``modified_beam_search_beam_size_4`` or
     ``fast_beam_search_beam_4.0_max_contexts_4_max_states_8`` (``fast_opts`` not given
     take fast_beam_search's defaults)."""
@@ -118,7 +110,7 @@ def setting_name(method: str, beam_size: int = 4, **fast_opts) -> str:
     return f"{method}_beam_size_{beam_size}"
 
 
-def decode_and_score(model, cut_sets: dict, sp, out_dir, method: str = "greedy_search", beam_size: int = 4,
+def decode_and_score(model, cut_sets: dict, sp, out_dir, method: str = "greedy_search", beam_size: int = BEAM_SIZE,
                      max_duration: float = 300.0, device="cpu", setting: str | None = None,
                      **search_opts) -> dict[str, float]:
     """Decode each named cut set and write ``recogs-/errs-/wer-summary-<name>.txt`` to ``out_dir``.
@@ -128,7 +120,7 @@ def decode_and_score(model, cut_sets: dict, sp, out_dir, method: str = "greedy_s
     ``search_opts`` go to fast_beam_search (``beam``, ``max_contexts``, ``max_states``).
     Returns {set name: WER in percent}.
     """
-    from mvqkd.decode.wer import write_results
+    from mvqkd.decode.results import write_results
 
     if setting is None:
         setting = setting_name(method, beam_size, **search_opts)
@@ -139,3 +131,36 @@ def decode_and_score(model, cut_sets: dict, sp, out_dir, method: str = "greedy_s
         wers[name] = write_results(out_dir, name, setting, results)
         logger.info("%s: WER %.2f%% (%s)", name, wers[name], Path(out_dir) / f"errs-{name}.txt")
     return wers
+
+
+def run_decode(cfg: DecodeConfig) -> dict[str, dict[str, float]]:
+    """``mvqkd decode``: load the (averaged) student of ``cfg.exp_dir`` and, for each method,
+    decode and score every set into ``OUT_DIR`` (default ``EXP_DIR/METHOD``).
+
+    Returns ``{method: {set name: WER %}}``.
+    """
+    from mvqkd.data.tokenizer import load_bpe
+    from mvqkd.student import checkpoint
+
+    cfg.check()
+    loaded = checkpoint.load_model_for_decoding(cfg.exp_dir, epoch=cfg.epoch, avg=cfg.avg,
+                                                iteration=cfg.iteration, device=cfg.device,
+                                                **({} if cfg.bpe_model else {"return_checkpoint": True}))
+    model = loaded[0]
+    if cfg.bpe_model:
+        sp = load_bpe(cfg.bpe_model)
+    else:
+        sp = checkpoint.checkpoint_bpe(loaded[2])
+        if sp is None:
+            raise ValueError(f"{cfg.exp_dir}: its checkpoints hold no BPE model (written by mvqkd "
+                             f"< 0.2); pass --bpe-model DATA/lang_bpe_V/bpe.model")
+    out = {}
+    for method in cfg.method:
+        label = f"{setting_name(method, cfg.beam_size, **cfg.search_opts())}_{cfg.checkpoint_label()}"
+        out_dir = Path(cfg.out_dir or cfg.exp_dir)
+        if not cfg.out_dir or len(cfg.method) > 1:
+            out_dir = out_dir / method
+        out[method] = decode_and_score(model, dict(cfg.cuts), sp, out_dir, method=method,
+                                       beam_size=cfg.beam_size, max_duration=cfg.max_duration,
+                                       device=cfg.device, setting=label, **cfg.search_opts())
+    return out

@@ -14,7 +14,6 @@ one token-id list per utterance, in batch order.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 from dataclasses import dataclass
@@ -22,6 +21,8 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
+
+from mvqkd.decode.config import BEAM_SIZE, FAST_BEAM_DEFAULTS
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ def _log_add(a: float, b: float) -> float:
 
 @torch.no_grad()
 def modified_beam_search(
-    model, encoder_out, encoder_out_lens, beam: int = 4, length_norm: bool = True
+    model, encoder_out, encoder_out_lens, beam: int = BEAM_SIZE, length_norm: bool = True
 ) -> list[list[int]]:
     """Batched modified beam search (icefall): at most one symbol per frame.
 
@@ -187,8 +188,9 @@ class _State(NamedTuple):
 
 
 @torch.no_grad()
-def fast_beam_search(model, encoder_out, encoder_out_lens, beam: float = 4.0,
-                     max_contexts: int = 4, max_states: int = 8) -> list[list[int]]:
+def fast_beam_search(model, encoder_out, encoder_out_lens, beam: float = FAST_BEAM_DEFAULTS["beam"],
+                     max_contexts: int = FAST_BEAM_DEFAULTS["max_contexts"],
+                     max_states: int = FAST_BEAM_DEFAULTS["max_states"]) -> list[list[int]]:
     """Batched fast beam search, one best (icefall's ``fast_beam_search_one_best`` with the
     trivial decoding graph, which k2 runs as ``RnntDecodingStreams``), in PyTorch.
 
@@ -259,17 +261,11 @@ def fast_beam_search(model, encoder_out, encoder_out_lens, beam: float = 4.0,
     return [list(max(states[b].values(), key=lambda st: st.score).ys) for b in range(B)]
 
 
-# fast_beam_search's own defaults (--beam 4 --max-contexts 4 --max-states 8, as icefall's
-# recipes decode without an LM graph), for labels of runs that did not set them
-FAST_BEAM_DEFAULTS = {name: p.default
-                      for name, p in inspect.signature(fast_beam_search).parameters.items()
-                      if name in ("beam", "max_contexts", "max_states")}
-
 SEARCH_METHODS = {"greedy_search": greedy_search, "modified_beam_search": modified_beam_search,
                   "fast_beam_search": fast_beam_search}
 
 
-def search(method: str, model, encoder_out, encoder_out_lens, beam_size: int = 4,
+def search(method: str, model, encoder_out, encoder_out_lens, beam_size: int = BEAM_SIZE,
            **fast_opts) -> list[list[int]]:
     """Dispatch by name: ``greedy_search`` | ``modified_beam_search`` (``beam_size``) |
     ``fast_beam_search`` (``fast_opts``: ``beam``, ``max_contexts``, ``max_states``)."""

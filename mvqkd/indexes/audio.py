@@ -16,7 +16,7 @@ import logging
 
 import numpy as np
 
-from mvqkd.teacher.model import MIN_SAMPLES, SAMPLING_RATE
+from mvqkd.conventions import SAMPLE_RATE, TEACHER_MIN_SAMPLES
 
 logger = logging.getLogger(__name__)
 
@@ -31,9 +31,9 @@ class CutError(Exception):
 
 def load_cut_audio(cut) -> np.ndarray:
     """Mono 16 kHz float32 samples ``(S,)`` of a lhotse cut (see the module policy)."""
-    if cut.sampling_rate != SAMPLING_RATE:
-        logger.info("cut %s: resampling %d Hz -> %d Hz", cut.id, cut.sampling_rate, SAMPLING_RATE)
-        cut = cut.resample(SAMPLING_RATE)
+    if cut.sampling_rate != SAMPLE_RATE:
+        logger.info("cut %s: resampling %d Hz -> %d Hz", cut.id, cut.sampling_rate, SAMPLE_RATE)
+        cut = cut.resample(SAMPLE_RATE)
     try:
         audio = cut.load_audio()
     except Exception as e:  # any decoder error: corrupt file, missing file, bad header
@@ -43,10 +43,10 @@ def load_cut_audio(cut) -> np.ndarray:
         logger.info("cut %s: downmixing %d channels to mono (mean)", cut.id, audio.shape[0])
         audio = audio.mean(axis=0)
     audio = audio.reshape(-1)
-    if audio.size < MIN_SAMPLES:
+    if audio.size < TEACHER_MIN_SAMPLES:
         raise CutError(
             "too_short",
-            f"{audio.size} samples at 16 kHz, fewer than the teacher's receptive field ({MIN_SAMPLES})",
+            f"{audio.size} samples at {SAMPLE_RATE} Hz, fewer than the teacher's receptive field ({TEACHER_MIN_SAMPLES})",
         )
     if not np.isfinite(audio).all():
         raise CutError("nonfinite_audio", "audio contains NaN or Inf samples")

@@ -13,7 +13,7 @@ import random
 from pathlib import Path
 
 from mvqkd.indexes.audio import CutError
-from mvqkd.indexes.frames import num_frames
+from mvqkd.conventions import num_frames
 from mvqkd.indexes.pipeline import failure_record, iter_teacher_outputs
 from mvqkd.indexes.store import write_jsonl
 
@@ -47,7 +47,7 @@ def dump_embeddings(cuts_path, teacher_dir, layer: int, out_path, max_utts: int 
     """
     from lhotse import CutSet
     from lhotse.features.io import NumpyHdf5Writer
-    from tqdm import tqdm
+    from mvqkd.logs import progress_bar
 
     from mvqkd.teacher.model import load_teacher
 
@@ -58,8 +58,8 @@ def dump_embeddings(cuts_path, teacher_dir, layer: int, out_path, max_utts: int 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(".tmp-" + out_path.stem + ".h5")
     failures, written, frames = [], 0, 0
-    with NumpyHdf5Writer(tmp) as writer, tqdm(total=sum(num_frames(c.duration) for c in subset),
-                                              unit="frame", unit_scale=True, desc="embeddings") as bar:
+    with NumpyHdf5Writer(tmp) as writer, progress_bar(
+            "embeddings", total=sum(num_frames(c.duration) for c in subset), unit="frame") as bar:
         for cut, emb in iter_teacher_outputs(subset, teacher, layer, max_duration):
             bar.update(num_frames(cut.duration))
             if isinstance(emb, CutError):

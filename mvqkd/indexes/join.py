@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from mvqkd.indexes.frames import num_frames
+from mvqkd.conventions import num_frames
 from mvqkd.indexes.pipeline import failure_record
 
 logger = logging.getLogger(__name__)

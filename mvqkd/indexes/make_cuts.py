@@ -17,6 +17,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from mvqkd.conventions import SAMPLE_RATE
+
 logger = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = (".flac", ".wav", ".mp3", ".ogg", ".opus", ".sph", ".m4a")
@@ -81,7 +83,7 @@ def cuts_from_kaldi_dir(kaldi_dir, sampling_rate: int):
         keep_overlapping=False).to_eager()
 
 
-def make_cuts(source, out, transcripts=None, sampling_rate: int = 16000):
+def make_cuts(source, out, transcripts=None, sampling_rate: int = SAMPLE_RATE):
     """Build cuts from ``source`` (Kaldi dir or audio folder) and write them to ``out``.
 
     Returns:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from mvqkd.indexes.audio import CutError, load_cut_audio
-from mvqkd.indexes.frames import FRAME_SHIFT, SAMPLING_RATE, fit_frames, num_frames
+from mvqkd.conventions import SAMPLE_RATE, TEACHER_FRAME_SHIFT, fit_frames, num_frames
 from mvqkd.indexes.store import ShardPaths, ShardWriter, atomic_write_text, save_cuts_atomic, write_jsonl
 
 logger = logging.getLogger(__name__)
@@ -65,8 +65,8 @@ def _run_teacher(teacher, cuts, loaded, layer: int, max_samples: int):
 def iter_teacher_outputs(cuts: Sequence, teacher, layer: int, max_duration: float) -> Iterator:
     """Yield ``(cut, emb)`` for every cut, ``emb`` a float32 ``(T, D)`` tensor or a
     :class:`CutError`. Batches hold at most ``max_duration`` seconds of (padded) audio."""
-    max_samples = int(max_duration * SAMPLING_RATE)
-    chunks = teacher.batches([max(1, round(c.duration * SAMPLING_RATE)) for c in cuts], max_samples)
+    max_samples = int(max_duration * SAMPLE_RATE)
+    chunks = teacher.batches([max(1, round(c.duration * SAMPLE_RATE)) for c in cuts], max_samples)
     if not chunks:
         return
     with ThreadPoolExecutor(1) as pool:
@@ -111,7 +111,7 @@ def process_shard(index: int, cuts: Sequence, teacher, target, out_dir, max_dura
         arrays[cut.id] = TemporalArray(
             array=Array(storage_type=writer.name, storage_path=str(paths.h5),
                         storage_key=key, shape=list(arr.shape)),
-            temporal_dim=0, frame_shift=FRAME_SHIFT, start=cut.start,
+            temporal_dim=0, frame_shift=TEACHER_FRAME_SHIFT, start=cut.start,
         )
 
     # the quantizer runs in a thread, overlapping the teacher's next batch; the

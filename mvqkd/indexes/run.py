@@ -60,9 +60,9 @@ def _work(worker: int, cuts_path: str, spec: TargetSpec, out_dir: str, shards: l
           opts: dict, threads: int | None) -> None:
     """Process ``shards`` (list of ``(index, start, stop)``) in one process."""
     import torch
-    from tqdm import tqdm
+    from mvqkd.logs import progress_bar
 
-    from mvqkd.indexes.frames import num_frames
+    from mvqkd.conventions import num_frames
     from mvqkd.indexes.pipeline import process_shard
     from mvqkd.teacher.model import load_teacher
 
@@ -75,8 +75,7 @@ def _work(worker: int, cuts_path: str, spec: TargetSpec, out_dir: str, shards: l
     teacher = load_teacher(spec.teacher_dir, device=device, dtype=opts["dtype"])
     target = spec.build(teacher)
     total = sum(num_frames(c.duration) for _, a, b in shards for c in cuts[a:b])
-    with tqdm(total=total, unit="frame", unit_scale=True, desc=f"worker {worker}",
-              position=worker, dynamic_ncols=True) as bar:
+    with progress_bar(f"extract worker {worker}", total=total, unit="frame") as bar:
         for index, a, b in shards:
             process_shard(index, cuts[a:b], teacher, target, out_dir, opts["max_duration"],
                           opts["compression"], progress=bar)

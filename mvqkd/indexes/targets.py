@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-INDEXES = "codebook_indexes"
-EMBEDDINGS = "teacher_embeddings"
+from mvqkd.conventions import CODEBOOK_INDEXES as INDEXES
+from mvqkd.conventions import TEACHER_EMBEDDINGS as EMBEDDINGS
+from mvqkd.conventions import info_field
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class Target:
 
     @property
     def info_field(self) -> str:
-        return self.field + "_info"
+        return info_field(self.field)
 
     def convert(self, emb: torch.Tensor) -> np.ndarray:
         """``(T, D)`` float embeddings -> ``(T, N)`` uint8 codes or ``(T, D)`` float16."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mvqkd.indexes.frames import num_frames
+from mvqkd.conventions import num_frames
 from mvqkd.indexes.targets import INDEXES
 
 

@@ -20,7 +20,7 @@ import logging
 
 import torch
 
-from mvqkd.losses.rnnt import _check_inputs, _reduce, rnnt_loss
+from mvqkd.losses.rnnt import check_inputs, reduce_losses, rnnt_loss
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def transducer_loss(
     name = resolve_backend(backend)
     if name == "torch":
         return rnnt_loss(logits, targets, logit_lengths, target_lengths, blank, reduction)
-    _check_inputs(logits, targets, logit_lengths, target_lengths, blank)
+    check_inputs(logits, targets, logit_lengths, target_lengths, blank)
     mod = _import_optional(name)
     B = logits.shape[0]
     boundary = torch.zeros(B, 4, dtype=torch.int64, device=logits.device)
@@ -80,4 +80,4 @@ def transducer_loss(
     losses = mod.rnnt_loss(
         logits=logits, symbols=symbols, termination_symbol=blank, boundary=boundary, reduction="none"
     )
-    return _reduce(losses, reduction)
+    return reduce_losses(losses, reduction)

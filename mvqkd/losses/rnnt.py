@@ -169,7 +169,7 @@ class _LogZFromLogits(torch.autograd.Function):
         return grad, None, None, None, None
 
 
-def _check_inputs(logits, targets, logit_lengths, target_lengths, blank):
+def check_inputs(logits, targets, logit_lengths, target_lengths, blank):
     if logits.dim() != 4:
         raise ValueError(f"logits must be (B, T, U+1, V), got shape {tuple(logits.shape)}")
     B, T, U1, V = logits.shape
@@ -198,7 +198,7 @@ def _check_inputs(logits, targets, logit_lengths, target_lengths, blank):
             raise ValueError(f"targets contain ids outside [0, {V}): min {int(tv.min())}, max {int(tv.max())}")
 
 
-def _reduce(losses: torch.Tensor, reduction: str) -> torch.Tensor:
+def reduce_losses(losses: torch.Tensor, reduction: str) -> torch.Tensor:
     if reduction == "mean":
         return losses.mean()
     if reduction == "sum":
@@ -254,7 +254,7 @@ def rnnt_loss(
     Returns:
       the negative log-likelihood, reduced as asked. Differentiable w.r.t. logits.
     """
-    _check_inputs(logits, targets, logit_lengths, target_lengths, blank)
+    check_inputs(logits, targets, logit_lengths, target_lengths, blank)
     tl = logit_lengths.to(logits.device)
     ul = target_lengths.to(logits.device)
     if fused_log_softmax:
@@ -262,4 +262,4 @@ def rnnt_loss(
     else:
         blank_lp, label_lp = gather_log_probs(logits, targets, blank, fused_log_softmax=False)
         log_z = _LogZFromTables.apply(blank_lp, label_lp, tl, ul)
-    return _reduce(-log_z, reduction)
+    return reduce_losses(-log_z, reduction)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import logging
+
+from mvqkd.options import add_options, add_parser, from_args
+from mvqkd.quantizer.config import QuantizerConfig
 
 logger = logging.getLogger("mvqkd.quantizer")
 
@@ -18,13 +21,12 @@ def _load(args):
 def _train(args) -> int:
     from mvqkd.quantizer.train import train_quantizer
 
+    cfg = from_args(QuantizerConfig, args)
+    if cfg.iters is not None and cfg.time_budget is not None:
+        raise ValueError("give --iters or --time-budget, not both")
     x = _load(args)
     logger.info("training on %d frames of dim %d from %s", x.shape[0], x.shape[1], args.embeddings)
-    q = train_quantizer(
-        x, args.num_codebooks, args.codebook_size, iters=args.iters, time_budget=args.time_budget,
-        seed=args.seed, device=args.device, method=args.method, estimator=args.estimator,
-        beam=args.beam, icm_iters=args.icm_iters, normalize=args.normalize,
-    )
+    q = train_quantizer(x, device=args.device, **dataclasses.asdict(cfg))
     q.save(args.out)
     print(f"Quantizer {q.id} ({q.num_codebooks} x {q.codebook_size}, dim {q.dim}) -> {args.out}; "
           f"held-out relative error {q.history['heldout_rel_err']:.4f}")
@@ -77,47 +79,38 @@ def _add_input(p) -> None:
     p.add_argument("--max-frames", type=int, default=None, help="use at most this many frames")
     p.add_argument("--drop-nonfinite", action="store_true",
                    help="drop frames containing NaN/Inf (logging the count) instead of failing")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
 
 
 def register(subparsers) -> None:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-    p = subparsers.add_parser(
-        "train-quantizer", formatter_class=fmt,
+    p = add_parser(
+        subparsers, "train-quantizer",
         help="train an additive multi-codebook quantizer on teacher embeddings",
         description="Residual k-means init, then alternating beam-search encoding and joint "
                     "least-squares codebook updates, re-seeding dead codewords; keeps the model "
-                    "with the best held-out relative error.")
+                    "with the best held-out relative error.",
+        epilog="example:\n  mvqkd train-quantizer --embeddings data/vq/embeddings.h5 --num-codebooks 8 "
+               "--iters 10 --out data/vq/quantizer.pt")
     _add_input(p)
-    p.add_argument("--num-codebooks", type=int, required=True, help="N, one of 1 2 4 8 16 32 (bytes/frame)")
-    p.add_argument("--codebook-size", type=int, default=256, help="K entries per codebook (<=256: uint8 codes)")
     p.add_argument("--out", required=True, help="output quantizer file (.pt)")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--time-budget", type=float, default=None,
-                   help="stop after this many wall-clock seconds and keep the best model so far")
-    g.add_argument("--iters", type=int, default=None, help="training iterations (default 10)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (training is deterministic for it)")
-    p.add_argument("--method", choices=["lsq", "sgd"], default="lsq",
-                   help="lsq: alternating encode / joint least squares; sgd: Adam through --estimator")
-    p.add_argument("--estimator", choices=["nsvq", "ste"], default="nsvq",
-                   help="gradient estimator for --method sgd (NSVQ noise substitution or straight-through)")
-    p.add_argument("--beam", type=int, default=4, help="beam width of the encoder search")
-    p.add_argument("--icm-iters", type=int, default=1, help="ICM refinement passes after the beam search")
-    p.add_argument("--normalize", choices=["global", "per-dim"], default="global",
-                   help="input normalisation: global = subtract the per-dim mean, divide by one scale "
-                        "(minimises the raw squared error); per-dim = standardise each dimension "
-                        "(every dimension counts alike, as for L2-KD with --kd-normalize)")
+    add_options(p, QuantizerConfig)
     p.set_defaults(func=_handle(_train))
 
-    p = subparsers.add_parser("quantize", formatter_class=fmt,
-                              help="encode embeddings to codebook indexes (.npy, uint8 (frames, N))")
+    p = add_parser(subparsers, "quantize",
+                   help="encode embeddings to codebook indexes (.npy, uint8 (frames, N))",
+                   description="Encode the frames of an embeddings file with a quantizer.",
+                   epilog="example:\n  mvqkd quantize --quantizer data/vq/quantizer.pt --embeddings "
+                          "emb.npy --out codes.npy")
     p.add_argument("--quantizer", required=True, help="quantizer file from train-quantizer")
     _add_input(p)
     p.add_argument("--out", required=True, help="output .npy of codes (frames, N)")
     p.set_defaults(func=_handle(_quantize))
 
-    p = subparsers.add_parser("quantizer-report", formatter_class=fmt,
-                              help="relative error, entropy/perplexity, dead codewords of a quantizer")
+    p = add_parser(subparsers, "quantizer-report",
+                   help="relative error, entropy/perplexity, dead codewords of a quantizer",
+                   description="Measure a quantizer on embeddings (held-out ones, ideally).",
+                   epilog="example:\n  mvqkd quantizer-report data/vq/quantizer.pt --embeddings "
+                          "data/vq/embeddings.h5 --plot q.png")
     p.add_argument("quantizer", help="quantizer file from train-quantizer")
     _add_input(p)
     p.add_argument("--plot", default=None, help="write a PNG with the training curve and codeword usage")

@@ -24,119 +24,21 @@ import logging
 import math
 import time
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm import tqdm
+
+from mvqkd.logs import progress_bar
 
 from mvqkd.quantizer.estimators import ESTIMATORS, quantize_with_estimator
-from mvqkd.quantizer.kmeans import assign, kmeans, sample_proportional, segment_sum
 from mvqkd.quantizer.metrics import relative_error, usage_counts, usage_stats
 from mvqkd.quantizer.model import ALLOWED_NUM_CODEBOOKS, MAX_CODEBOOK_SIZE, Quantizer
 from mvqkd.quantizer.search import cross_table, encode_normalized, reconstruct
+from mvqkd.quantizer.updates import lsq_update, reseed_dead, residual_kmeans_init
 
 logger = logging.getLogger(__name__)
-
-MAX_JOINT_LSQ = 4096  # N*K up to which the joint normal equations are solved directly
-
-
-def residual_kmeans_init(
-    z: Tensor, num_codebooks: int, codebook_size: int, iters: int, gen: torch.Generator,
-    deadline: float | None = None,
-) -> Tensor:
-    """Residual k-means (k-means++ seeded) initialisation.
-
-    Args:
-        z: (n, D) normalised frames, n >= codebook_size.
-        deadline: ``time.time()`` after which the remaining codebooks get k-means++
-            seeds and one Lloyd iteration, so a time budget is respected.
-    Returns:
-        (N, K, D) codebooks.
-    """
-    residual = z.clone()
-    books = []
-    for _ in range(num_codebooks):
-        late = deadline is not None and time.time() > deadline
-        c = kmeans(residual, codebook_size, min(1, iters) if late else iters, gen)
-        idx, _ = assign(residual, c)
-        residual = residual - c[idx]
-        books.append(c)
-    return torch.stack(books)
-
-
-def lsq_update(z: Tensor, codes: Tensor, codebooks: Tensor, ridge: float = 1e-2) -> Tensor:
-    """Least-squares codebooks for fixed codes.
-
-    Minimises ``||Z - B C||^2 + ridge ||C - C_old||^2`` over all codewords, B the
-    (n, N*K) one-hot code matrix. Solved jointly (Cholesky of the N*K x N*K normal
-    matrix, built from code co-occurrence counts) when N*K <= MAX_JOINT_LSQ, else by
-    one block Gauss-Seidel sweep (each codebook exact given the others).
-
-    Args:
-        z: (n, D); codes: (n, N) int64; codebooks: (N, K, D) current values.
-    Returns:
-        (N, K, D) updated codebooks. Unused codewords keep their old value.
-    """
-    n, D = z.shape
-    N, K, _ = codebooks.shape
-    NK = N * K
-    flat = codes + torch.arange(N, device=codes.device) * K  # (n, N)
-    if NK <= MAX_JOINT_LSQ:
-        pairs = (flat.unsqueeze(2) * NK + flat.unsqueeze(1)).flatten()
-        gram = torch.bincount(pairs, minlength=NK * NK).view(NK, NK).double()
-        gram.diagonal().add_(ridge)
-        rhs = ridge * codebooks.reshape(NK, D).double()
-        zd = z.double()
-        for m in range(N):
-            rhs += segment_sum(flat[:, m], zd, NK)
-        chol = torch.linalg.cholesky(gram)
-        return torch.cholesky_solve(rhs, chol).float().view(N, K, D)
-    books = codebooks.clone()
-    residual = z - reconstruct(codes, books)
-    for m in range(N):
-        residual += books[m][codes[:, m]]
-        counts = torch.bincount(codes[:, m], minlength=K).to(z.dtype)
-        sums = segment_sum(codes[:, m], residual, K)
-        books[m] = (sums + ridge * books[m]) / (counts + ridge).unsqueeze(1)
-        residual -= books[m][codes[:, m]]
-    return books
-
-
-def reseed_dead(
-    z: Tensor, codes: Tensor, codebooks: Tensor, min_count: int, gen: torch.Generator,
-    alpha: float = 0.3,
-) -> tuple[Tensor, int]:
-    """Re-seed rarely used codewords from the buffer ``z`` of recent frames.
-
-    A codeword of codebook m used fewer than ``min_count`` times is moved next to a
-    busy one: a frame is drawn with probability proportional to its squared error
-    (k-means++ style) and the codeword becomes ``C[m, i_m] + alpha * (z - z_hat)``,
-    i.e. it splits the cluster of that frame towards it. (Copying the frame's full
-    residual, ``alpha = 1``, tends to make singletons in high dimensions.)
-
-    Args:
-        z: (n, D) buffer; codes: (n, N) its codes under ``codebooks`` (N, K, D).
-    Returns:
-        (new codebooks, number of codewords re-seeded).
-    """
-    N, K, _ = codebooks.shape
-    counts = usage_counts(codes, K)
-    books = codebooks.clone()
-    z_hat = reconstruct(codes, books)
-    err = ((z - z_hat) ** 2).sum(1)
-    total = 0
-    for m in range(N):
-        dead = (counts[m] < min_count).nonzero().flatten()
-        if len(dead) == 0:
-            continue
-        num = min(len(dead), z.shape[0])
-        rows = sample_proportional(err, num, gen)
-        donor = books[m][codes[rows, m]]
-        books[m, dead[:num]] = donor + alpha * (z[rows] - z_hat[rows])
-        err[rows] = 0.0  # do not hand the same frame to two codebooks
-        total += num
-    return books, total
-
 
 NORMALIZE_MODES = ("global", "per-dim")
 
@@ -242,102 +144,139 @@ def train_quantizer(
     _check_args(x, num_codebooks, codebook_size, method, estimator, normalize)
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    device = torch.device(device)
-    n_all, D = x.shape
+    if iters is None:
+        iters = 10 if time_budget is None else 10**9
+    data = _split_and_normalise(x, codebook_size, heldout_frac, max_heldout, normalize, gen,
+                                torch.device(device))
+    run = _Run(data, beam, icm_iters, beam if train_beam is None else train_beam, gen, t0)
+    kf = min(data.z.shape[0], kmeans_frames or 10 * codebook_size)
+    deadline = None if time_budget is None else t0 + 0.3 * time_budget
+    run.start(residual_kmeans_init(data.z[:kf], num_codebooks, codebook_size, kmeans_iters, gen,
+                                   deadline))
+    sgd = _SGD(run.books, lr, batch_size, steps_per_iter, estimator) if method == "sgd" else None
+    bar = progress_bar("train-quantizer", total=None if iters >= 10**9 else iters, unit="iter",
+                       disable=not progress)
+    while run.it < iters and not run.out_of_time(time_budget):
+        run.iteration(method, sgd, ridge, reseed_frac)
+        bar.update(1)
+        bar.set_postfix(rel_err=f"{run.curve[-1]['heldout_rel_err']:.4f}", best=f"{run.best_err:.4f}")
+    bar.close()
+
+    best, counts, revived = _revive_dead(data.z, run.best, beam, icm_iters, gen)
+    q = Quantizer(best, data.mean, data.scale, beam=beam, icm_iters=icm_iters)
+    q.history = {
+        "curve": run.curve,
+        "usage": counts.cpu().tolist(),
+        "usage_stats": usage_stats(counts),
+        "heldout_rel_err": run.best_err,
+        "train_frames": int(data.z.shape[0]),
+        "heldout_frames": int(data.n_held),
+        "revived_at_end": revived,
+        "train_seconds": time.time() - t0,
+        "args": {"method": method, "estimator": estimator, "seed": seed, "iters_done": run.it,
+                 "normalize": normalize, "time_budget": time_budget, "train_beam": run.train_beam},
+    }
+    logger.info("trained %s: held-out relative error %.4f, %d dead codewords on training frames, "
+                "%.1fs", q, run.best_err, q.history["usage_stats"]["dead_total"], time.time() - t0)
+    return q
+
+
+@dataclass
+class _Data:
+    z: Tensor  # (n, D) normalised training frames
+    zh: Tensor  # (n_held, D) normalised held-out frames (a slice of z when none are held out)
+    mean: Tensor
+    scale: Tensor
+    n_held: int
+
+
+def _split_and_normalise(x: Tensor, codebook_size: int, heldout_frac: float, max_heldout: int,
+                         normalize: str, gen: torch.Generator, device) -> _Data:
+    """Shuffle, hold out a split for the logged error, normalise with the training statistics."""
+    n_all = x.shape[0]
     n_held = min(max_heldout, int(n_all * heldout_frac)) if n_all > 2 * codebook_size else 0
     if n_all - n_held < codebook_size:
         raise ValueError(
             f"{n_all} training frames are fewer than codebook_size={codebook_size} codewords; "
             "give more frames or a smaller codebook"
         )
-    perm = torch.randperm(n_all, generator=gen)
-    x = x[perm].to(device)
+    x = x[torch.randperm(n_all, generator=gen)].to(device)
     held, train = x[:n_held], x[n_held:]
-    if iters is None:
-        iters = 10 if time_budget is None else 10**9
-    train_beam = beam if train_beam is None else train_beam
-
     mean, scale = input_normalisation(train, normalize)
     z = (train - mean) / scale
     zh = (held - mean) / scale if n_held else z[: min(2000, z.shape[0])]
+    return _Data(z, zh, mean, scale, n_held)
 
-    kf = min(z.shape[0], kmeans_frames or 10 * codebook_size)
-    deadline = None if time_budget is None else t0 + 0.3 * time_budget
-    books = residual_kmeans_init(z[:kf], num_codebooks, codebook_size, kmeans_iters, gen, deadline)
 
-    def heldout_error(b: Tensor, table: Tensor) -> float:
-        codes = encode_normalized(zh, b, beam, icm_iters, table)
-        return relative_error(zh, reconstruct(codes, b))
+class _SGD:
+    """Adam on a copy of the codebooks (``method="sgd"``)."""
 
-    table = cross_table(books)
-    best_err = heldout_error(books, table)
-    t_encode = 0.0  # measured time to encode the training frames (the final pass does it again)
-    best = books.clone()
-    curve = [{"iter": 0, "time": time.time() - t0, "heldout_rel_err": best_err, "reseeded": 0}]
-    logger.info("init (residual k-means): held-out relative error %.4f", best_err)
-    opt = None
-    if method == "sgd":
-        param = books.clone().requires_grad_(True)
-        opt = torch.optim.Adam([param], lr=lr)
-    bar = tqdm(total=None if iters >= 10**9 else iters, desc="train-quantizer", disable=not progress)
-    last_dt = 0.0
-    it = 0
-    while it < iters:
+    def __init__(self, books: Tensor, lr: float, batch_size: int, steps: int, estimator: str):
+        self.param = books.clone().requires_grad_(True)
+        self.opt = torch.optim.Adam([self.param], lr=lr)
+        self.batch_size, self.steps, self.estimator = batch_size, steps, estimator
+
+
+class _Run:
+    """The state of one training run: current and best codebooks, the curve, the clock."""
+
+    def __init__(self, data: _Data, beam: int, icm_iters: int, train_beam: int,
+                 gen: torch.Generator, t0: float):
+        self.data, self.beam, self.icm_iters, self.train_beam = data, beam, icm_iters, train_beam
+        self.gen, self.t0 = gen, t0
+        self.it, self.last_dt, self.t_encode = 0, 0.0, 0.0
+
+    def heldout_error(self) -> float:
+        codes = encode_normalized(self.data.zh, self.books, self.beam, self.icm_iters, self.table)
+        return relative_error(self.data.zh, reconstruct(codes, self.books))
+
+    def start(self, books: Tensor) -> None:
+        self.books, self.table = books, cross_table(books)
+        self.best_err, self.best = self.heldout_error(), books.clone()
+        self.curve = [{"iter": 0, "time": time.time() - self.t0, "heldout_rel_err": self.best_err,
+                       "reseeded": 0}]
+        logger.info("init (residual k-means): held-out relative error %.4f", self.best_err)
+
+    def out_of_time(self, time_budget: float | None) -> bool:
+        """Opt-in wall-clock budget: the first iteration runs when the initialisation used
+        less than half of it; later ones when one more iteration and the final usage pass fit."""
+        if time_budget is None:
+            return False
+        spent = time.time() - self.t0
+        late = spent > 0.5 * time_budget if self.it == 0 else \
+            spent + self.last_dt + self.t_encode > time_budget
+        if late:
+            logger.info("time budget %.1fs reached after %d iterations", time_budget, self.it)
+        return late
+
+    def iteration(self, method: str, sgd: _SGD | None, ridge: float, reseed_frac: float) -> None:
+        """Encode + least squares (or SGD steps), re-seed rare codewords, keep the best."""
         t_it = time.time()
-        # the first iteration runs when the initialisation used less than half the budget;
-        # later ones when one more iteration plus the final usage pass still fit
-        if time_budget is not None and (
-            (it == 0 and t_it - t0 > 0.5 * time_budget)
-            or (it > 0 and (t_it - t0) + last_dt + t_encode > time_budget)
-        ):
-            logger.info("time budget %.1fs reached after %d iterations", time_budget, it)
-            break
-        it += 1
+        self.it += 1
+        z, K = self.data.z, self.books.shape[1]
         if method == "lsq":
-            codes = encode_normalized(z, books, train_beam, icm_iters, table)
-            t_encode = time.time() - t_it
-            books = lsq_update(z, codes, books, ridge)
+            codes = encode_normalized(z, self.books, self.train_beam, self.icm_iters, self.table)
+            self.t_encode = time.time() - t_it
+            self.books = lsq_update(z, codes, self.books, ridge)
             buf, buf_codes = z, codes
         else:
-            buf, buf_codes = _sgd_steps(z, param, opt, batch_size, steps_per_iter, estimator,
-                                        train_beam, icm_iters, gen)
-            books = param.detach().clone()
-        min_count = max(1, round(reseed_frac * buf.shape[0] / codebook_size))
-        books, n_reseeded = reseed_dead(buf, buf_codes, books, min_count, gen)
-        if method == "sgd":
+            buf, buf_codes = _sgd_steps(z, sgd.param, sgd.opt, sgd.batch_size, sgd.steps,
+                                        sgd.estimator, self.train_beam, self.icm_iters, self.gen)
+            self.books = sgd.param.detach().clone()
+        min_count = max(1, round(reseed_frac * buf.shape[0] / K))
+        self.books, n_reseeded = reseed_dead(buf, buf_codes, self.books, min_count, self.gen)
+        if sgd is not None:
             with torch.no_grad():
-                param.copy_(books)
-        table = cross_table(books)
-        err = heldout_error(books, table)
-        if err < best_err:
-            best_err, best = err, books.clone()
-        curve.append({"iter": it, "time": time.time() - t0, "heldout_rel_err": err,
-                      "reseeded": n_reseeded})
+                sgd.param.copy_(self.books)
+        self.table = cross_table(self.books)
+        err = self.heldout_error()
+        if err < self.best_err:
+            self.best_err, self.best = err, self.books.clone()
+        self.curve.append({"iter": self.it, "time": time.time() - self.t0, "heldout_rel_err": err,
+                           "reseeded": n_reseeded})
         logger.info("iter %d: held-out relative error %.4f (best %.4f), re-seeded %d codewords",
-                    it, err, best_err, n_reseeded)
-        bar.update(1)
-        bar.set_postfix(rel_err=f"{err:.4f}", best=f"{best_err:.4f}")
-        last_dt = time.time() - t_it
-    bar.close()
-
-    best, counts, revived = _revive_dead(z, best, beam, icm_iters, gen)
-    q = Quantizer(best, mean, scale, beam=beam, icm_iters=icm_iters)
-    q.history = {
-        "curve": curve,
-        "usage": counts.cpu().tolist(),
-        "usage_stats": usage_stats(counts),
-        "heldout_rel_err": best_err,
-        "train_frames": int(train.shape[0]),
-        "heldout_frames": int(n_held),
-        "revived_at_end": revived,
-        "train_seconds": time.time() - t0,
-        "args": {"method": method, "estimator": estimator, "seed": seed, "iters_done": it,
-                 "normalize": normalize,
-                 "time_budget": time_budget, "train_beam": train_beam},
-    }
-    logger.info("trained %s: held-out relative error %.4f, %d dead codewords on training frames, "
-                "%.1fs", q, best_err, q.history["usage_stats"]["dead_total"], time.time() - t0)
-    return q
+                    self.it, err, self.best_err, n_reseeded)
+        self.last_dt = time.time() - t_it
 
 
 def _revive_dead(z: Tensor, books: Tensor, beam: int, icm_iters: int, gen: torch.Generator):

@@ -1,88 +1,73 @@
-"""Training checkpoints: save, find, resume, average, load for decoding.
+"""Reading student checkpoints: load safely, find, select, average, build for decoding.
 
-Files (docs/DEVELOPING.md): ``EXP/checkpoint-STEP.pt`` (every N steps) and
-``EXP/epoch-E.pt`` (end of epoch E), each one ``torch.save`` dict with ``model``
-(state dict of the unwrapped model), ``config`` (``asdict`` of TransducerConfig),
-``optimizer``, ``scheduler``, ``sampler`` (lhotse sampler state after the last
-consumed batch), ``rng`` (torch / cuda / numpy / python states), ``epoch``, ``step``,
-plus ``epoch_done`` (True for ``epoch-E.pt``) and ``train_info`` (e.g. the manifest's
-``codebook_indexes_info``).
+Files (docs/FORMATS.md): ``EXP/checkpoint-STEP.pt`` (every N steps) and ``EXP/epoch-E.pt``
+(end of epoch E), each one ``torch.save`` dict with ``model`` (state dict), ``config``
+(``asdict`` of TransducerConfig), ``format_version``, ``optimizer``, ``scheduler``,
+``sampler``, ``rng``, ``epoch``, ``step``, ``epoch_done``, ``train_info`` and, from format 2
+on, ``bpe_model`` (the tokenizer: its path and serialized bytes).
 
-The files hold numpy RNG states, so they are loaded with ``weights_only=False``:
-only load checkpoints you wrote yourself.
+Every checkpoint is read with ``torch.load(weights_only=True)``: tensors and plain
+containers only, so a file cannot run code when it is loaded. A file that needs more (a
+pickle payload, or a checkpoint of mvqkd < 0.2, which stored numpy RNG states) is refused
+with :class:`CheckpointError`; ``mvqkd upgrade-checkpoint`` converts genuine old files
+(:mod:`mvqkd.training.checkpoint`). The writing side lives there too.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import random
+import pickle
 import re
 from pathlib import Path
 
-import numpy as np
 import torch
 
 logger = logging.getLogger(__name__)
+
+#: version of the checkpoint dict written by this mvqkd (1: pickled numpy RNG states)
+FORMAT_VERSION = 2
 
 _STEP_RE = re.compile(r"^checkpoint-(\d+)\.pt$")
 _EPOCH_RE = re.compile(r"^epoch-(\d+)\.pt$")
 
 
-def load_checkpoint_file(path: str | Path, map_location="cpu") -> dict:
-    """Read one checkpoint dict; errors name the file."""
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot or must not be loaded (message names the file and the fix)."""
+
+
+def load_checkpoint_file(path: str | Path, map_location="cpu", mmap: bool = False) -> dict:
+    """Read one checkpoint dict with ``weights_only=True``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: unreadable, or holding objects that would need unpickling code.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"refusing to load {path}: it holds Python objects beyond tensors and plain "
+            f"containers, which would run code when unpickled ({unsafe_reason(e)}). "
+            f"If it is a checkpoint you wrote with an older mvqkd, convert it once with "
+            f"`mvqkd upgrade-checkpoint {path}` (it loads only tensors and numpy arrays); never "
+            f"load a file of unknown origin otherwise"
+        ) from None
     except Exception as e:  # corrupt / truncated file
-        raise RuntimeError(f"cannot read checkpoint {path}: {e}") from e
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from e
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise CheckpointError(f"{path} is not an mvqkd checkpoint (no 'model' entry)")
+    return ckpt
 
 
-def get_rng_state() -> dict:
-    """The states of every RNG the training loop draws from."""
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    """Restore the states saved by :func:`get_rng_state`."""
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
-    return model.module if hasattr(model, "module") else model
-
-
-def save_checkpoint(path: str | Path, **fields) -> Path:
-    """Write a checkpoint dict atomically (temporary file + rename).
-
-    ``fields`` are the documented keys; ``model`` may be a module (its unwrapped state
-    dict is stored) or a state dict.
-    """
-    path = Path(path)
-    model = fields.get("model")
-    if isinstance(model, torch.nn.Module):
-        fields["model"] = unwrap(model).state_dict()
-    for key in ("optimizer", "scheduler"):
-        if hasattr(fields.get(key), "state_dict"):
-            fields[key] = fields[key].state_dict()
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(fields, tmp)
-    os.replace(tmp, path)
-    return path
+def unsafe_reason(e: Exception) -> str:
+    """The object a weights-only load refused, from torch's error message."""
+    m = re.search(r"Unsupported global: GLOBAL (\S+)|Unsupported operand \S+", str(e))
+    if m:
+        return f"it references {m.group(1)}" if m.group(1) else m.group(0)
+    return str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
 
 
 def step_checkpoints(exp_dir: str | Path) -> list[tuple[int, Path]]:
@@ -99,45 +84,12 @@ def epoch_checkpoints(exp_dir: str | Path) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
-def remove_old_step_checkpoints(exp_dir: str | Path, keep_last: int) -> list[Path]:
-    """Delete all but the ``keep_last`` newest ``checkpoint-STEP.pt`` files (epoch files stay)."""
-    if keep_last <= 0:
-        return []
-    old = [p for _, p in step_checkpoints(exp_dir)[:-keep_last]]
-    for p in old:
-        p.unlink(missing_ok=True)
-    return old
-
-
-def latest_checkpoint(exp_dir: str | Path) -> Path | None:
-    """The checkpoint with the highest training step in ``exp_dir`` (None when there is none).
-
-    An ``epoch-E.pt`` wins a tie with a ``checkpoint-STEP.pt`` of the same step, since it
-    is written after it and marks the epoch as finished.
-    """
-    best, best_key = None, None
-    candidates = [(p, 0) for _, p in step_checkpoints(exp_dir)]
-    candidates += [(p, 1) for _, p in epoch_checkpoints(exp_dir)]
-    for p, is_epoch in candidates:
-        try:
-            step = int(torch.load(p, map_location="cpu", mmap=True, weights_only=False)["step"])
-        except Exception as e:
-            logger.warning("ignoring unreadable checkpoint %s (%s)", p, e)
-            continue
-        key = (step, is_epoch)
-        if best_key is None or key > best_key:
-            best, best_key = p, key
-    return best
-
-
 def average_state_dicts(state_dicts: list[dict]) -> dict:
     """Element-wise mean of floating-point tensors; other entries come from the last dict."""
     if not state_dicts:
         raise ValueError("average_state_dicts: no state dicts given")
-    keys = state_dicts[-1].keys()
     out = {}
-    for k in keys:
-        last = state_dicts[-1][k]
+    for k, last in state_dicts[-1].items():
         if torch.is_tensor(last) and last.is_floating_point():
             acc = torch.zeros_like(last, dtype=torch.float64)
             for sd in state_dicts:
@@ -165,6 +117,8 @@ def select_checkpoints(exp_dir, epoch=None, avg=1, iteration=None) -> list[Path]
     exp_dir = Path(exp_dir)
     if avg < 1:
         raise ValueError(f"avg must be >= 1, got {avg}")
+    if not exp_dir.is_dir():
+        raise FileNotFoundError(f"experiment directory not found: {exp_dir}")
     if iteration is not None:
         files = [p for s, p in step_checkpoints(exp_dir) if s <= iteration][-avg:]
         what = f"checkpoint-STEP.pt with STEP <= {iteration}"
@@ -172,9 +126,10 @@ def select_checkpoints(exp_dir, epoch=None, avg=1, iteration=None) -> list[Path]
         files = [exp_dir / f"epoch-{e}.pt" for e in range(epoch - avg + 1, epoch + 1)]
         missing = [str(p) for p in files if not p.is_file()]
         if missing or epoch - avg + 1 < 1:
+            have = [e for e, _ in epoch_checkpoints(exp_dir)]
             raise FileNotFoundError(
                 f"--epoch {epoch} --avg {avg} needs epoch files {epoch - avg + 1}..{epoch}; "
-                f"missing: {missing or 'epochs < 1'}"
+                f"missing: {missing or 'epochs < 1'}; {exp_dir} has epochs {have or 'none'}"
             )
         what = f"epoch files up to {epoch}"
     else:
@@ -190,19 +145,34 @@ def select_checkpoints(exp_dir, epoch=None, avg=1, iteration=None) -> list[Path]
     return files
 
 
-def load_model_for_decoding(exp_dir, epoch=None, avg=1, iteration=None, device="cpu"):
-    """Build the model of ``exp_dir`` with the average of the selected checkpoints.
+def checkpoint_bpe(ckpt: dict):
+    """The sentencepiece processor stored in a checkpoint (format 2), or None."""
+    bpe = ckpt.get("bpe_model")
+    if not bpe or "proto" not in bpe:
+        return None
+    import sentencepiece as spm
 
-    Returns ``(model in eval mode on device, TransducerConfig)``; see
-    :func:`select_checkpoints` for which files are averaged.
+    return spm.SentencePieceProcessor(model_proto=bytes(bpe["proto"].tolist()))
+
+
+def load_model_for_decoding(exp_dir, epoch=None, avg=1, iteration=None, device="cpu",
+                            checkpoint=None, return_checkpoint: bool = False):
+    """Build the model of ``exp_dir`` with the average of the selected checkpoints (or the
+    single file ``checkpoint``, e.g. written by ``mvqkd average-checkpoints``).
+
+    Returns ``(model in eval mode on device, TransducerConfig)``, plus the checkpoint dict
+    of the last file with ``return_checkpoint``; see :func:`select_checkpoints` for which
+    files are averaged.
     """
     from mvqkd.student import build_model
     from mvqkd.student.config import TransducerConfig
 
-    files = select_checkpoints(exp_dir, epoch=epoch, avg=avg, iteration=iteration)
-    logger.info("averaging %d checkpoint(s): %s", len(files), ", ".join(p.name for p in files))
-    cfg_dict = load_checkpoint_file(files[-1])["config"]
-    model = build_model(cfg_dict)
-    model.load_state_dict(average_checkpoints(files))
+    files = [Path(checkpoint)] if checkpoint else select_checkpoints(
+        exp_dir, epoch=epoch, avg=avg, iteration=iteration)
+    logger.info("averaging %d checkpoint(s): %s", len(files), ", ".join(str(p) for p in files))
+    last = load_checkpoint_file(files[-1])
+    model = build_model(last["config"])
+    model.load_state_dict(average_checkpoints(files) if len(files) > 1 else last["model"])
     model.to(device).eval()
-    return model, TransducerConfig.from_dict(cfg_dict)
+    cfg = TransducerConfig.from_dict(last["config"])
+    return (model, cfg, last) if return_checkpoint else (model, cfg)

@@ -20,8 +20,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
+from mvqkd.conventions import FLOAT_KD_MODES, NUM_MEL_BINS
+
 CODEBOOK_LOSSES = ("independent", "joint")
-KD_MODES = (None, "l1", "l2", "cosine")
+KD_MODES = (None, *FLOAT_KD_MODES)
 LOSS_NORMS = ("utterance", "frame")
 RNNT_BACKENDS = ("torch", "k2")
 
@@ -55,7 +57,7 @@ class TransducerConfig:
 
     vocab_size: int
     blank_id: int = 0
-    feature_dim: int = 80
+    feature_dim: int = NUM_MEL_BINS
     encoder_dim: int = 256
     num_layers: int = 6
     num_heads: int = 4

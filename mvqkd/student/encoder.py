@@ -29,12 +29,16 @@ from typing import NamedTuple, Optional
 import torch
 from torch import nn
 
+from mvqkd.conventions import SUBSAMPLING_FACTOR
+
 from .sigma_reparam import make_linear
 
 
 def subsampled_lengths(lens: torch.Tensor) -> torch.Tensor:
-    """Encoder output lengths for fbank lengths ``lens`` (B,): ``(lens + 3) // 4``."""
-    return torch.div(lens + 3, 4, rounding_mode="floor")
+    """Encoder output lengths for fbank lengths ``lens`` (B,): ``ceil(lens / 4)``, the tensor
+    form of :func:`mvqkd.conventions.subsampled_length` (two stride-2 convolutions)."""
+    f = SUBSAMPLING_FACTOR
+    return torch.div(lens + f - 1, f, rounding_mode="floor")
 
 
 def padding_mask(lens: torch.Tensor, max_len: int) -> torch.Tensor:

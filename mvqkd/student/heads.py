@@ -27,19 +27,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-IGNORE_INDEX = -100
+from mvqkd.conventions import IGNORE_INDEX, TEACHER_FRAMES_PER_STUDENT_FRAME as R
 
 
 def pair_frames(x: torch.Tensor, num_student_frames: int, fill) -> torch.Tensor:
     """(B, T50, C) -> (B, T25, 2, C): frames 2t and 2t+1 under student frame t; teacher
     frames past 2 T25 are dropped, missing ones are ``fill``."""
     b, t50, c = x.shape
-    want = 2 * num_student_frames
+    want = R * num_student_frames
     if t50 >= want:
         x = x[:, :want]
     else:
         x = torch.cat([x, x.new_full((b, want - t50, c), fill)], dim=1)
-    return x.reshape(b, num_student_frames, 2, c)
+    return x.reshape(b, num_student_frames, R, c)
 
 
 def _student_valid(num_student_frames: int, student_lens: Optional[torch.Tensor], b: int,
@@ -60,7 +60,7 @@ def align_teacher_to_student(indexes: torch.Tensor, num_student_frames: int,
     idx = indexes.long()
     idx = idx.masked_fill(idx < 0, IGNORE_INDEX)
     b, _, n = idx.shape
-    out = pair_frames(idx, num_student_frames, IGNORE_INDEX).reshape(b, num_student_frames, 2 * n)
+    out = pair_frames(idx, num_student_frames, IGNORE_INDEX).reshape(b, num_student_frames, R * n)
     valid = _student_valid(num_student_frames, student_lens, b, idx.device)
     return out.masked_fill(~valid[:, :, None], IGNORE_INDEX)
 
@@ -151,7 +151,7 @@ class KDHead(nn.Module):
         if mode not in ("l1", "l2", "cosine"):
             raise ValueError(f"unknown KD mode {mode!r}; choose l1, l2 or cosine")
         self.mode, self.teacher_dim, self.normalize = mode, teacher_dim, normalize
-        self.proj = nn.Linear(input_dim, 2 * teacher_dim)
+        self.proj = nn.Linear(input_dim, R * teacher_dim)
         if normalize:
             self.register_buffer("target_mean", torch.zeros(teacher_dim))
             self.register_buffer("target_std", torch.ones(teacher_dim))
@@ -174,7 +174,7 @@ class KDHead(nn.Module):
         if target.shape[-1] != self.teacher_dim:
             raise ValueError(f"teacher embeddings have dim {target.shape[-1]}, the KD head "
                              f"was built for kd_dim={self.teacher_dim}")
-        pred = self.proj(x).reshape(*x.shape[:-1], 2, self.teacher_dim)
+        pred = self.proj(x).reshape(*x.shape[:-1], R, self.teacher_dim)
         target = target.to(pred.dtype)
         if self.normalize:
             target = (target - self.target_mean) / self.target_std

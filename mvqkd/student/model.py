@@ -25,10 +25,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from mvqkd.conventions import IGNORE_INDEX, TEACHER_FRAMES_PER_STUDENT_FRAME as R
+
 from .config import TransducerConfig
 from .decoder import Decoder, Joiner
 from .encoder import ConformerEncoder
-from .heads import (IGNORE_INDEX, CodebookHead, KDHead, align_embeddings_to_student,
+from .heads import (CodebookHead, KDHead, align_embeddings_to_student,
                     align_teacher_to_student)
 
 logger = logging.getLogger(__name__)
@@ -67,7 +69,7 @@ class Transducer(nn.Module):
         self.codebook_head = None
         if cfg.num_codebooks > 0:
             self.codebook_head = CodebookHead(
-                cfg.encoder_dim, 2 * cfg.num_codebooks, cfg.codebook_size,
+                cfg.encoder_dim, R * cfg.num_codebooks, cfg.codebook_size,
                 joint=cfg.codebook_loss == "joint", hidden_dim=cfg.codebook_hidden_dim)
         self.kd_head = (KDHead(cfg.encoder_dim, cfg.kd_dim, cfg.kd_mode, cfg.kd_normalize)
                         if cfg.kd_mode else None)
@@ -143,7 +145,7 @@ class Transducer(nn.Module):
         targets = align_teacher_to_student(codebook_indexes.to(distill.device),
                                            distill.size(1), encoder_lens)
         total = self.codebook_head(distill, targets)
-        frames = (targets != IGNORE_INDEX).sum() / (2 * n)
+        frames = (targets != IGNORE_INDEX).sum() / (R * n)
         return self._normalise(total, frames, distill.size(0))
 
     def kd_loss(self, distill: torch.Tensor, encoder_lens: torch.Tensor,
@@ -158,7 +160,7 @@ class Transducer(nn.Module):
         target, valid = align_embeddings_to_student(
             teacher_embeddings.to(distill.device), teacher_lens, distill.size(1), encoder_lens)
         total = self.kd_head(distill, target, valid)
-        return self._normalise(total, valid.sum() / 2, distill.size(0))
+        return self._normalise(total, valid.sum() / R, distill.size(0))
 
     def forward(self, features: torch.Tensor, feature_lens: torch.Tensor,
                 tokens: List[List[int]], codebook_indexes: Optional[torch.Tensor] = None,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
+
+from mvqkd.options import add_parser, add_teacher_device_options
 
 logger = logging.getLogger("mvqkd.teacher")
 
@@ -17,56 +18,40 @@ def _make(args) -> int:
 
 
 def _check(args) -> int:
-    import numpy as np
-
-    from mvqkd.teacher.model import load_teacher
+    from mvqkd.teacher.model import check_teacher
 
     try:
-        teacher = load_teacher(args.teacher, device=args.device, dtype=args.dtype)
-        teacher.check_layer(args.layer)
+        print(check_teacher(args.teacher, args.layer, device=args.device, dtype=args.dtype))
     except (OSError, ValueError) as e:
         logger.error("%s", e)
         return 1
-    wav = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
-    emb = teacher.extract([wav], args.layer)[0]
-    if not np.isfinite(emb.numpy()).all():
-        logger.error("teacher %s gives NaN/Inf at layer %d on 1 s of noise", args.teacher, args.layer)
-        return 1
-    print(f"teacher {teacher.name}: {teacher.info.model_type}, {teacher.num_layers} layers, dim {teacher.dim}, "
-          f"{'group' if teacher.info.group_norm else 'layer'}-norm front-end, "
-          f"do_normalize={teacher.info.do_normalize}; layer {args.layer}: 1 s -> {tuple(emb.shape)}")
     return 0
 
 
-def add_device_options(p) -> None:
-    p.add_argument("--device", default="auto",
-                   help="torch device: auto (cuda when torch sees a GPU, else cpu), cpu, cuda:0 ...")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"],
-                   help="teacher precision: auto = float32 on CPU, bfloat16 (or float16) on GPU")
-
-
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "make-teacher",
+    p = add_parser(
+        subparsers, "make-teacher",
         help="write a random-init HuBERT teacher (for tests and benchmarks)",
         description="Build a random-init HubertModel with the standard 50 Hz conv front-end "
-                    "and save it with save_pretrained plus a Wav2Vec2FeatureExtractor config.",
-    )
+                    "and save it with save_pretrained plus a Wav2Vec2FeatureExtractor config. "
+                    "Its embeddings carry no information about speech: use it to test plumbing, "
+                    "never to distil.",
+        epilog="example:\n  mvqkd make-teacher --out exp/tiny-teacher --size tiny")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--size", default="tiny", choices=["tiny", "base", "large"],
                    help="tiny: dim 64, 3 layers, layer-norm (CPU tests); base: hubert-base shapes "
-                        "(group-norm); large: hubert-large shapes (default: tiny)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: 0)")
+                        "(group-norm); large: hubert-large shapes")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     p.set_defaults(func=_make)
 
-    p = subparsers.add_parser(
-        "check-teacher",
+    p = add_parser(
+        subparsers, "check-teacher",
         help="load a teacher directory and run one second of audio through a layer",
         description="Loads a HuBERT / WavLM / wav2vec2 checkpoint (also *ForCTC) from a local "
                     "directory, prints its shape and checks the layer's output is finite.",
-    )
+        epilog="example:\n  mvqkd check-teacher --teacher /models/hubert-large-ll60k --layer 18")
     p.add_argument("--teacher", required=True, help="checkpoint directory (save_pretrained layout)")
     p.add_argument("--layer", type=int, required=True,
                    help="1-based transformer layer; 0 = input to the first transformer layer")
-    add_device_options(p)
+    add_teacher_device_options(p)
     p.set_defaults(func=_check)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from mvqkd.conventions import SAMPLE_RATE
+
 logger = logging.getLogger(__name__)
 
 # All sizes keep the standard conv front-end strides (5,2,2,2,2,2,2 = 320x: 50 Hz at
@@ -66,7 +68,7 @@ def make_teacher(out_dir: str | Path, size: str = "tiny", seed: int = 0, **overr
     model.save_pretrained(str(out))
     Wav2Vec2FeatureExtractor(
         feature_size=1,
-        sampling_rate=16000,
+        sampling_rate=SAMPLE_RATE,
         padding_value=0.0,
         do_normalize=do_normalize,
         return_attention_mask=spec["feat_extract_norm"] == "layer",

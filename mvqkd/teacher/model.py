@@ -31,10 +31,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-SAMPLING_RATE = 16000
-FRAME_SHIFT = 0.02
-#: the receptive field of the standard wav2vec2 conv front-end, in samples
-MIN_SAMPLES = 400
+from mvqkd.conventions import SAMPLE_RATE, TEACHER_MIN_SAMPLES
 
 _CTC_ARCH_SUFFIXES = ("ForCTC", "ForSequenceClassification", "ForPreTraining", "ForXVector")
 
@@ -148,7 +145,7 @@ class Teacher:
         """Embeddings of one layer for a batch of mono 16 kHz utterances.
 
         Args:
-            wavs: B float arrays ``(S_b,)``, each at least :data:`MIN_SAMPLES` long.
+            wavs: B float arrays ``(S_b,)``, each at least :data:`mvqkd.conventions.TEACHER_MIN_SAMPLES` long.
             layer: 0..num_layers (see the module docstring).
         Returns:
             B float32 CPU tensors ``(T_b, D)``, ``T_b = num_frames(S_b)``.
@@ -160,8 +157,8 @@ class Teacher:
             raise ValueError("a group-norm teacher only batches utterances of equal length")
         tensors = [torch.as_tensor(np.asarray(w), dtype=torch.float32).reshape(-1) for w in wavs]
         for t in tensors:
-            if t.numel() < MIN_SAMPLES:
-                raise ValueError(f"utterance of {t.numel()} samples < {MIN_SAMPLES} (receptive field)")
+            if t.numel() < TEACHER_MIN_SAMPLES:
+                raise ValueError(f"utterance of {t.numel()} samples < {TEACHER_MIN_SAMPLES} (receptive field)")
         if self.info.do_normalize:
             tensors = [normalize_utterance(t) for t in tensors]
         lengths = torch.tensor([t.numel() for t in tensors])
@@ -185,14 +182,14 @@ class Teacher:
                 yield i, emb
 
 
-def _read_normalize_flag(path: Path, group_norm: bool) -> bool:
+def read_normalize_flag(path: Path, group_norm: bool) -> bool:
     cfg = path / "preprocessor_config.json"
     if cfg.is_file():
         from transformers import Wav2Vec2FeatureExtractor
 
         fe = Wav2Vec2FeatureExtractor.from_pretrained(str(path))
-        if fe.sampling_rate != SAMPLING_RATE:
-            raise ValueError(f"{cfg}: sampling_rate {fe.sampling_rate}, expected {SAMPLING_RATE}")
+        if fe.sampling_rate != SAMPLE_RATE:
+            raise ValueError(f"{cfg}: sampling_rate {fe.sampling_rate}, expected {SAMPLE_RATE}")
         return bool(fe.do_normalize)
     # fairseq convention: layer-norm (large) models normalise the waveform, base ones do not
     logger.warning(
@@ -200,6 +197,24 @@ def _read_normalize_flag(path: Path, group_norm: bool) -> bool:
         path, not group_norm,
     )
     return not group_norm
+
+
+def check_teacher(path, layer: int, device="auto", dtype="auto") -> str:
+    """Load a teacher and run 1 s of noise through ``layer``; returns a one-line summary.
+
+    Raises:
+        OSError / ValueError: unloadable teacher, layer out of range, NaN/Inf output.
+    """
+    teacher = load_teacher(path, device=device, dtype=dtype)
+    teacher.check_layer(layer)
+    wav = np.random.default_rng(0).standard_normal(SAMPLE_RATE).astype(np.float32) * 0.1
+    emb = teacher.extract([wav], layer)[0]
+    if not torch.isfinite(emb).all():
+        raise ValueError(f"teacher {path} gives NaN/Inf at layer {layer} on 1 s of noise")
+    info = teacher.info
+    return (f"teacher {teacher.name}: {info.model_type}, {teacher.num_layers} layers, dim {teacher.dim}, "
+            f"{'group' if info.group_norm else 'layer'}-norm front-end, do_normalize={info.do_normalize}; "
+            f"layer {layer}: 1 s -> {tuple(emb.shape)}")
 
 
 def load_teacher(
@@ -215,6 +230,9 @@ def load_teacher(
     """
     from transformers import AutoConfig, AutoModel
 
+    from mvqkd.logs import quiet_transformers
+
+    quiet_transformers()
     path = Path(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"teacher directory {path} has no config.json")
@@ -240,7 +258,7 @@ def load_teacher(
         num_layers=config.num_hidden_layers,
         dim=config.hidden_size,
         group_norm=group_norm,
-        do_normalize=_read_normalize_flag(path, group_norm),
+        do_normalize=read_normalize_flag(path, group_norm),
     )
     logger.info(
         "loaded teacher %s (%s, %d layers, dim %d, %s-norm front-end, do_normalize=%s) on %s/%s",

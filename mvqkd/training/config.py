@@ -1,61 +1,146 @@
-"""Options of :func:`mvqkd.train.train` (no heavy imports: the CLI reads the defaults).
-
-Field names are the ``mvqkd train`` options with ``-`` -> ``_``; see
-``mvqkd train --help`` for what each one means.
-"""
+"""Options of ``mvqkd train`` / :func:`mvqkd.training.student.train` (no heavy imports: the
+CLI builds its parser from this dataclass, so each default is written here once)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from mvqkd.conventions import KD_MODES
+from mvqkd.options import name_path, opt
+
+MODEL_SIZES = ("tiny", "demo", "small", "reference")  # student.config.PRESETS (checked by a test)
+TEACHER_SIZES = ("small", "wide", "tiny", "base", "large")  # teacher.ctc.ALL_SIZES (checked by a test)
+
+
+def none_or_int(value: str):
+    return None if str(value).lower() == "none" else int(value)
 
 
 @dataclass
 class TrainConfig:
-    train_cuts: str = ""
-    bpe_model: str = ""
-    exp_dir: str = "exp/student"
-    valid_cuts: str | None = None
-    kd: str = "mvq"
-    ctc_loss_scale: float = 0.0
-    codebook_loss_scale: float = 0.1
-    codebook_loss: str = "independent"
-    kd_loss_scale: float = 1.0
-    kd_normalize: bool = False
-    distill_layer: int | None = None
-    quantizer_id: str | None = None
-    num_codebooks: int | None = None
-    skip_missing_indexes: bool = False
-    model_size: str = "small"
-    model_override: list = field(default_factory=list)  # ["key=value", ...]
-    sigma_reparam: bool = False
-    num_epochs: int = 30
-    start_epoch: int | None = None
-    max_duration: float = 200.0
-    num_buckets: int = 30
-    num_workers: int = 2
-    on_the_fly_feats: bool = False
-    spec_augment: bool = True
-    time_warp_factor: int = 80
-    lr: float = 1e-3
-    weight_decay: float = 1e-2
-    warmup_steps: int = 2000
-    lr_decay_steps: float = 10000.0
-    grad_clip: float = 5.0
-    save_every_n: int = 2000
-    keep_last_k: int = 10
-    max_nan_batches: int = 20
-    max_steps: int | None = None
-    log_interval: int = 50
-    seed: int = 42
-    device: str | None = None
-    tensorboard: bool = True
+    # data
+    train_cuts: str = opt(
+        "", required=True, help="lhotse CutSet (jsonl.gz) with fbank features; with --kd mvq its cuts must carry "
+             "codebook_indexes (written by mvqkd extract)", group="data")
+    bpe_model: str = opt("", required=True, help="sentencepiece model (DATA/lang_bpe_V/bpe.model); it is stored "
+                              "in every checkpoint", group="data")
+    valid_cuts: str | None = opt(None, "CutSet for the validation loss computed at each epoch end",
+                                 group="data")
+    max_duration: float = opt(200.0, "seconds of audio per batch (lhotse DynamicBucketingSampler)",
+                              group="data")
+    num_buckets: int = opt(30, "duration buckets of the sampler", group="data")
+    num_workers: int = opt(2, "DataLoader worker processes", group="data")
+    on_the_fly_feats: bool = opt(False, "compute 80-bin fbank from the audio instead of reading "
+                                        "stored features", group="data")
+    spec_augment: bool = opt(True, "SpecAugment (frequency / time masks)", group="data")
+    time_warp_factor: int = opt(80, "SpecAugment time warp (frames) for --kd none only; always 0 "
+                                    "when distilling (it would misalign the teacher's labels)",
+                                group="data")
+    # distillation
+    kd: str = opt("mvq", "none: plain transducer; mvq: predict codebook indexes; l1/l2/cosine: "
+                         "regress stored float teacher embeddings", group="distillation",
+                  choices=list(KD_MODES))
+    codebook_loss_scale: float = opt(0.1, "loss = rnnt + scale x codebook loss (the reference's "
+                                          "value)", group="distillation")
+    codebook_loss: str = opt("independent", "per-codebook cross-entropy, or the joint "
+                                            "(autoregressive) variant", group="distillation",
+                             choices=["independent", "joint"])
+    kd_loss_scale: float = opt(1.0, "scale of the l1/l2/cosine loss", group="distillation")
+    kd_normalize: bool = opt(
+        True, "l1/l2/cosine: standardise each dimension of the teacher embeddings with its mean "
+              "and standard deviation over the training cuts (computed once at the start, saved "
+              "in the model). Raw SSL embeddings can carry most of their energy in constant "
+              "offsets and a few dimensions (docs/RESULTS.md)", group="distillation")
+    distill_layer: int | None = opt(None, "1-based encoder layer read by the distillation head "
+                                          "(default: the middle one)", group="distillation",
+                                    type=none_or_int)
+    quantizer_id: str | None = opt(None, "refuse to train unless every cut's codebook_indexes_info "
+                                         "has this id (default: all cuts must agree with the first "
+                                         "one)", group="distillation")
+    num_codebooks: int | None = opt(None, "refuse to train unless the manifest has this number of "
+                                          "codebooks", group="distillation")
+    skip_missing_indexes: bool = opt(False, "skip (and count) cuts without indexes instead of "
+                                            "stopping with an error", group="distillation")
+    # model
+    model_size: str = opt("reference", "preset: tiny (2x64, tests), demo (4x144, run.sh on CPU), "
+                                       "small (6x192), reference (12x512, icefall's stateless6 "
+                                       "student)", group="model", choices=list(MODEL_SIZES))
+    model_override: list = opt(default_factory=list, help="override a TransducerConfig field, "
+                               "e.g. num_layers=8 (repeatable)", group="model", action="append",
+                               metavar="KEY=VALUE")
+    ctc_loss_scale: float = opt(0.0, "scale of an auxiliary CTC loss on the encoder output (0 = "
+                                     "off; icefall's --use-ctc)", group="model")
+    sigma_reparam: bool = opt(False, "sigma-Reparam on the encoder's linear layers (no LR warmup "
+                                     "then)", group="model")
+    # optimisation
+    num_epochs: int = opt(30, "last epoch to train", group="optimisation")
+    start_epoch: int | None = opt(None, "resume from EXP/epoch-(E-1).pt; 1 = fresh start; default: "
+                                        "resume from the newest checkpoint in --exp-dir if any",
+                                  group="optimisation")
+    max_steps: int | None = opt(None, "stop after this many optimiser steps (a checkpoint is "
+                                      "written there)", group="optimisation")
+    time_budget: float | None = opt(None, "opt-in: also stop after this many seconds of wall clock "
+                                          "(not reproducible across machines)", group="optimisation")
+    lr: float = opt(1e-3, "peak AdamW learning rate", group="optimisation")
+    weight_decay: float = opt(1e-2, "AdamW weight decay", group="optimisation")
+    warmup_steps: int = opt(2000, "linear LR warmup steps (none with --sigma-reparam)",
+                            group="optimisation")
+    lr_decay_steps: float = opt(10000.0, "steps after which the LR decays as step^-0.5 "
+                                         "(Eden-like)", group="optimisation")
+    grad_clip: float = opt(5.0, "max gradient norm", group="optimisation")
+    max_nan_batches: int = opt(20, "stop after more than this many non-finite losses in a row",
+                               group="optimisation")
+    seed: int = opt(42, "random seed", group="optimisation")
+    device: str | None = opt(None, "cpu, cuda or cuda:K (default: cuda if available)",
+                             group="optimisation")
+    # output
+    exp_dir: str = opt("exp/student", required=True, help="checkpoints, log/log-train-*.txt and tensorboard/ go here",
+                       group="output")
+    save_every_n: int = opt(2000, "write EXP/checkpoint-STEP.pt every N steps (0: only epoch "
+                                  "files)", group="output")
+    keep_last_k: int = opt(10, "keep the newest K checkpoint-STEP.pt files (epoch files are kept)",
+                           group="output")
+    log_interval: int = opt(50, "log / tensorboard every N steps", group="output")
+    tensorboard: bool = opt(True, "write tensorboard events", group="output")
 
     @classmethod
     def from_any(cls, obj) -> "TrainConfig":
+        """From a TrainConfig, an ``argparse.Namespace`` or a dict of the same fields."""
         if isinstance(obj, cls):
             return obj
         d = vars(obj) if isinstance(obj, argparse.Namespace) else dict(obj)
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class FinetuneConfig:
+    """Options of ``mvqkd finetune-teacher`` (and keyword arguments of :func:`finetune_teacher`)."""
+
+    size: str = opt("small", "random-init size: small (demo: dim 192, 4 layers, narrow conv "
+                             "front-end, ~2M parameters), wide (dim 1024, 2 layers, 15M parameters, "
+                             "~3x slower) or make-teacher's tiny / base / large",
+                    choices=list(TEACHER_SIZES))
+    init_from: str | None = opt(None, "fine-tune this HF checkpoint directory (HuBERT/wav2vec2 "
+                                      "layout) instead of random init")
+    max_duration: float = opt(25.0, "seconds of audio per batch")
+    num_epochs: int = opt(1, "epochs over --train-cuts")
+    max_steps: int | None = opt(None, "optimizer steps in total; the learning-rate schedule ends "
+                                      "here (the reproducible way to bound training)")
+    time_budget: float | None = opt(None, "opt-in: also stop after this many seconds of training "
+                                          "(then dev is scored and the best model kept); not "
+                                          "reproducible across machines")
+    lr: float = opt(2e-3, "peak AdamW learning rate")
+    warmup_steps: int = opt(60, "linear warm-up steps")
+    weight_decay: float = opt(0.01, "AdamW weight decay")
+    grad_clip: float = opt(5.0, "max gradient norm")
+    seed: int = opt(0, "seed of init, batch order and masks")
+    device: str = opt("cpu", "torch device (cpu, cuda:0, ...)")
+    log_interval: int = opt(50, "log every N steps")
+    sorta_grad: bool = opt(True, "first epoch in ascending duration order (SortaGrad)")
+    eval_cuts: dict = opt(default_factory=dict,
+                          help="extra test sets scored with the final model, e.g. test-clean=data/"
+                               "fbank/librispeech_cuts_test-clean.jsonl.gz (dev is always scored)",
+                          nargs="*", type=name_path, metavar="NAME=PATH")

@@ -1,4 +1,4 @@
-"""Training monitoring: log file, tensorboard, tqdm bar, per-head attention entropy.
+"""Training monitoring: log file, tensorboard, progress, per-head attention entropy.
 
 - ``EXP/log/log-train-YYYY-mm-dd-HH-MM-SS.txt`` (rank > 0 adds ``-rankR``): everything the
   ``mvqkd`` loggers write during training.
@@ -6,6 +6,13 @@
   ``attn_entropy/layerL/headH`` (nats), ``valid/*``.
 - At each epoch end the log summarises the epoch's mean losses and, per encoder layer,
   the mean / min / max head entropy (a collapsing head shows as a min near 0).
+- A progress bar only on a terminal (:mod:`mvqkd.logs`); in a file, the periodic
+  ``step N`` log lines are the progress.
+- :meth:`TrainMonitor.fatal` writes the traceback of an error that stops training to the
+  log file before it propagates.
+
+``loss_keys`` names the scalar losses of a step record (the student's ``LOSS_KEYS``, or
+``("loss",)`` for the teacher).
 """
 
 from __future__ import annotations
@@ -14,14 +21,16 @@ import logging
 import time
 from pathlib import Path
 
-from mvqkd.student.model import LOSS_KEYS
+from mvqkd.logs import progress_bar
 
 logger = logging.getLogger("mvqkd.train")
 
 
 class TrainMonitor:
-    def __init__(self, exp_dir: Path, dinfo, tensorboard: bool = True):
+    def __init__(self, exp_dir: Path, dinfo, tensorboard: bool = True,
+                 loss_keys: tuple[str, ...] = ("loss",)):
         self.dinfo = dinfo
+        self.loss_keys = tuple(loss_keys)
         log_dir = Path(exp_dir) / "log"
         log_dir.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y-%m-%d-%H-%M-%S")
@@ -50,16 +59,18 @@ class TrainMonitor:
         logger.info("world size %d, rank %d, device %s", self.dinfo.world_size,
                     self.dinfo.rank, self.dinfo.device)
 
-    def start_epoch(self, epoch: int) -> None:
-        from tqdm import tqdm
+    def fatal(self, exc: BaseException) -> None:
+        """Log an error that stops training (with its traceback) to the log file."""
+        logger.error("training stopped by %s: %s", type(exc).__name__, exc,
+                     exc_info=(type(exc), exc, exc.__traceback__))
 
+    def start_epoch(self, epoch: int) -> None:
         self._sums, self._n, self._ent, self._n_ent = {}, 0, None, 0
-        self._bar = tqdm(desc=f"epoch {epoch}", unit="batch", disable=not self.dinfo.is_main,
-                         leave=False)
+        self._bar = progress_bar(f"epoch {epoch}", unit="batch", disable=not self.dinfo.is_main)
 
     def log_step(self, rec: dict, attn_entropy, log_interval: int) -> None:
         step = rec["step"]
-        for k in LOSS_KEYS:
+        for k in self.loss_keys:
             self._sums[k] = self._sums.get(k, 0.0) + rec[k]
         self._n += 1
         if attn_entropy is not None:
@@ -68,14 +79,13 @@ class TrainMonitor:
             self._n_ent += 1
         if self._bar is not None:
             self._bar.update(1)
-            self._bar.set_postfix(loss=f"{rec['loss']:.3f}", rnnt=f"{rec['rnnt']:.3f}",
-                                  cb=f"{rec['codebook']:.3f}")
+            self._bar.set_postfix(**{k: f"{rec[k]:.3f}" for k in self.loss_keys[:3]})
         if log_interval > 0 and step % log_interval == 0:
             logger.info("step %d epoch %d: %s lr %.2e grad_norm %.2f", step, rec["epoch"],
-                        " ".join(f"{k} {rec[k]:.4f}" for k in LOSS_KEYS), rec["lr"],
+                        " ".join(f"{k} {rec[k]:.4f}" for k in self.loss_keys), rec["lr"],
                         rec["grad_norm"])
             if self.writer is not None:
-                for k in (*LOSS_KEYS, "lr", "grad_norm"):
+                for k in (*self.loss_keys, "lr", "grad_norm"):
                     self.writer.add_scalar(f"train/{k}", rec[k], step)
                 if attn_entropy is not None:
                     for layer, row in enumerate(attn_entropy.detach().float().cpu().tolist()):

@@ -12,7 +12,7 @@ from lhotse.utils import fastcopy
 from mvqkd.data.dataset import KDDataset, prepare_training_cuts
 from mvqkd.data.tokenizer import load_bpe
 from mvqkd.data.specaug import SpecAugment
-from mvqkd.training.synthetic import WORDS, make_synthetic_cuts, train_tiny_bpe
+from mvqkd.data.synthetic import WORDS, make_synthetic_cuts, train_tiny_bpe
 
 
 @pytest.fixture(scope="module")

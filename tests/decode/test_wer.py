@@ -1,6 +1,7 @@
 """WER and icefall-style result files against a hand-computed example."""
 
-from mvqkd.decode.wer import compute_error_stats, merged_alignment, write_results
+from mvqkd.data.wer import compute_error_stats
+from mvqkd.decode.results import merged_alignment, write_results
 
 # Hand-computed example (unit-cost Levenshtein, every optimum below is unique):
 #   u1: ref A B C D      hyp A X C D E         -> B->X sub, E inserted         (1 sub, 1 ins)

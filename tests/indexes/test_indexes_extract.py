@@ -12,7 +12,7 @@ import torch
 from lhotse import CutSet
 
 from mvqkd.indexes.audio import load_cut_audio
-from mvqkd.indexes.frames import fit_frames, num_frames
+from mvqkd.conventions import fit_frames, num_frames
 from mvqkd.indexes.make_cuts import cuts_from_audio_dir
 from mvqkd.indexes.run import run_extraction
 from mvqkd.indexes.targets import EMBEDDINGS, INDEXES, TargetSpec

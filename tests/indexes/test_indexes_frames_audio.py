@@ -9,7 +9,7 @@ from tests.indexes.indexes_helpers import REPO, write_tone
 from lhotse import Recording
 
 from mvqkd.indexes.audio import CutError, load_cut_audio
-from mvqkd.indexes.frames import fit_frames, num_frames
+from mvqkd.conventions import fit_frames, num_frames
 
 
 def test_num_frames_rounds_duration_over_20ms():

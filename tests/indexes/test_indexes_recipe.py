@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from lhotse import CutSet
 
-from mvqkd.indexes.frames import num_frames
+from mvqkd.conventions import num_frames
 from tests.indexes.indexes_helpers import REPO
 
 
@@ -20,7 +20,7 @@ def test_distill_recipe_on_tiny_synthetic_corpus(prepared_data, tmp_path):
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     vq = tmp_path / "vq"
     cmd = ["bash", str(REPO / "recipes/librispeech/distill.sh"), "--data-dir", str(prepared_data),
-           "--vq-dir", str(vq), "--num-codebooks", "4", "--codebook-size", "16", "--quantizer-iters", "1",
+           "--vq-dir", str(vq), "--random-teacher", "true", "--layer", "2", "--num-codebooks", "4", "--codebook-size", "16", "--quantizer-iters", "1",
            "--quantizer-utts", "10"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -5,10 +5,8 @@ import torch
 
 from mvqkd.cli import main as cli_main
 from mvqkd.student import build_model, preset_config
-from mvqkd.student.checkpoint import (
-    average_checkpoints, latest_checkpoint, load_model_for_decoding, remove_old_step_checkpoints,
-    save_checkpoint, select_checkpoints,
-)
+from mvqkd.student.checkpoint import average_checkpoints, load_model_for_decoding, select_checkpoints
+from mvqkd.training.checkpoint import latest_checkpoint, remove_old_step_checkpoints, save_checkpoint
 
 CFG = preset_config("tiny", vocab_size=20, num_codebooks=2, codebook_size=8).to_dict()
 
@@ -28,7 +26,7 @@ def exp(tmp_path):
 
 
 def _state(path):
-    return torch.load(path, weights_only=False)["model"]
+    return torch.load(path, weights_only=True)["model"]
 
 
 def test_average_is_elementwise_mean(exp):
@@ -77,7 +75,7 @@ def test_load_model_for_decoding_and_cli(exp, tmp_path):
     rc = cli_main(["average-checkpoints", "--exp-dir", str(exp), "--epoch", "3", "--avg", "2",
                    "--out", str(out)])
     assert rc == 0
-    saved = torch.load(out, weights_only=False)
+    saved = torch.load(out, weights_only=True)
     assert saved["config"] == CFG
     for k, v in want.items():
         assert torch.equal(saved["model"][k], v), k

@@ -11,8 +11,8 @@ from lhotse import CutSet
 from lhotse.features.io import NumpyHdf5Writer
 from lhotse.utils import fastcopy
 
-from mvqkd.train import train
-from mvqkd.training.synthetic import WORDS, make_synthetic_cuts, train_tiny_bpe
+from mvqkd.training.student import train
+from mvqkd.data.synthetic import WORDS, make_synthetic_cuts, train_tiny_bpe
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +175,7 @@ def test_two_process_ddp_on_gloo(data, tmp_path):
     for k, v in r0["params"].items():
         assert torch.equal(v, r1["params"][k]), k
     # The rank-0 checkpoint holds the same parameters, and one RNG state per rank.
-    ck = torch.load(tmp_path / "ddp" / "epoch-1.pt", weights_only=False)
+    ck = torch.load(tmp_path / "ddp" / "epoch-1.pt", weights_only=True)
     assert len(ck["rng"]) == 2
     for k, v in r0["params"].items():
         assert torch.equal(v, ck["model"][k]), k
@@ -201,7 +201,7 @@ def test_cli_options_map_onto_train_config():
 def test_sampler_choice_and_sharding(data):
     from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler
 
-    from mvqkd.training.sampling import build_sampler
+    from mvqkd.data.sampling import build_sampler
 
     cuts = CutSet.from_file(data / "cuts.jsonl.gz").to_eager()
     # Buckets need >= 4 full batches each: 8 short cuts are too few, 4 copies of them are not.
@@ -238,6 +238,8 @@ def test_l2_kd_normalize_standardises_targets_and_resumes(data, tmp_path):
     resumed = train(cfg)
     assert resumed["history"][0]["step"] == 3
     assert torch.equal(resumed["model"].kd_head.target_std, head.target_std)
-    # without the option there are no statistics and the raw targets are regressed
-    plain = train(_cfg(data, tmp_path / "plain", kd="l2", num_epochs=1, max_steps=1, save_every_n=0))
+    # with the option off (--no-kd-normalize) there are no statistics and the raw targets
+    # are regressed
+    plain = train(_cfg(data, tmp_path / "plain", kd="l2", kd_normalize=False, num_epochs=1,
+                       max_steps=1, save_every_n=0))
     assert not plain["model"].cfg.kd_normalize and not hasattr(plain["model"].kd_head, "target_mean")

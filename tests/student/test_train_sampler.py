@@ -3,7 +3,7 @@
 from lhotse import CutSet
 from lhotse.testing.dummies import dummy_cut
 
-from mvqkd.training.sampling import build_sampler
+from mvqkd.data.sampling import build_sampler
 
 
 def _cuts(n=400):

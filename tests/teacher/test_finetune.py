@@ -8,10 +8,11 @@ import json
 import pytest
 import torch
 
-from mvqkd.teacher.finetune import (
-    STATE_FILE, WER_FILE, build_model, collate, ctc_greedy, encode_text, finetune_teacher,
-    ids_to_words, labels_for, score, vocabulary, write_processor, AudioCache,
+from mvqkd.teacher.ctc import (
+    WER_FILE, AudioCache, build_ctc_model as build_model, collate, ctc_greedy, encode_text,
+    ids_to_words, labels_for, score, vocabulary, write_processor,
 )
+from mvqkd.training.finetune import STATE_FILE, finetune_teacher
 from mvqkd.teacher.model import load_teacher
 
 V = vocabulary()
@@ -129,19 +130,19 @@ def test_resume_continues_after_last_epoch(prepared_data, tmp_path):
     dev = CutSet.from_file(prepared_data / "fbank/librispeech_cuts_dev-clean.jsonl.gz").subset(first=2)
     kw = dict(size="tiny", max_duration=30, seed=3, warmup_steps=1)
     finetune_teacher(train, dev, tmp_path, num_epochs=1, **kw)
-    first = torch.load(tmp_path / STATE_FILE, weights_only=False)
+    first = torch.load(tmp_path / STATE_FILE, weights_only=True)
     finetune_teacher(train, dev, tmp_path, num_epochs=2, **kw)
-    second = torch.load(tmp_path / STATE_FILE, weights_only=False)
+    second = torch.load(tmp_path / STATE_FILE, weights_only=True)
     assert (first["epoch"], second["epoch"]) == (1, 2)
     assert second["step"] > first["step"]
     assert [h["epoch"] for h in second["history"]] == [1, 2]
 
 
 def test_cli_help_and_bad_input(tmp_path, capsys):
-    from mvqkd.teacher import finetune_commands
+    from mvqkd.training import commands
 
     parser = argparse.ArgumentParser(prog="mvqkd")
-    finetune_commands.register(parser.add_subparsers(dest="command"))
+    commands.register(parser.add_subparsers(dest="command"))
     with pytest.raises(SystemExit):
         parser.parse_args(["finetune-teacher", "--help"])
     assert "--init-from" in capsys.readouterr().out

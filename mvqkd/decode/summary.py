@@ -1,5 +1,4 @@
-#!/usr/bin/env python3
-"""Summarise a demo run: a markdown WER table and a PNG with training curves and WER bars.
+"""``mvqkd summarize``: a demo run's markdown WER table and a PNG with training curves and WER bars.
 
 Reads, under ``--exp-root`` (``RUN`` = ``seed<K>/<system>`` for each ``--seeds K``, or
 ``<system>`` without ``--seeds``):
@@ -9,7 +8,7 @@ Reads, under ``--exp-root`` (``RUN`` = ``seed<K>/<system>`` for each ``--seeds K
 - ``stage_times.tsv`` (``run.sh`` writes ``stage<TAB>seconds``), when present;
 and the teacher-label stores given by ``--store NAME=DIR`` (bytes on disk, hours of audio).
 
-Usage: python tools/summarize_results.py --exp-root exp [--systems baseline mvq l2] [--seeds 1 2]
+Usage: mvqkd summarize --exp-root exp [--systems baseline mvq l2] [--seeds 1 2]
            [--method greedy_search] [--store mvq=data/vq --store l2=data/kd] [--out exp/results]
 Prints the markdown and writes OUT.md and OUT.png. WERs are the mean over the seeds (each
 seed's value in brackets); "vs baseline" divides mean test-clean WERs, "vs L2-KD" too.
@@ -17,22 +16,14 @@ seed's value in brackets); "vs baseline" divides mean test-clean WERs, "vs L2-KD
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
-import sys
 from pathlib import Path
+
+from mvqkd.decode.results import read_wer
 
 TEST_SETS = ("test-clean", "test-other", "dev-clean")
 LABELS = {"baseline": "baseline (no KD)", "mvq": "MVQ-KD (codebook indexes)", "l2": "L2-KD (standardised float embeddings)"}
-
-
-def read_wer(path: Path) -> float | None:
-    """Best WER (%) in a ``wer-summary-*.txt`` file, or None when it does not exist."""
-    if not path.is_file():
-        return None
-    rows = [line.split("\t") for line in path.read_text().splitlines()[1:] if line.strip()]
-    return min(float(r[1]) for r in rows) if rows else None
 
 
 def read_scalars(exp_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -162,27 +153,11 @@ def plot(exp_root: Path, systems: list[str], wers: dict, out_png: Path,
     fig.savefig(out_png, dpi=100)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--exp-root", type=Path, default=Path("exp"))
-    parser.add_argument("--systems", nargs="+", default=["baseline", "mvq", "l2"])
-    parser.add_argument("--seeds", nargs="+", default=None,
-                        help="read EXP_ROOT/seed<K>/<system> for each K and average the WERs "
-                             "(default: EXP_ROOT/<system>, one run)")
-    parser.add_argument("--method", default="greedy_search")
-    parser.add_argument("--store", action="append", default=[], metavar="NAME=DIR",
-                        help="a teacher-label store to measure (HDF5 shards under DIR)")
-    parser.add_argument("--out", type=Path, default=None, help="output prefix (default: EXP_ROOT/results)")
-    args = parser.parse_args()
-    stores = dict((kv.split("=", 1)[0], Path(kv.split("=", 1)[1])) for kv in args.store)
-    out = args.out or args.exp_root / "results"
-    md, wers = summarize(args.exp_root, args.systems, args.method, stores, args.seeds)
+def write_summary(exp_root: Path, systems: list[str], method: str, stores: dict[str, Path],
+                  seeds: list[str] | None = None, out: Path | None = None) -> tuple[str, Path]:
+    """Write ``OUT.md`` and ``OUT.png`` (default ``EXP_ROOT/results``); returns (markdown, OUT)."""
+    out = out or exp_root / "results"
+    md, wers = summarize(exp_root, systems, method, stores, seeds)
     out.with_suffix(".md").write_text(md)
-    plot(args.exp_root, args.systems, wers, out.with_suffix(".png"), args.seeds)
-    print(md)
-    print(f"(written to {out.with_suffix('.md')} and {out.with_suffix('.png')})")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    plot(exp_root, systems, wers, out.with_suffix(".png"), seeds)
+    return md, out

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mvqkd.conventions import NUM_MEL_BINS, SAMPLE_RATE, TEACHER_FRAME_SHIFT, num_frames
+
 logger = logging.getLogger(__name__)
 
 WORDS = "THE CAT SAT ON A MAT DOG RAN TO RED BIG SUN".split()
@@ -56,7 +58,7 @@ def make_synthetic_cuts(
     out_dir = Path(out_dir)
     (out_dir / "wav").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    sr = 16000
+    sr = SAMPLE_RATE
     cuts = []
     for i in range(num_cuts):
         dur = round(float(rng.uniform(min_duration, max_duration)), 2)
@@ -73,7 +75,7 @@ def make_synthetic_cuts(
         cut.supervisions = [sup]
         cuts.append(cut)
     cuts = CutSet.from_cuts(cuts).compute_and_store_features(
-        Fbank(FbankConfig(num_mel_bins=80)),
+        Fbank(FbankConfig(num_mel_bins=NUM_MEL_BINS)),
         storage_path=out_dir / "feats",
         storage_type=NumpyHdf5Writer,  # lilcom is optional; plain HDF5 here
         num_jobs=1,
@@ -94,8 +96,6 @@ def _attach_teacher_arrays(
 ):
     from lhotse import CutSet
 
-    from mvqkd.indexes.frames import num_frames
-
     out = []
     with writer_cls(out_dir / "teacher_arrays") as writer:
         for cut in cuts:
@@ -103,7 +103,7 @@ def _attach_teacher_arrays(
             if with_indexes:
                 idx = rng.integers(0, codebook_size, size=(t50, num_codebooks)).astype(np.uint8)
                 cut.codebook_indexes = writer.store_array(
-                    f"{cut.id}-idx", idx, frame_shift=0.02, temporal_dim=0
+                    f"{cut.id}-idx", idx, frame_shift=TEACHER_FRAME_SHIFT, temporal_dim=0
                 )
                 cut.codebook_indexes_info = {
                     "quantizer_id": quantizer_id,
@@ -115,7 +115,7 @@ def _attach_teacher_arrays(
             if dim:
                 emb = rng.standard_normal((t50, dim)).astype(np.float16)
                 cut.teacher_embeddings = writer.store_array(
-                    f"{cut.id}-emb", emb, frame_shift=0.02, temporal_dim=0
+                    f"{cut.id}-emb", emb, frame_shift=TEACHER_FRAME_SHIFT, temporal_dim=0
                 )
                 cut.teacher_embeddings_info = {"teacher": "synthetic", "layer": 0, "dim": dim}
             out.append(cut)

@@ -1,4 +1,4 @@
-"""Word error rate and icefall-style result files.
+"""Decoding result files, icefall-style, and the WER summary they feed.
 
 Per test set ``<set>`` and decoding setting ``<key>`` (e.g. ``greedy_search``):
 
@@ -8,92 +8,19 @@ Per test set ``<set>`` and decoding setting ``<key>`` (e.g. ``greedy_search``):
   ins / del / sub split, per-utterance alignments (``word`` or ``(ref->hyp)``, with
   successive errors merged), the most frequent substitutions, deletions and
   insertions, and per-word statistics.
-- ``wer-summary-<set>.txt``: a ``settings\\tWER`` table.
-
-The alignment comes from kaldialign (Levenshtein with unit costs).
+- ``wer-summary-<set>.txt``: a ``settings\\tWER`` table; :func:`read_wer` reads it back.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from collections import Counter
+from typing import Sequence
 
-import kaldialign
+from mvqkd.data.wer import EPS, Result, align, compute_error_stats
 
 logger = logging.getLogger(__name__)
-
-EPS = "*"
-
-Result = tuple[str, Sequence[str], Sequence[str]]  # (cut_id, ref_words, hyp_words)
-
-
-@dataclass
-class ErrorStats:
-    """Counts accumulated over a test set."""
-
-    ref_words: int = 0
-    corr: int = 0
-    subs: Counter = field(default_factory=Counter)  # (ref, hyp) -> count
-    dels: Counter = field(default_factory=Counter)  # ref word -> count
-    ins: Counter = field(default_factory=Counter)  # hyp word -> count
-    # word -> [corr, sub as ref, sub as hyp, ins, del]
-    per_word: dict = field(default_factory=dict)
-
-    @property
-    def num_sub(self) -> int:
-        return sum(self.subs.values())
-
-    @property
-    def num_del(self) -> int:
-        return sum(self.dels.values())
-
-    @property
-    def num_ins(self) -> int:
-        return sum(self.ins.values())
-
-    @property
-    def num_errors(self) -> int:
-        return self.num_sub + self.num_del + self.num_ins
-
-    @property
-    def wer(self) -> float:
-        """Percent WER. With no reference words it is 0 if there are no errors, else inf."""
-        if self.ref_words == 0:
-            return 0.0 if self.num_errors == 0 else float("inf")
-        return 100.0 * self.num_errors / self.ref_words
-
-    def _word(self, w: str) -> list:
-        return self.per_word.setdefault(w, [0, 0, 0, 0, 0])
-
-
-def align(ref: Sequence[str], hyp: Sequence[str]) -> list[tuple[str, str]]:
-    """Minimum-edit-distance alignment; ``EPS`` marks insertions (ref side) / deletions (hyp side)."""
-    return kaldialign.align(list(ref), list(hyp), EPS)
-
-
-def compute_error_stats(results: Iterable[Result]) -> ErrorStats:
-    """Accumulate substitutions, deletions, insertions and per-word counts."""
-    st = ErrorStats()
-    for _, ref, hyp in results:
-        st.ref_words += len(ref)
-        for r, h in align(ref, hyp):
-            if r == EPS:
-                st.ins[h] += 1
-                st._word(h)[3] += 1
-            elif h == EPS:
-                st.dels[r] += 1
-                st._word(r)[4] += 1
-            elif r != h:
-                st.subs[(r, h)] += 1
-                st._word(r)[1] += 1
-                st._word(h)[2] += 1
-            else:
-                st.corr += 1
-                st._word(r)[0] += 1
-    return st
 
 
 def merged_alignment(ref: Sequence[str], hyp: Sequence[str]) -> str:
@@ -186,3 +113,12 @@ def write_results(out_dir: str | Path, test_set_name: str, setting: str, results
     wer = write_error_stats(out_dir / f"errs-{test_set_name}.txt", test_set_name, results)
     write_wer_summary(out_dir / f"wer-summary-{test_set_name}.txt", {setting: wer})
     return wer
+
+
+def read_wer(path: str | Path) -> float | None:
+    """Best (lowest) WER in a ``wer-summary-<set>.txt`` file, or None when it does not exist."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    rows = [line.split("\t") for line in path.read_text().splitlines()[1:] if line.strip()]
+    return min(float(r[1]) for r in rows) if rows else None

@@ -1,22 +1,17 @@
-"""tools/summarize_results.py: WERs averaged over seeds and the ratios between systems,
-checked against hand-computed values on a fake experiment tree."""
+"""mvqkd summarize: WERs averaged over seeds and the ratios between systems, checked against
+hand-computed values on a fake experiment tree."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
-from mvqkd.decode.wer import write_wer_summary
-
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "summarize_results.py"
+from mvqkd.decode import summary
+from mvqkd.decode.results import write_wer_summary
 
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("summarize_results", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return summary
 
 
 def write_summary(folder: Path, test_set: str, wer: float):
