@@ -55,6 +55,21 @@ def info_field(field: str) -> str:
     return field + INFO_SUFFIX
 
 
+def checksum_field(field: str) -> str:
+    """``codebook_indexes`` -> ``codebook_indexes_crc32``: the cut field holding the CRC-32 of
+    the stored array's bytes, written at extraction and verified whenever training reads it."""
+    return field + "_crc32"
+
+
+def array_checksum(array) -> int:
+    """CRC-32 of an array's C-ordered bytes (what :func:`checksum_field` stores)."""
+    import zlib
+
+    import numpy as np
+
+    return zlib.crc32(np.ascontiguousarray(array).tobytes())
+
+
 def kd_field(kd: str) -> str | None:
     """The cut field a ``--kd`` mode reads: indexes for ``mvq``, float embeddings for
     ``l1|l2|cosine``, nothing for ``none``."""

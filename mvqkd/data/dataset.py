@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from mvqkd.data.labels import BadLabelsError, load_checked, missing_label_files
 from mvqkd.conventions import (CODEBOOK_INDEXES, FBANK_FRAME_SHIFT, IGNORE_INDEX,
                                NUM_MEL_BINS, TEACHER_EMBEDDINGS, check_teacher_frames, info_field, kd_field,
                                num_frames, subsampled_length)
@@ -84,6 +85,7 @@ def prepare_training_cuts(
     quantizer_id: str | None = None,
     num_codebooks: int | None = None,
     name: str = "train",
+    skip_bad_indexes: bool = False,
 ):
     """Validate and filter ``cuts`` for training; returns ``(eager CutSet, FilterStats)``.
 
@@ -93,6 +95,8 @@ def prepare_training_cuts(
         kd: ``none|mvq|l1|l2|cosine``; ``mvq`` requires ``codebook_indexes`` on every cut,
             ``l1|l2|cosine`` require ``teacher_embeddings``.
         skip_missing_indexes: skip (and count) cuts without the KD field instead of failing.
+        skip_bad_indexes: skip (and count) cuts whose label file does not exist instead of
+            failing (every file is checked here, before training starts).
         quantizer_id, num_codebooks: expected ``codebook_indexes_info`` values; when None the
             values of the first cut are recorded and every other cut must match them.
         name: used in log lines.
@@ -132,11 +136,29 @@ def prepare_training_cuts(
             if fld == CODEBOOK_INDEXES:
                 _check_index_info(cut, cut.custom.get(info_field(fld)), expected, stats)
         kept.append(cut)
+    if fld is not None:
+        kept = _drop_missing_files(kept, fld, name, skip_bad_indexes, stats)
     stats.kept = len(kept)
     logger.info("%s cuts: %s", name, stats.summary())
     if not kept:
         raise ValueError(f"{name} cuts: nothing left after filtering ({stats.summary()})")
     return CutSet.from_cuts(kept), stats
+
+
+def _drop_missing_files(cuts: list, fld: str, name: str, skip: bool, stats) -> list:
+    """Refuse (or, with ``skip``, drop and count) cuts whose label file is missing."""
+    missing = missing_label_files(cuts, fld)
+    if not missing:
+        return cuts
+    listing = "; ".join(f"{p} ({len(ids)} cuts, e.g. {ids[0]})" for p, ids in list(missing.items())[:5])
+    if not skip:
+        raise BadLabelsError(f"{name} cuts: {len(missing)} '{fld}' file(s) do not exist: {listing}. "
+                             "Re-extract them, or pass --skip-bad-indexes to train without those cuts")
+    logger.warning("%s cuts: skipping the cuts of %d missing '%s' file(s): %s", name, len(missing),
+                   fld, listing)
+    gone = {cid for ids in missing.values() for cid in ids}
+    stats.dropped[f"{fld} file missing"] += len(gone)
+    return [c for c in cuts if c.id not in gone]
 
 
 def _pad_arrays(arrays, pad_value, dtype):
@@ -162,16 +184,38 @@ class KDDataset(torch.utils.data.Dataset):
         - ``codebook_indexes``: (B, T50, N) long padded with -100 (``kd="mvq"``), else None;
         - ``teacher_embeddings``: (B, T50, D) float padded with 0 and ``teacher_lens`` (B,)
           (``kd`` in l1/l2/cosine), else None.
-    Cuts are sorted by decreasing duration.
+    Cuts are sorted by decreasing duration. Every label array is verified when read
+    (:mod:`mvqkd.data.labels`): a bad one raises :class:`BadLabelsError`, or with
+    ``skip_bad_labels`` its cut leaves the batch (logged); a batch left empty is ``None``.
     """
 
-    def __init__(self, sp, kd: str = "none", on_the_fly_feats: bool = False):
+    def __init__(self, sp, kd: str = "none", on_the_fly_feats: bool = False,
+                 skip_bad_labels: bool = False):
         super().__init__()
         self.sp = sp
         self.kd = kd
         self.field = kd_field(kd)
         self.on_the_fly_feats = on_the_fly_feats
+        self.skip_bad_labels = skip_bad_labels
         self._extractor = None
+
+    def _labels(self, cuts) -> tuple[list, list]:
+        """(kept cuts, their verified label arrays)."""
+        kept, arrays = [], []
+        for c in cuts:
+            if not c.has_custom(self.field):
+                raise ValueError(f"cut {c.id} has no '{self.field}' (needed by --kd {self.kd})")
+            try:
+                a = load_checked(c, self.field)
+                check_teacher_frames(c.id, self.field, int(a.shape[0]), c.duration)
+            except (BadLabelsError, ValueError) as e:
+                if not self.skip_bad_labels:
+                    raise
+                logger.warning("skipping cut %s (--skip-bad-indexes): %s", c.id, e)
+                continue
+            kept.append(c)
+            arrays.append(a)
+        return kept, arrays
 
     def _features(self, cuts):
         from lhotse.dataset.collation import collate_features
@@ -186,8 +230,17 @@ class KDDataset(torch.utils.data.Dataset):
         feats, lens = self._extractor(cuts)
         return feats, lens.long()
 
-    def __getitem__(self, cuts) -> dict:
+    def __getitem__(self, cuts) -> dict | None:
         cuts = cuts.sort_by_duration(ascending=False)
+        arrays = []
+        if self.field is not None:
+            kept, arrays = self._labels(cuts)
+            if not kept:
+                return None
+            if len(kept) < len(cuts):
+                from lhotse import CutSet
+
+                cuts = CutSet.from_cuts(kept)
         features, feature_lens = self._features(cuts)
         batch = {
             "features": features,
@@ -200,13 +253,6 @@ class KDDataset(torch.utils.data.Dataset):
         }
         if self.field is None:
             return batch
-        arrays = []
-        for c in cuts:
-            if not c.has_custom(self.field):
-                raise ValueError(f"cut {c.id} has no '{self.field}' (needed by --kd {self.kd})")
-            a = c.load_custom(self.field)
-            check_teacher_frames(c.id, self.field, int(a.shape[0]), c.duration)
-            arrays.append(a)
         if self.field == CODEBOOK_INDEXES:
             batch[CODEBOOK_INDEXES], _ = _pad_arrays(arrays, IGNORE_INDEX, torch.long)
         else:

@@ -33,7 +33,7 @@ def _run(cfg, spec) -> int:
 
     try:
         result = run_extraction(cfg.cuts, spec, cfg.out_dir, **store_kwargs(cfg))
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RuntimeError) as e:
         logger.error("%s", e)
         return 2
     if result is None:  # a torchrun rank other than 0
@@ -41,6 +41,8 @@ def _run(cfg, spec) -> int:
     msg = (f"{spec.field}: {result.num_written} cuts written to {result.manifest}; "
            f"{result.num_failed} failed (report: {result.report})")
     (logger.warning if result.num_failed else logger.info)("%s", msg)
+    if result.num_failed:
+        logger.info("to retry the failed cuts once their cause is fixed, rerun with --retry-failed")
     print(msg)
     return 1 if result.num_failed > cfg.max_failed_cuts else 0
 

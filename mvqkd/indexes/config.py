@@ -42,6 +42,8 @@ class StoreOptions:
                                    "OUT_DIR/failed_cuts.jsonl)")
     max_failed_cuts: int = opt(0, "exit status 0 while at most this many cuts failed (they are "
                                   "listed in the report and left out of the manifest); 1 above")
+    retry_failed: bool = opt(False, "re-extract the shards that have failed cuts (e.g. after "
+                                    "their audio became readable); the other shards are kept")
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from mvqkd.conventions import num_frames
+from mvqkd.conventions import checksum_field, info_field, num_frames
 from mvqkd.indexes.pipeline import failure_record
 
 logger = logging.getLogger(__name__)
@@ -43,7 +43,10 @@ def join_by_id(source, target, field: str, already_failed=()) -> tuple[list, lis
                 f"{want} frames from {cut.start:.3f}s",
             ))
             continue
-        joined.append(cut.with_custom(field, arr).with_custom(field + "_info", src.custom[field + "_info"]))
+        out = cut.with_custom(field, arr).with_custom(info_field(field), src.custom[info_field(field)])
+        if checksum_field(field) in src.custom:
+            out = out.with_custom(checksum_field(field), src.custom[checksum_field(field)])
+        joined.append(out)
     for cut_id in by_id:
         if cut_id not in seen:
             failures.append(failure_record(cut_id, "not_in_join_target", "cut id missing from the --join-onto cuts"))

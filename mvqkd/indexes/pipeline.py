@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, Sequence
 
@@ -18,7 +17,8 @@ import numpy as np
 import torch
 
 from mvqkd.indexes.audio import CutError, load_cut_audio
-from mvqkd.conventions import SAMPLE_RATE, TEACHER_FRAME_SHIFT, fit_frames, num_frames
+from mvqkd.conventions import (SAMPLE_RATE, TEACHER_FRAME_SHIFT, array_checksum, checksum_field,
+                               fit_frames, num_frames)
 from mvqkd.indexes.store import ShardPaths, ShardWriter, atomic_write_text, save_cuts_atomic, write_jsonl
 
 logger = logging.getLogger(__name__)
@@ -93,8 +93,8 @@ def process_shard(index: int, cuts: Sequence, teacher, target, out_dir, max_dura
     from lhotse.array import Array, TemporalArray
 
     paths = ShardPaths(out_dir, target.field, index)
-    arrays, failures = {}, {}
-    writer = ShardWriter(paths.h5_tmp, compression)
+    arrays, checksums, failures = {}, {}, {}
+    writer = ShardWriter(paths.h5, compression)
 
     def finish(cut, converted) -> None:
         try:
@@ -107,7 +107,9 @@ def process_shard(index: int, cuts: Sequence, teacher, target, out_dir, max_dura
         except ValueError as e:
             failures[cut.id] = failure_record(cut.id, "frame_mismatch", str(e))
             return
-        key = writer.write(cut.id, np.ascontiguousarray(arr))
+        arr = np.ascontiguousarray(arr)
+        key = writer.write(cut.id, arr)
+        checksums[cut.id] = array_checksum(arr)
         arrays[cut.id] = TemporalArray(
             array=Array(storage_type=writer.name, storage_path=str(paths.h5),
                         storage_key=key, shape=list(arr.shape)),
@@ -117,6 +119,7 @@ def process_shard(index: int, cuts: Sequence, teacher, target, out_dir, max_dura
     # the quantizer runs in a thread, overlapping the teacher's next batch; the
     # HDF5 writes stay in this thread, in order
     pending: collections.deque = collections.deque()
+    ok = False
     try:
         with ThreadPoolExecutor(1) as pool:
             for cut, emb in iter_teacher_outputs(cuts, teacher, target.layer, max_duration):
@@ -130,11 +133,15 @@ def process_shard(index: int, cuts: Sequence, teacher, target, out_dir, max_dura
                     finish(*pending.popleft())
             while pending:
                 finish(*pending.popleft())
+        ok = True
     finally:
-        writer.close()
-    os.replace(paths.h5_tmp, paths.h5)
+        if ok:
+            writer.close()  # writes the shard file (atomically)
+        else:
+            writer.discard()
     done = [
         c.with_custom(target.field, arrays[c.id]).with_custom(target.info_field, dict(target.info))
+        .with_custom(checksum_field(target.field), checksums[c.id])
         for c in cuts if c.id in arrays
     ]
     save_cuts_atomic(CutSet.from_cuts(done), paths.cuts)

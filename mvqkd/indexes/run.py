@@ -18,7 +18,8 @@ from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from mvqkd.indexes.store import ShardPaths, check_plan, read_jsonl, save_cuts_atomic, write_jsonl
+from mvqkd.indexes.store import (OutDirLock, ShardPaths, check_plan, read_jsonl, save_cuts_atomic,
+                                 write_jsonl)
 from mvqkd.indexes.targets import TargetSpec
 
 logger = logging.getLogger(__name__)
@@ -44,16 +45,57 @@ def _dist_info() -> tuple[int, int]:
     return 0, 1
 
 
-def _load_cuts(path):
-    from lhotse import CutSet
+def check_cut_ids(ids, what: str) -> None:
+    """Cut ids become HDF5 keys: refuse (listing every offender at once) ids that are empty,
+    ``.`` or ``..``, contain ``/``, have surrounding white space, or collide with another id
+    after Unicode normalisation (NFC)."""
+    import unicodedata
 
-    cuts = CutSet.from_file(path).to_eager()
-    seen = set()
-    for c in cuts:
-        if c.id in seen:
-            raise ValueError(f"{path}: duplicate cut id {c.id!r}; cut ids must be unique")
-        seen.add(c.id)
-    return list(cuts)
+    bad, seen = [], {}
+    for cid in ids:
+        norm = unicodedata.normalize("NFC", str(cid))
+        why = None
+        if not cid or norm.strip() in ("", ".", ".."):
+            why = "empty, '.' or '..'"
+        elif "/" in cid:
+            why = "contains '/' (HDF5 treats it as a group separator)"
+        elif norm != norm.strip():
+            why = "leading or trailing white space"
+        elif norm in seen:
+            why = f"duplicate of {seen[norm]!r}" if seen[norm] != cid else "duplicate"
+        seen.setdefault(norm, cid)
+        if why:
+            bad.append(f"{cid!r}: {why}")
+    if bad:
+        listing = "\n  ".join(bad[:50]) + (f"\n  ... {len(bad) - 50} more" if len(bad) > 50 else "")
+        raise ValueError(f"{what}: {len(bad)} cut id(s) cannot be stored (fix or rename them, e.g. "
+                         f"with CutSet.modify_ids):\n  {listing}")
+
+
+def _load_cuts(path):
+    """The cuts to extract: a cuts manifest (not recordings / supervisions) whose ids are
+    valid HDF5 keys and whose cuts all have audio; every problem is found before any work."""
+    from mvqkd.data.cuts import load_cuts
+
+    cuts = list(load_cuts(path, "--cuts").to_eager())
+    check_cut_ids([c.id for c in cuts], f"--cuts {path}")
+    no_audio = [c.id for c in cuts if not c.has_recording]
+    if no_audio:
+        raise ValueError(f"--cuts {path}: {len(no_audio)} cut(s) have no recording (audio is needed "
+                         f"for the teacher), e.g. {no_audio[:5]}")
+    return cuts
+
+
+def _retry_failed(out_dir: Path, field: str, num_shards: int) -> int:
+    """Forget the done marker of every shard that has failed cuts, so a run re-extracts it
+    whole (the cuts that worked come out the same). Returns the number of shards reopened."""
+    reopened = 0
+    for i in range(num_shards):
+        paths = ShardPaths(out_dir, field, i)
+        if paths.is_done() and paths.failed.is_file() and read_jsonl(paths.failed):
+            paths.done.unlink()
+            reopened += 1
+    return reopened
 
 
 def _work(worker: int, cuts_path: str, spec: TargetSpec, out_dir: str, shards: list,
@@ -81,31 +123,67 @@ def _work(worker: int, cuts_path: str, spec: TargetSpec, out_dir: str, shards: l
                           opts["compression"], progress=bar)
 
 
+def _plan(cuts_path, cuts, spec: TargetSpec, shard_size: int, compression) -> dict:
+    """What a store holds and depends on; a resume must match it exactly."""
+    from mvqkd.conventions import MAX_FRAME_MISMATCH, TEACHER_FRAME_SHIFT
+
+    return {"cuts": str(Path(cuts_path).resolve()), "num_cuts": len(cuts), "first_cut": cuts[0].id,
+            "last_cut": cuts[-1].id, "shard_size": shard_size, "compression": compression,
+            **asdict(spec), "teacher_dir": str(Path(spec.teacher_dir).resolve()),
+            "quantizer": str(Path(spec.quantizer).resolve()) if spec.quantizer else None,
+            "frame_rule": f"num_frames(duration, {TEACHER_FRAME_SHIFT}); pad with the last frame "
+                          f"or trim, at most {MAX_FRAME_MISMATCH} frames"}
+
+
 def run_extraction(cuts_path, spec: TargetSpec, out_dir, *, num_workers: int = 1,
                    shard_size: int = 200, max_duration: float = 60.0, device: str = "auto",
                    dtype: str = "auto", compression: str | None = None, join_onto=None,
-                   out_manifest=None, report=None) -> RunResult | None:
+                   out_manifest=None, report=None, retry_failed: bool = False) -> RunResult | None:
     """Extract ``spec.field`` for every cut of ``cuts_path`` into ``out_dir``.
 
     Rerunning with the same arguments after a crash or SIGKILL finishes only the
     shards without a done marker; the final manifest is identical to an uninterrupted
-    run. Returns the merged result on rank 0, ``None`` on other torchrun ranks.
+    run. A rerun whose quantizer, teacher (content) or frame rule differ from the store's
+    plan is refused. ``retry_failed`` re-extracts the shards that have failed cuts. A
+    second extraction into the same ``out_dir`` is refused while one runs. Returns the
+    merged result on rank 0, ``None`` on other torchrun ranks.
     """
-    spec.check()
-    out_dir = Path(out_dir)
     cuts = _load_cuts(cuts_path)
     if not cuts:
         raise ValueError(f"{cuts_path}: no cuts")
-    plan = {"cuts": str(Path(cuts_path).resolve()), "num_cuts": len(cuts), "first_cut": cuts[0].id,
-            "last_cut": cuts[-1].id, "shard_size": shard_size, "compression": compression,
-            **asdict(spec), "teacher_dir": str(Path(spec.teacher_dir).resolve()),
-            "quantizer": str(Path(spec.quantizer).resolve()) if spec.quantizer else None}
+    if join_onto is not None:
+        from mvqkd.data.cuts import load_cuts
+
+        load_cuts(join_onto, "--join-onto")  # a wrong file is refused before the teacher runs
+    spec = spec.identify()
+    out_dir = Path(out_dir)
     rank, world = _dist_info()
+    lock = OutDirLock(out_dir)
     if rank == 0:
-        check_plan(out_dir, plan)
+        lock.acquire()
+    try:
+        if rank == 0:
+            check_plan(out_dir, _plan(cuts_path, cuts, spec, shard_size, compression))
+        return _extract_shards(cuts_path, cuts, spec, out_dir, rank, world, num_workers,
+                               shard_size, retry_failed, join_onto, out_manifest, report,
+                               {"device": device, "dtype": dtype, "max_duration": max_duration,
+                                "compression": compression})
+    finally:
+        lock.release()
+
+
+def _extract_shards(cuts_path, cuts, spec, out_dir, rank, world, num_workers, shard_size,
+                    retry_failed, join_onto, out_manifest, report, opts) -> RunResult | None:
     (out_dir / "shards").mkdir(parents=True, exist_ok=True)  # every rank, before any write
     starts = list(range(0, len(cuts), shard_size))
     num_shards = len(starts)
+    if retry_failed and rank == 0:
+        logger.info("--retry-failed: re-extracting %d shard(s) with failed cuts",
+                    _retry_failed(out_dir, spec.field, num_shards))
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
     total_workers = world * num_workers
     mine = {rank * num_workers + w: [] for w in range(num_workers)}
     for index, a in enumerate(starts):
@@ -115,7 +193,6 @@ def run_extraction(cuts_path, spec: TargetSpec, out_dir, *, num_workers: int = 1
     skipped = num_shards - sum(map(len, mine.values()))
     logger.info("%s: %d cuts in %d shards, %d already done on disk; %d worker(s) x %d rank(s)",
                 spec.field, len(cuts), num_shards, skipped, num_workers, world)
-    opts = {"device": device, "dtype": dtype, "max_duration": max_duration, "compression": compression}
     jobs = {g: s for g, s in mine.items() if s}
     if len(jobs) == 1 and num_workers == 1:
         (g, s), = jobs.items()

@@ -6,7 +6,7 @@ A :class:`TargetSpec` is a small picklable description (sent to worker processes
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +25,22 @@ class TargetSpec:
     teacher_dir: str
     layer: int
     quantizer: str | None = None
+    #: filled by :meth:`identify`: what the arrays depend on
+    teacher_hash: str | None = None
+    quantizer_id: str | None = None
 
-    def check(self) -> None:
+    def identify(self) -> "TargetSpec":
+        """Check the settings (:meth:`check`) and return a copy that records the teacher's
+        content hash and the quantizer's id (the extraction plan and every cut's info)."""
+        from mvqkd.teacher.model import teacher_hash
+
+        qid = self.check()
+        return replace(self, teacher_hash=teacher_hash(self.teacher_dir), quantizer_id=qid)
+
+    def check(self) -> str | None:
         """Refuse incompatible settings before any work: unknown field, a layer out of
-        range, a quantizer whose dim is not the teacher's hidden size."""
+        range, a quantizer whose dim is not the teacher's hidden size. Returns the
+        quantizer's id (None for embeddings)."""
         from transformers import AutoConfig
 
         if self.field not in (INDEXES, EMBEDDINGS):
@@ -51,6 +63,8 @@ class TargetSpec:
                     f"quantizer {self.quantizer} (id {q.id}) expects dim {q.dim} but teacher "
                     f"{self.teacher_dir} layer {self.layer} gives dim {cfg.hidden_size}"
                 )
+            return q.id
+        return None
 
     def build(self, teacher) -> "Target":
         return Target(self, teacher)
@@ -61,19 +75,20 @@ class Target:
         self.field = spec.field
         self.layer = spec.layer
         self.quantizer = None
+        who = {"teacher": teacher.name, "teacher_path": str(Path(spec.teacher_dir).resolve()),
+               "teacher_hash": spec.teacher_hash, "layer": spec.layer}
         if spec.field == INDEXES:
             from mvqkd.quantizer import load_quantizer
 
             self.quantizer = load_quantizer(spec.quantizer, device=teacher.device)
-            self.info = {
-                "quantizer_id": self.quantizer.id,
-                "num_codebooks": self.quantizer.num_codebooks,
-                "codebook_size": self.quantizer.codebook_size,
-                "teacher": teacher.name,
-                "layer": spec.layer,
-            }
+            if spec.quantizer_id is not None and self.quantizer.id != spec.quantizer_id:
+                raise ValueError(f"quantizer {spec.quantizer} changed during extraction (id "
+                                 f"{spec.quantizer_id} -> {self.quantizer.id})")
+            self.info = {"quantizer_id": self.quantizer.id,
+                         "num_codebooks": self.quantizer.num_codebooks,
+                         "codebook_size": self.quantizer.codebook_size, **who}
         else:
-            self.info = {"teacher": teacher.name, "layer": spec.layer, "dim": teacher.dim}
+            self.info = {**who, "dim": teacher.dim}
 
     @property
     def info_field(self) -> str:

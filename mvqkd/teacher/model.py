@@ -199,6 +199,25 @@ def read_normalize_flag(path: Path, group_norm: bool) -> bool:
     return not group_norm
 
 
+def teacher_hash(path) -> str:
+    """The content identity of a teacher folder: BLAKE2b over ``config.json`` and every weight
+    file (``*.safetensors``, ``*.bin``, ``*.pt``), 16 hex digits. A random-init and a trained
+    teacher of the same name differ here."""
+    import hashlib
+
+    path = Path(path)
+    files = [path / "config.json"] + sorted(
+        p for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".pt") and p.is_file()
+        and p.name != "train_state.pt")
+    h = hashlib.blake2b(digest_size=8)
+    for f in files:
+        h.update(f.name.encode() + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
 def check_teacher(path, layer: int, device="auto", dtype="auto") -> str:
     """Load a teacher and run 1 s of noise through ``layer``; returns a one-line summary.
 

@@ -61,6 +61,9 @@ class TrainConfig:
                                          "one)", group="distillation")
     num_codebooks: int | None = opt(None, "refuse to train unless the manifest has this number of "
                                           "codebooks", group="distillation")
+    skip_bad_indexes: bool = opt(False, "skip cuts whose label file is missing or whose labels do "
+                                        "not verify when read (shape, dtype, range, checksum), "
+                                        "logging each, instead of stopping", group="distillation")
     skip_missing_indexes: bool = opt(False, "skip (and count) cuts without indexes instead of "
                                             "stopping with an error", group="distillation")
     # model

@@ -96,11 +96,13 @@ def run_epoch(batches: Iterable, loss_fn: Callable[[object], dict], stepper: Ste
     """Train on ``batches``; returns True when the budget stopped the epoch early.
 
     ``loss_fn(batch)`` returns a dict with the scalar tensor ``loss`` (other entries are
-    passed on); ``on_step(out, batch)`` runs after every successful step (logging,
-    checkpoints) with ``out["grad_norm"]`` set.
+    passed on), or None to skip the batch; ``on_step(out, batch)`` runs after every
+    successful step (logging, checkpoints) with ``out["grad_norm"]`` set.
     """
     for batch in batches:
         out = loss_fn(batch)
+        if out is None:
+            continue
         grad_norm = stepper(out["loss"], describe(batch))
         if grad_norm is None:
             continue

@@ -108,7 +108,7 @@ def _load_cuts(path, sp, cfg: TrainConfig, name: str, expected=None, kd=None):
     kd = cfg.kd if kd is None else kd
     cuts, stats = prepare_training_cuts(
         load_cuts(path, f"--{name}-cuts"), sp, kd=kd,
-        skip_missing_indexes=cfg.skip_missing_indexes,
+        skip_missing_indexes=cfg.skip_missing_indexes, skip_bad_indexes=cfg.skip_bad_indexes,
         quantizer_id=expected.get("quantizer_id", cfg.quantizer_id),
         num_codebooks=expected.get("num_codebooks", cfg.num_codebooks), name=name,
     )

@@ -90,6 +90,8 @@ def validate(model, loader, device) -> dict:
     sums, n = {}, 0
     with torch.no_grad():
         for batch in loader:
+            if batch is None:
+                continue
             b = len(batch["cut_ids"])
             out = forward(model, move_batch(batch, device))
             for k in LOSS_KEYS:
@@ -218,7 +220,8 @@ def run_validation(run: Run, data: TrainData, cfg: TrainConfig, dinfo, monitor, 
     if dinfo.is_main:
         vs = build_sampler(data.valid_cuts, cfg.max_duration, False, cfg.seed, 1, 0,
                            cfg.num_buckets, drop_last=False)
-        loader = make_loader(KDDataset(data.sp, data.valid_kd, cfg.on_the_fly_feats), vs, 0)
+        loader = make_loader(KDDataset(data.sp, data.valid_kd, cfg.on_the_fly_feats,
+                                       cfg.skip_bad_indexes), vs, 0)
         res = validate(unwrap(run.model), loader, dinfo.device)
         monitor.log_valid(epoch, run.step, res)
     barrier(dinfo)
@@ -236,7 +239,7 @@ def train_epochs(cfg: TrainConfig, data: TrainData, run: Run, dinfo, monitor) ->
     distilling = cfg.kd != "none"
     specaug = SpecAugment(time_warp_factor=0 if distilling else cfg.time_warp_factor,
                           distilling=distilling) if cfg.spec_augment else None
-    dataset = KDDataset(data.sp, cfg.kd, cfg.on_the_fly_feats)
+    dataset = KDDataset(data.sp, cfg.kd, cfg.on_the_fly_feats, cfg.skip_bad_indexes)
     snap = SnapshotSampler(run.sampler)
     stepper = Stepper(run.model, run.optimizer, run.scheduler, cfg.grad_clip, cfg.max_nan_batches,
                       run.step, all_finite=lambda ok: all_true(ok, dinfo))
@@ -246,6 +249,8 @@ def train_epochs(cfg: TrainConfig, data: TrainData, run: Run, dinfo, monitor) ->
 
     def loss_fn(batch):
         current["sampler"] = snap.pop_state()  # one snapshot per consumed batch
+        if batch is None:  # every cut of it skipped (--skip-bad-indexes)
+            return None
         batch = move_batch(batch, dinfo.device)
         if specaug is not None:
             batch["features"] = specaug(batch["features"], batch["feature_lens"])

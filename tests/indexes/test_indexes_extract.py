@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+import zlib
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -37,6 +40,14 @@ def extracted(cuts_path, tiny_teacher, quantizer_path, tmp_path_factory):
     return result
 
 
+def _content_hash(folder) -> str:
+    """BLAKE2b (8 bytes) over config.json and the weight files, as documented in FORMATS.md."""
+    h = hashlib.blake2b(digest_size=8)
+    for f in [Path(folder) / "config.json"] + sorted(Path(folder).glob("*.safetensors")):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
 def test_extract_matches_one_cut_at_a_time(extracted, cuts_path, tiny_teacher, quantizer_path):
     teacher, q = load_teacher(tiny_teacher, device="cpu"), load_quantizer(quantizer_path)
     assert extracted.num_failed == 0
@@ -50,7 +61,11 @@ def test_extract_matches_one_cut_at_a_time(extracted, cuts_path, tiny_teacher, q
         ta = cut.codebook_indexes
         assert ta.frame_shift == 0.02 and ta.start == 0
         assert cut.codebook_indexes_info == {"quantizer_id": q.id, "num_codebooks": 4, "codebook_size": 16,
-                                             "teacher": "tiny", "layer": LAYER}
+                                             "teacher": "tiny", "layer": LAYER,
+                                             "teacher_path": str(Path(tiny_teacher).resolve()),
+                                             "teacher_hash": _content_hash(tiny_teacher)}
+        # the CRC-32 of the stored bytes, checked whenever training reads the array
+        assert cut.codebook_indexes_crc32 == zlib.crc32(np.ascontiguousarray(arr).tobytes())
     n, problems = validate_cuts(out, quantizer_path)
     assert n == len(src) and problems == []
 
@@ -186,5 +201,7 @@ def test_dump_embeddings_subset_and_all(cuts_path, tiny_teacher, tmp_path):
     for c in out:
         np.testing.assert_allclose(c.load_teacher_embeddings().astype(np.float32),
                                    _reference(c, teacher).astype(np.float32), atol=1e-2)
-        assert c.teacher_embeddings_info == {"teacher": "tiny", "layer": LAYER, "dim": 64}
+        assert c.teacher_embeddings_info == {"teacher": "tiny", "layer": LAYER, "dim": 64,
+                                             "teacher_path": str(Path(tiny_teacher).resolve()),
+                                             "teacher_hash": _content_hash(tiny_teacher)}
     assert validate_cuts(out, field=EMBEDDINGS)[1] == []
