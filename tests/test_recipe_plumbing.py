@@ -156,3 +156,21 @@ def test_run_sh_reports_a_failed_decode(fake_env):
     assert proc.returncode != 0
     assert "stage 6 failed for Stage 6: decode mvq seed 2 (log: exp/seed2/mvq/decode.out)" in proc.stderr
     assert len([c for c in _calls(log) if c["args"].startswith(" decode ")]) == 6  # the rest ran
+
+
+def test_run_sh_budgets_are_counts_not_seconds(fake_env):
+    """No wall-clock budget in the recipe defaults: the teacher stops on --max-steps, the
+    quantizer on --iters (issue: the same command gives the same models on any machine)."""
+    work, env, log = fake_env
+    (work / "exp/teacher").mkdir(parents=True)
+    (work / "exp/teacher/config.json").write_text("{}")
+    proc = _run("run.sh", ["--stage", "2", "--stop-stage", "4", "--teacher-steps", "30",
+                           "--quantizer-iters", "2"], work, env)
+    assert proc.returncode == 0, proc.stderr
+    calls = [c["args"] for c in _calls(log)]
+    assert not any("--time-budget" in c for c in calls)
+    (teacher,) = [c for c in calls if c.startswith(" finetune-teacher ")]
+    assert " --max-steps 30 " in teacher and " --num-threads 2 " in teacher
+    (quantizer,) = [c for c in calls if c.startswith(" train-quantizer ")]
+    assert " --iters 2 " in quantizer
+    assert (work / "exp/stage_times.tsv").read_text().split("\n")[0].split("\t")[0] == "teacher"

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mvqkd.conventions import NUM_MEL_BINS, SAMPLE_RATE, TEACHER_FRAME_SHIFT, num_frames
+from mvqkd.conventions import (CODEBOOK_INDEXES, NUM_MEL_BINS, SAMPLE_RATE, TEACHER_EMBEDDINGS,
+                               TEACHER_FRAME_SHIFT, array_checksum, checksum_field, num_frames)
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +106,7 @@ def _attach_teacher_arrays(
                 cut.codebook_indexes = writer.store_array(
                     f"{cut.id}-idx", idx, frame_shift=TEACHER_FRAME_SHIFT, temporal_dim=0
                 )
+                cut.custom[checksum_field(CODEBOOK_INDEXES)] = array_checksum(idx)
                 cut.codebook_indexes_info = {
                     "quantizer_id": quantizer_id,
                     "num_codebooks": num_codebooks,
@@ -117,6 +119,7 @@ def _attach_teacher_arrays(
                 cut.teacher_embeddings = writer.store_array(
                     f"{cut.id}-emb", emb, frame_shift=TEACHER_FRAME_SHIFT, temporal_dim=0
                 )
+                cut.custom[checksum_field(TEACHER_EMBEDDINGS)] = array_checksum(emb)
                 cut.teacher_embeddings_info = {"teacher": "synthetic", "layer": 0, "dim": dim}
             out.append(cut)
     return CutSet.from_cuts(out)

@@ -44,7 +44,7 @@ def cuts_from_audio_dir(audio_dir, transcripts=None):
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
     if not files:
         raise ValueError(f"{root}: no audio files ({', '.join(AUDIO_SUFFIXES)})")
-    recordings, origin = [], {}
+    recordings, origin, unreadable = [], {}, []
     for f in files:
         rid = str(f.relative_to(root).with_suffix("")).replace("/", "_")
         if rid in origin:
@@ -52,8 +52,11 @@ def cuts_from_audio_dir(audio_dir, transcripts=None):
         origin[rid] = f
         try:
             recordings.append(Recording.from_file(f, recording_id=rid))
-        except Exception as e:
-            raise ValueError(f"{f}: cannot read audio header ({type(e).__name__}: {e})") from e
+        except Exception as e:  # soundfile / audioread raise several kinds for corrupt files
+            unreadable.append(f"{f}: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
+    if unreadable:
+        raise ValueError(f"{root}: {len(unreadable)} of {len(files)} audio files cannot be read "
+                         "(fix or remove them):\n  " + "\n  ".join(unreadable))
     texts = read_transcripts(transcripts) if transcripts else {}
     unknown = sorted(set(texts) - set(origin))
     if unknown:

@@ -53,10 +53,15 @@ def load_embeddings(path, max_frames: int | None = None, drop_nonfinite: bool = 
     if not path.is_file():
         raise FileNotFoundError(f"embeddings file not found: {path}")
     if path.suffix == ".npy":
+        if path.stat().st_size == 0:
+            raise ValueError(f"{path}: empty file (0 bytes); write the embeddings again "
+                             "(mvqkd dump-embeddings)")
         try:
             x = np.load(path, mmap_mode="r", allow_pickle=False)
-        except ValueError as e:
-            raise ValueError(f"{path}: cannot read as a .npy array ({e})")
+        except (ValueError, EOFError, OSError) as e:
+            raise ValueError(f"{path}: cannot read as a .npy array ({type(e).__name__}: {e}); "
+                             "expected a float (frames, D) array or an HDF5 file from "
+                             "mvqkd dump-embeddings") from None
         if x.ndim != 2:
             raise ValueError(f"{path}: array has shape {x.shape}, expected (frames, D)")
     else:

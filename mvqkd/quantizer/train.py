@@ -158,8 +158,8 @@ def train_quantizer(
                        disable=not progress)
     while run.it < iters and not run.out_of_time(time_budget):
         run.iteration(method, sgd, ridge, reseed_frac)
-        bar.update(1)
         bar.set_postfix(rel_err=f"{run.curve[-1]['heldout_rel_err']:.4f}", best=f"{run.best_err:.4f}")
+        bar.update(1)
     bar.close()
 
     best, counts, revived = _revive_dead(data.z, run.best, beam, icm_iters, gen)

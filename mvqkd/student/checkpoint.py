@@ -31,7 +31,7 @@ _STEP_RE = re.compile(r"^checkpoint-(\d+)\.pt$")
 _EPOCH_RE = re.compile(r"^epoch-(\d+)\.pt$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(ValueError):
     """A checkpoint that cannot or must not be loaded (message names the file and the fix)."""
 
 
@@ -64,7 +64,8 @@ def load_checkpoint_file(path: str | Path, map_location="cpu", mmap: bool = Fals
 
 def unsafe_reason(e: Exception) -> str:
     """The object a weights-only load refused, from torch's error message."""
-    m = re.search(r"Unsupported global: GLOBAL (\S+)|Unsupported operand \S+", str(e))
+    m = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) (\S+)|Unsupported operand \S+",
+                  str(e))
     if m:
         return f"it references {m.group(1)}" if m.group(1) else m.group(0)
     return str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__

@@ -34,7 +34,11 @@ FINETUNE_EXAMPLES = """example:
 def _train(args) -> int:
     from mvqkd.training.student import train
 
-    train(from_args(TrainConfig, args))
+    try:
+        train(from_args(TrainConfig, args))
+    except (OSError, ValueError) as e:  # bad input: the message names the file / cut / option
+        logger.error("%s", e)
+        return 1
     return 0
 
 
@@ -66,8 +70,12 @@ def _wer_summary(path) -> str:
 def _average(args) -> int:
     from mvqkd.training.checkpoint import save_averaged
 
-    files = save_averaged(args.exp_dir, args.out, epoch=args.epoch, avg=args.avg,
-                          iteration=args.iteration)
+    try:
+        files = save_averaged(args.exp_dir, args.out, epoch=args.epoch, avg=args.avg,
+                              iteration=args.iteration)
+    except (OSError, ValueError) as e:
+        logger.error("%s", e)
+        return 1
     print(f"averaged {len(files)} checkpoint(s) -> {args.out}")
     return 0
 

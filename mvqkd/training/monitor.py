@@ -21,7 +21,7 @@ import logging
 import time
 from pathlib import Path
 
-from mvqkd.logs import progress_bar
+from mvqkd.logs import progress_bar, use_bar
 
 logger = logging.getLogger("mvqkd.train")
 
@@ -66,7 +66,9 @@ class TrainMonitor:
 
     def start_epoch(self, epoch: int) -> None:
         self._sums, self._n, self._ent, self._n_ent = {}, 0, None, 0
-        self._bar = progress_bar(f"epoch {epoch}", unit="batch", disable=not self.dinfo.is_main)
+        # a bar on a terminal only: in a file the periodic "step N" lines are the progress
+        self._bar = progress_bar(f"epoch {epoch}", unit="batch",
+                                 disable=not (self.dinfo.is_main and use_bar()))
 
     def log_step(self, rec: dict, attn_entropy, log_interval: int) -> None:
         step = rec["step"]
@@ -78,8 +80,8 @@ class TrainMonitor:
             self._ent = ent if self._ent is None else self._ent + ent
             self._n_ent += 1
         if self._bar is not None:
-            self._bar.update(1)
             self._bar.set_postfix(**{k: f"{rec[k]:.3f}" for k in self.loss_keys[:3]})
+            self._bar.update(1)
         if log_interval > 0 and step % log_interval == 0:
             logger.info("step %d epoch %d: %s lr %.2e grad_norm %.2f", step, rec["epoch"],
                         " ".join(f"{k} {rec[k]:.4f}" for k in self.loss_keys), rec["lr"],

@@ -29,6 +29,18 @@ def test_audio_folder_with_transcripts(tmp_path):
         make_cuts(d, tmp_path / "x.jsonl.gz", transcripts=tmp_path / "bad")
 
 
+def test_every_unreadable_file_is_listed_at_once(tmp_path):
+    d = tmp_path / "corpus"
+    d.mkdir()
+    write_tone(d / "good.wav", 0.5)
+    (d / "bad1.wav").write_bytes(b"RIFF....garbage")
+    (d / "bad2.flac").write_bytes(b"")
+    with pytest.raises(ValueError, match="2 of 3 audio files cannot be read") as err:
+        make_cuts(d, tmp_path / "cuts.jsonl.gz")
+    assert "bad1.wav" in str(err.value) and "bad2.flac" in str(err.value)
+    assert not (tmp_path / "cuts.jsonl.gz").exists()
+
+
 def test_kaldi_data_dir_gives_one_cut_per_segment(tmp_path):
     wav = REPO / "tests" / "data" / "LJ002-0020.wav"
     (tmp_path / "wav.scp").write_text(f"rec1 {wav}\n")

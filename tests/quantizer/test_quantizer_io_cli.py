@@ -56,6 +56,15 @@ def test_empty_embeddings_rejected(tmp_path):
         train_quantizer(np.zeros((0, 8), np.float32), 1, 4, progress=False)
 
 
+def test_zero_byte_and_garbage_npy_give_a_message_not_a_traceback(tmp_path):
+    (tmp_path / "zero.npy").write_bytes(b"")
+    (tmp_path / "junk.npy").write_bytes(b"not numpy at all")
+    for name, want in (("zero.npy", "empty file (0 bytes)"), ("junk.npy", "cannot read as a .npy array")):
+        proc = run_cli("train-quantizer", "--embeddings", tmp_path / name, "--num-codebooks", "1",
+                       "--out", tmp_path / "q.pt", check=False)
+        assert proc.returncode == 1 and want in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_dim_mismatch_names_both_dims(small_q):
     with pytest.raises(ValueError, match="embedding dim 31 does not match the quantizer's dim 32"):
         small_q.encode(torch.zeros(3, 31))
