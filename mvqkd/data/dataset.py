@@ -264,21 +264,31 @@ class KDDataset(torch.utils.data.Dataset):
 
 def embedding_stats(cuts, field: str = TEACHER_EMBEDDINGS) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-dimension mean and standard deviation, both (D,) float32, of the ``field`` arrays
-    (T, D) of every cut, over all their frames (float64 sums). A dimension that never varies
-    gets std 1, so standardising it only removes its constant."""
+    (T, D) of every cut, over all their frames (see :func:`array_stats`)."""
     from mvqkd.logs import progress
 
+    def arrays():
+        for c in progress(cuts, desc=f"{field} statistics", unit="cut"):
+            if not c.has_custom(field):
+                raise ValueError(f"cut {c.id} has no '{field}' (needed for the KD target statistics)")
+            yield c.load_custom(field)
+
+    return array_stats(arrays(), f"'{field}'")
+
+
+def array_stats(arrays, what: str = "arrays") -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and standard deviation (D,) float32 over every frame of the
+    (T, D) ``arrays`` (float64 sums). A dimension that never varies gets std 1, so
+    standardising it only removes its constant."""
     total = total_sq = None
     frames = 0
-    for c in progress(cuts, desc=f"{field} statistics", unit="cut"):
-        if not c.has_custom(field):
-            raise ValueError(f"cut {c.id} has no '{field}' (needed for the KD target statistics)")
-        a = np.asarray(c.load_custom(field), dtype=np.float64)
+    for a in arrays:
+        a = np.asarray(a, dtype=np.float64)
         total = a.sum(0) if total is None else total + a.sum(0)
         total_sq = (a * a).sum(0) if total_sq is None else total_sq + (a * a).sum(0)
         frames += a.shape[0]
     if not frames:
-        raise ValueError(f"no '{field}' frames to compute statistics from")
+        raise ValueError(f"no {what} frames to compute statistics from")
     mean = total / frames
     std = np.sqrt(np.maximum(total_sq / frames - mean * mean, 0.0))
     std[std < 1e-6] = 1.0

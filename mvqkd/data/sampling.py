@@ -40,6 +40,18 @@ def build_sampler(cuts, max_duration: float, shuffle: bool, seed: int, world_siz
         return DynamicBucketingSampler(cuts, num_buckets=num_buckets, **common)
 
 
+def curriculum_sampler(cuts, max_duration: float, world_size: int = 1, rank: int = 0,
+                       drop_last: bool | None = None):
+    """SortaGrad (Deep Speech 2): batches of at most ``max_duration`` seconds going from the
+    shortest cuts to the longest, in a fixed order (for the first epoch)."""
+    from lhotse.dataset import SimpleCutSampler
+
+    if drop_last is None:
+        drop_last = world_size > 1
+    return SimpleCutSampler(cuts.sort_by_duration(ascending=True), max_duration=max_duration,
+                            shuffle=False, world_size=world_size, rank=rank, drop_last=drop_last)
+
+
 class SnapshotSampler:
     """Iterate a lhotse sampler, remembering its state after each yielded batch.
 

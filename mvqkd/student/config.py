@@ -75,6 +75,8 @@ class TransducerConfig:
     codebook_loss: str = "independent"
     codebook_loss_scale: float = 0.1
     codebook_hidden_dim: int = 512
+    codebook_mlp_dim: int = 0
+    codebook_label_smoothing: float = 0.0
     kd_mode: Optional[str] = None
     kd_dim: int = 0
     kd_loss_scale: float = 1.0
@@ -109,6 +111,10 @@ class TransducerConfig:
             bad("ctc_loss_scale", "must be >= 0 (0 = no auxiliary CTC head)")
         if self.num_codebooks < 0:
             bad("num_codebooks", "must be >= 0 (0 = no codebook head)")
+        if not 0.0 <= self.codebook_label_smoothing < 1.0:
+            bad("codebook_label_smoothing", "must be in [0, 1)")
+        if self.codebook_mlp_dim < 0:
+            bad("codebook_mlp_dim", "must be >= 0 (0 = linear head)")
         if self.codebook_loss not in CODEBOOK_LOSSES:
             bad("codebook_loss", f"one of {CODEBOOK_LOSSES}")
         if self.kd_mode not in KD_MODES:

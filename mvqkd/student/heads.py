@@ -90,14 +90,26 @@ class CodebookHead(nn.Module):
     ``JointCodebookLoss``): codebook c additionally gets ``W2_c relu(h)`` with
     ``h = linear1(x) + s * sum_{c' < c} emb[c', target_{c'}]`` (teacher forcing on the
     earlier codebooks, ``s = 0.5 sqrt(hidden / num_codebooks)``).
+
+    ``mlp_dim > 0`` puts one hidden layer (``mlp_dim`` units, SiLU) before the per-codebook
+    linear layers. ``label_smoothing`` eps trains on ``(1 - eps) * onehot + eps / K``
+    (PyTorch's ``cross_entropy(label_smoothing=eps)``).
     """
 
     def __init__(self, input_dim: int, num_codebooks: int, codebook_size: int,
-                 joint: bool = False, hidden_dim: int = 512):
+                 joint: bool = False, hidden_dim: int = 512, mlp_dim: int = 0,
+                 label_smoothing: float = 0.0):
         super().__init__()
         if num_codebooks < 1:
             raise ValueError("CodebookHead needs num_codebooks >= 1")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         self.num_codebooks, self.codebook_size, self.joint = num_codebooks, codebook_size, joint
+        self.label_smoothing = label_smoothing
+        self.pre = None
+        if mlp_dim > 0:
+            self.pre = nn.Sequential(nn.Linear(input_dim, mlp_dim), nn.SiLU())
+            input_dim = mlp_dim
         c, k = num_codebooks, codebook_size
         self.weight = nn.Parameter(torch.randn(c, k, input_dim) / math.sqrt(input_dim))
         self.bias = nn.Parameter(torch.zeros(c, k))
@@ -114,6 +126,8 @@ class CodebookHead(nn.Module):
         """(B, T, E) -> (B, T, C, K). The joint head needs ``targets`` (B, T, C) (teacher
         forcing; negative entries are treated as index 0, they are ignored by the loss)."""
         c, k = self.num_codebooks, self.codebook_size
+        if self.pre is not None:
+            x = self.pre(x)
         out = F.linear(x, self.weight.reshape(c * k, -1), self.bias.reshape(-1))
         out = out.reshape(*x.shape[:-1], c, k)
         if self.joint:
@@ -134,7 +148,8 @@ class CodebookHead(nn.Module):
                              f"the head predicts {self.num_codebooks}")
         logits = self.logits(x, targets)
         return F.cross_entropy(logits.reshape(-1, self.codebook_size).float(),
-                               targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
+                               targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum",
+                               label_smoothing=self.label_smoothing)
 
 
 class KDHead(nn.Module):

@@ -61,6 +61,14 @@ class TrainConfig:
                                          "one)", group="distillation")
     num_codebooks: int | None = opt(None, "refuse to train unless the manifest has this number of "
                                           "codebooks", group="distillation")
+    codebook_label_smoothing: float = opt(0.0, "label smoothing eps of the codebook "
+                                               "cross-entropy: targets (1 - eps) one-hot + eps / K",
+                                          group="distillation")
+    quantizer: str | None = opt(None, "with --kd mvq: also regress the quantizer's reconstruction of "
+                                      "the indexes (quantizer.decode, standardised per dimension, L2, "
+                                      "weight --kd-loss-scale): float-KD's dense target at MVQ's "
+                                      "storage. --codebook-loss-scale 0 regresses it alone",
+                                group="distillation")
     skip_bad_indexes: bool = opt(False, "skip cuts whose label file is missing or whose labels do "
                                         "not verify when read (shape, dtype, range, checksum), "
                                         "logging each, instead of stopping", group="distillation")
@@ -77,6 +85,9 @@ class TrainConfig:
                                      "off; icefall's --use-ctc)", group="model")
     sigma_reparam: bool = opt(False, "sigma-Reparam on the encoder's linear layers (no LR warmup "
                                      "then)", group="model")
+    sorta_grad: bool = opt(False, "curriculum: the first epoch goes through the cuts from the "
+                                  "shortest to the longest (SortaGrad), later ones in shuffled "
+                                  "duration buckets", group="optimisation")
     # optimisation
     num_epochs: int = opt(30, "last epoch to train", group="optimisation")
     start_epoch: int | None = opt(None, "resume from EXP/epoch-(E-1).pt; 1 = fresh start; default: "

@@ -33,6 +33,7 @@ class TrainData:
     stats: object
     valid_cuts: object = None
     valid_kd: str = "none"
+    quantizer: object = None  # --quantizer: decodes the indexes for the decoded-regression head
 
 
 def parse_overrides(items) -> dict:
@@ -73,11 +74,14 @@ def build_model_config(cfg: TrainConfig, vocab_size: int, stats):
         codebook_loss_scale=cfg.codebook_loss_scale,
         codebook_loss=cfg.codebook_loss,
         kd_loss_scale=cfg.kd_loss_scale,
+        codebook_label_smoothing=cfg.codebook_label_smoothing,
     )
     if cfg.kd == "mvq":
         info = stats.index_info
         kw.update(num_codebooks=int(info["num_codebooks"]),
                   codebook_size=int(info.get("codebook_size", 256)))
+        if cfg.quantizer:  # decoded regression: an L2 head on the reconstruction as well
+            kw.update(kd_mode="l2", kd_dim=int(stats.decoded_dim), kd_normalize=True)
     elif cfg.kd in FLOAT_KD_MODES:
         kw.update(kd_mode=cfg.kd, kd_dim=int(stats.kd_dim), kd_normalize=cfg.kd_normalize)
     kw.update(parse_overrides(cfg.model_override))
@@ -123,12 +127,40 @@ def prepare_data(cfg: TrainConfig) -> TrainData:
 
     sp = load_bpe(cfg.bpe_model)
     cuts, stats = _load_cuts(cfg.train_cuts, sp, cfg, "train")
-    data = TrainData(sp, cuts, stats)
+    data = TrainData(sp, cuts, stats, quantizer=_decoding_quantizer(cfg, stats))
     if cfg.valid_cuts:
         data.valid_kd = _valid_kd(cfg.valid_cuts, cfg.kd)
         data.valid_cuts, _ = _load_cuts(cfg.valid_cuts, sp, cfg, "valid",
                                         dict(stats.index_info or {}), kd=data.valid_kd)
     return data
+
+
+def _decoding_quantizer(cfg: TrainConfig, stats):
+    """The quantizer of ``--quantizer`` (decoded regression), checked against the indexes."""
+    if not cfg.quantizer:
+        return None
+    from mvqkd.quantizer import load_quantizer
+
+    if cfg.kd != "mvq":
+        raise ValueError(f"--quantizer decodes codebook indexes: it needs --kd mvq, not --kd {cfg.kd}")
+    q = load_quantizer(cfg.quantizer)
+    have = (stats.index_info or {}).get("quantizer_id")
+    if have is not None and str(have) != q.id:
+        raise ValueError(f"--quantizer {cfg.quantizer} has id {q.id} but the indexes were extracted "
+                         f"with quantizer {have}; give the quantizer that wrote them")
+    stats.decoded_dim = q.dim
+    return q
+
+
+def decode_indexes(quantizer, indexes):
+    """Reconstructions of padded 50 Hz indexes: (B, T50, N) long (-100 = padding) ->
+    ((B, T50, D) float32, lengths (B,))."""
+    import torch
+
+    lens = (indexes[..., 0] >= 0).sum(1)
+    emb = quantizer.decode(indexes.clamp(min=0).cpu()).to(indexes.device)
+    valid = torch.arange(indexes.shape[1], device=indexes.device)[None, :] < lens[:, None]
+    return emb * valid[..., None], lens
 
 
 def find_resume(cfg: TrainConfig) -> Path | None:

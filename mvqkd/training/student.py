@@ -36,8 +36,8 @@ from mvqkd.conventions import CODEBOOK_INDEXES, TEACHER_EMBEDDINGS, info_field
 from mvqkd.student.model import LOSS_KEYS
 from mvqkd.training.config import TrainConfig
 from mvqkd.training.monitor import TrainMonitor
-from mvqkd.training.setup import (TrainData, build_model_config, check_resume_info, find_resume,
-                                  prepare_data)
+from mvqkd.training.setup import (TrainData, build_model_config, check_resume_info, decode_indexes,
+                                  find_resume, prepare_data)
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +51,12 @@ class Run:
     optimizer: torch.optim.Optimizer
     scheduler: object
     sampler: object
+    first_sampler: object = None  # --sorta-grad: epoch 1 from the shortest cuts up
     start_epoch: int = 1
     step: int = 0
+
+    def sampler_for(self, epoch: int):
+        return self.first_sampler if epoch == 1 and self.first_sampler is not None else self.sampler
 
 
 def seed_everything(seed: int) -> None:
@@ -101,10 +105,16 @@ def validate(model, loader, device) -> dict:
     return {k: v / max(1, n) for k, v in sums.items()}
 
 
-def _set_kd_stats(model, cuts, device) -> None:
-    from mvqkd.data.dataset import embedding_stats
+def _set_kd_stats(model, cuts, device, quantizer=None) -> None:
+    """Per-dimension statistics of the regression targets: the stored float embeddings, or
+    the quantizer's reconstructions of the indexes (``--quantizer``)."""
+    from mvqkd.data.dataset import array_stats, embedding_stats
 
-    mean, std = embedding_stats(cuts)
+    if quantizer is None:
+        mean, std = embedding_stats(cuts)
+    else:
+        mean, std = array_stats((quantizer.decode(c.load_custom(CODEBOOK_INDEXES)) for c in cuts),
+                                "decoded codebook-index")
     model.kd_head.set_target_stats(mean.to(device), std.to(device))
     logger.info("KD targets standardised: mean |mean| %.3f, std %.3f .. %.3f over %d dims",
                 float(mean.abs().mean()), float(std.min()), float(std.max()), len(std))
@@ -126,14 +136,14 @@ def _restore(ckpt: dict, run: Run, dinfo, path) -> None:
             raise ValueError(f"resume from {path}: saved with world size {sd['world_size']}, "
                              f"now {dinfo.world_size}; resume mid-epoch needs the same world size")
         sd["rank"] = dinfo.rank
-        run.sampler.load_state_dict(sd)
+        run.sampler_for(run.start_epoch).load_state_dict(sd)
     set_rng_state(ckpt["rng"][min(dinfo.rank, len(ckpt["rng"]) - 1)])
     logger.info("resumed from %s (epoch %d, step %d)", path, run.start_epoch, run.step)
 
 
 def build_or_resume(cfg: TrainConfig, data: TrainData, dinfo) -> Run:
     """A fresh model, or the one of the checkpoint this run resumes (see the module doc)."""
-    from mvqkd.data.sampling import build_sampler
+    from mvqkd.data.sampling import build_sampler, curriculum_sampler
     from mvqkd.student import build_model
     from mvqkd.student.checkpoint import load_checkpoint_file
     from mvqkd.training.optim import build_optimizer
@@ -149,7 +159,7 @@ def build_or_resume(cfg: TrainConfig, data: TrainData, dinfo) -> Run:
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
     elif model_cfg.get("kd_normalize"):
-        _set_kd_stats(model, data.cuts, dinfo.device)
+        _set_kd_stats(model, data.cuts, dinfo.device, data.quantizer)
     logger.info("model: %.2fM parameters, config %s",
                 sum(p.numel() for p in model.parameters()) / 1e6, model_cfg)
     if dinfo.world_size > 1:
@@ -160,7 +170,9 @@ def build_or_resume(cfg: TrainConfig, data: TrainData, dinfo) -> Run:
                                            cfg.lr_decay_steps)
     sampler = build_sampler(data.cuts, cfg.max_duration, True, cfg.seed, dinfo.world_size,
                             dinfo.rank, cfg.num_buckets)
-    run = Run(model, model_cfg, optimizer, scheduler, sampler)
+    first = (curriculum_sampler(data.cuts, cfg.max_duration, dinfo.world_size, dinfo.rank)
+             if cfg.sorta_grad else None)
+    run = Run(model, model_cfg, optimizer, scheduler, sampler, first)
     if ckpt is not None:
         _restore(ckpt, run, dinfo, path)
     else:
@@ -240,7 +252,6 @@ def train_epochs(cfg: TrainConfig, data: TrainData, run: Run, dinfo, monitor) ->
     specaug = SpecAugment(time_warp_factor=0 if distilling else cfg.time_warp_factor,
                           distilling=distilling) if cfg.spec_augment else None
     dataset = KDDataset(data.sp, cfg.kd, cfg.on_the_fly_feats, cfg.skip_bad_indexes)
-    snap = SnapshotSampler(run.sampler)
     stepper = Stepper(run.model, run.optimizer, run.scheduler, cfg.grad_clip, cfg.max_nan_batches,
                       run.step, all_finite=lambda ok: all_true(ok, dinfo))
     budget = Budget(cfg.num_epochs, cfg.max_steps, cfg.time_budget)
@@ -248,16 +259,21 @@ def train_epochs(cfg: TrainConfig, data: TrainData, run: Run, dinfo, monitor) ->
     history, valid_hist, current = [], [], {}
 
     def loss_fn(batch):
-        current["sampler"] = snap.pop_state()  # one snapshot per consumed batch
+        current["sampler"] = current["snap"].pop_state()  # one snapshot per consumed batch
         if batch is None:  # every cut of it skipped (--skip-bad-indexes)
             return None
         batch = move_batch(batch, dinfo.device)
+        if data.quantizer is not None:
+            batch[TEACHER_EMBEDDINGS], batch["teacher_lens"] = decode_indexes(
+                data.quantizer, batch[CODEBOOK_INDEXES])
         if specaug is not None:
             batch["features"] = specaug(batch["features"], batch["feature_lens"])
         return forward(run.model, batch)
 
     for epoch in range(run.start_epoch, cfg.num_epochs + 1):
-        run.sampler.set_epoch(epoch)
+        sampler = run.sampler_for(epoch)
+        sampler.set_epoch(epoch)
+        current["snap"] = snap = SnapshotSampler(sampler)
         run.model.train()
         monitor.start_epoch(epoch)
 
@@ -280,7 +296,7 @@ def train_epochs(cfg: TrainConfig, data: TrainData, run: Run, dinfo, monitor) ->
         if data.valid_cuts is not None:
             valid_hist.append(run_validation(run, data, cfg, dinfo, monitor, epoch))
         saver.save(Path(cfg.exp_dir) / f"epoch-{epoch}.pt", epoch, run.step, True,
-                   run.sampler.state_dict())
+                   sampler.state_dict())
     from mvqkd.training.checkpoint import unwrap
 
     return {"history": history, "valid": valid_hist, "final_step": run.step,

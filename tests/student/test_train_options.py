@@ -1,0 +1,102 @@
+"""The training options for the demo's levers, each against an independent computation:
+SortaGrad's first epoch is sorted by duration, label-smoothed codebook CE equals the
+hand-written formula, and the decoded-regression head regresses the quantizer's
+reconstruction of the stored indexes (standardised with numpy's statistics)."""
+
+from __future__ import annotations
+
+
+import numpy as np
+import pytest
+import torch
+from lhotse import CutSet
+
+from mvqkd.data.synthetic import WORDS, make_synthetic_cuts, train_tiny_bpe
+from mvqkd.quantizer import Quantizer
+from mvqkd.student.heads import CodebookHead
+from mvqkd.training.student import train
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("optdata")
+    g = torch.Generator().manual_seed(0)
+    q = Quantizer(torch.randn(4, 16, 6, generator=g), torch.randn(6, generator=g), 2.0, id="q-test")
+    q.save(d / "q.pt")
+    make_synthetic_cuts(d, num_cuts=10, min_duration=0.6, max_duration=1.8, num_codebooks=4,
+                        codebook_size=16, quantizer_id="q-test")
+    train_tiny_bpe([" ".join(WORDS)] * 3, d / "bpe", 30)
+    return d
+
+
+def _cfg(d, exp, **kw):
+    cfg = dict(train_cuts=str(d / "cuts.jsonl.gz"), bpe_model=str(d / "bpe" / "bpe.model"),
+               exp_dir=str(exp), kd="mvq", model_size="tiny", num_epochs=2, max_duration=3.0,
+               num_workers=0, save_every_n=0, warmup_steps=2, lr=3e-3, tensorboard=False,
+               device="cpu")
+    return {**cfg, **kw}
+
+
+def test_sorta_grad_first_epoch_goes_from_short_to_long(data, tmp_path):
+    dur = {c.id: c.duration for c in CutSet.from_file(data / "cuts.jsonl.gz")}
+    hist = train(_cfg(data, tmp_path / "sg", sorta_grad=True))["history"]
+    first = [c for h in hist if h["epoch"] == 1 for c in sorted(h["cut_ids"], key=dur.get)]
+    assert sorted(first) == sorted(dur)  # every cut once
+    assert [dur[c] for c in first] == sorted(dur.values())  # ascending over the whole epoch
+    second = [c for h in hist if h["epoch"] == 2 for c in h["cut_ids"]]
+    assert [dur[c] for c in second] != sorted(dur.values())  # later epochs are shuffled
+    plain = train(_cfg(data, tmp_path / "plain"))["history"]
+    assert [h["cut_ids"] for h in plain if h["epoch"] == 1] != [h["cut_ids"] for h in hist if h["epoch"] == 1]
+
+
+def test_sorta_grad_resumes_inside_the_first_epoch(data, tmp_path):
+    full = train(_cfg(data, tmp_path / "full", sorta_grad=True, num_epochs=1))["history"]
+    train(_cfg(data, tmp_path / "part", sorta_grad=True, num_epochs=1, max_steps=2, save_every_n=1))
+    rest = train(_cfg(data, tmp_path / "part", sorta_grad=True, num_epochs=1))["history"]
+    assert [h["cut_ids"] for h in full[2:]] == [h["cut_ids"] for h in rest]
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1, 0.3])
+def test_label_smoothing_equals_the_formula(eps):
+    torch.manual_seed(0)
+    head = CodebookHead(8, 3, 5, label_smoothing=eps)
+    x = torch.randn(2, 4, 8)
+    targets = torch.randint(0, 5, (2, 4, 3))
+    targets[1, 3] = -100  # padding is ignored
+    got = head(x, targets)
+    logp = head.logits(x).log_softmax(-1)
+    want = 0.0
+    for b in range(2):
+        for t in range(4):
+            for c in range(3):
+                y = int(targets[b, t, c])
+                if y < 0:
+                    continue
+                lp = logp[b, t, c]
+                want += (1 - eps) * -float(lp[y]) + eps * -float(lp.mean())
+    assert float(got) == pytest.approx(want, rel=1e-5)
+
+
+def test_decoded_regression_regresses_the_reconstruction(data, tmp_path):
+    from mvqkd.quantizer import load_quantizer
+
+    q = load_quantizer(data / "q.pt")
+    cuts = CutSet.from_file(data / "cuts.jsonl.gz")
+    frames = np.concatenate([q.decode(c.load_codebook_indexes()).numpy() for c in cuts]).astype(np.float64)
+    res = train(_cfg(data, tmp_path / "dec", quantizer=str(data / "q.pt"), num_epochs=1))
+    model = res["model"]
+    assert model.cfg.kd_mode == "l2" and model.cfg.kd_dim == 6 and model.cfg.num_codebooks == 4
+    np.testing.assert_allclose(model.kd_head.target_mean.numpy(), frames.mean(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model.kd_head.target_std.numpy(), frames.std(0), rtol=1e-4)
+    assert all(h["kd"] > 0 and h["codebook"] > 0 for h in res["history"])
+    alone = train(_cfg(data, tmp_path / "alone", quantizer=str(data / "q.pt"), num_epochs=1,
+                       codebook_loss_scale=0.0))["history"]
+    for h in alone:  # the codebook CE is still measured but no longer in the loss
+        assert h["loss"] == pytest.approx(h["rnnt"] + h["kd"], rel=1e-5)
+
+
+def test_decoded_regression_refuses_another_quantizer(data, tmp_path):
+    other = Quantizer(torch.randn(4, 16, 6), torch.zeros(6), 1.0, id="q-other")
+    other.save(tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="has id q-other but the indexes were extracted with quantizer q-test"):
+        train(_cfg(data, tmp_path / "x", quantizer=str(tmp_path / "other.pt")))
