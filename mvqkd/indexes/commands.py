@@ -75,6 +75,19 @@ def _dump(args) -> int:
     return 1 if failed > cfg.max_failed_cuts or not written else 0
 
 
+def _reduce(args) -> int:
+    from mvqkd.indexes.reduce import reduce_embeddings
+
+    try:
+        out = reduce_embeddings(args.cuts, args.out_dir, args.dims, out_manifest=args.out_manifest,
+                                sample_frames=args.sample_frames, seed=args.seed)
+    except (OSError, ValueError) as e:
+        logger.error("%s", e)
+        return 2
+    print(f"reduce-embeddings: {args.dims}-dim PCA embeddings -> {out}")
+    return 0
+
+
 def _validate(args) -> int:
     from mvqkd.data.cuts import load_cuts
     from mvqkd.indexes.validate import format_report, validate_cuts
@@ -132,6 +145,23 @@ def register(subparsers) -> None:
                "data/vq/train-clean-100 --join-onto data/fbank/librispeech_cuts_train-clean-100.jsonl.gz")
     add_options(p, ExtractConfig)
     p.set_defaults(func=_extract)
+
+    p = add_parser(
+        subparsers, "reduce-embeddings",
+        help="PCA-reduce stored float embeddings (the equal-storage control of MVQ-KD)",
+        description="Standardise each dimension of a manifest's teacher_embeddings, fit PCA on a "
+                    "seeded sample, and store the first --dims components of every frame as float16 "
+                    "(--dims x 2 bytes per frame; N/2 dims match N one-byte codebooks). Train on the "
+                    "result with mvqkd train --kd l2.",
+        epilog="example:\n  mvqkd reduce-embeddings --cuts data/kd/librispeech_cuts_train-clean-100"
+               ".jsonl.gz --dims 4 --out-dir data/kd_pca4")
+    p.add_argument("--cuts", required=True, help="manifest with teacher_embeddings (dump-embeddings --all)")
+    p.add_argument("--dims", type=int, required=True, help="principal components kept per frame")
+    p.add_argument("--out-dir", required=True, help="output folder (shards/, pca.pt, cuts.jsonl.gz)")
+    p.add_argument("--out-manifest", default=None, help="output manifest (default: OUT_DIR/cuts.jsonl.gz)")
+    p.add_argument("--sample-frames", type=int, default=200_000, help="frames the PCA is fitted on")
+    p.add_argument("--seed", type=int, default=0, help="seed of the frame sample")
+    p.set_defaults(func=_reduce)
 
     p = add_parser(
         subparsers, "validate", help="check that every cut's codebook indexes exist, load and match",

@@ -18,8 +18,11 @@ class QuantizerConfig:
     time_budget: float | None = opt(None, "opt-in: stop after this many wall-clock seconds and keep "
                                           "the best model so far (not reproducible across machines)")
     seed: int = opt(0, "random seed (training is deterministic for it)")
-    method: str = opt("lsq", "lsq: alternating encode / joint least squares; sgd: Adam through "
-                             "--estimator", choices=["lsq", "sgd"])
+    method: str = opt("lsq", "lsq: additive codebooks, alternating beam-search encoding / joint "
+                             "least squares; sgd: the same codebooks trained with Adam through "
+                             "--estimator; product: product quantization (k-means on N blocks of "
+                             "dimensions: codes a student predicts more easily, at a higher "
+                             "reconstruction error)", choices=["lsq", "sgd", "product"])
     estimator: str = opt("nsvq", "gradient estimator for --method sgd (NSVQ noise substitution or "
                                  "straight-through)", choices=["nsvq", "ste"])
     beam: int = opt(4, "beam width of the encoder search")

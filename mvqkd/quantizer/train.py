@@ -41,6 +41,7 @@ from mvqkd.quantizer.updates import lsq_update, reseed_dead, residual_kmeans_ini
 logger = logging.getLogger(__name__)
 
 NORMALIZE_MODES = ("global", "per-dim")
+METHODS = ("lsq", "sgd", "product")
 
 
 def _check_args(x: Tensor, num_codebooks: int, codebook_size: int, method: str, estimator: str,
@@ -51,8 +52,8 @@ def _check_args(x: Tensor, num_codebooks: int, codebook_size: int, method: str, 
         raise ValueError(f"num_codebooks must be one of {ALLOWED_NUM_CODEBOOKS}, got {num_codebooks}")
     if not 2 <= codebook_size <= MAX_CODEBOOK_SIZE:
         raise ValueError(f"codebook_size must be in [2, {MAX_CODEBOOK_SIZE}], got {codebook_size}")
-    if method not in ("lsq", "sgd"):
-        raise ValueError(f"method must be 'lsq' or 'sgd', got {method!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
     if x.dim() != 2:
@@ -118,8 +119,9 @@ def train_quantizer(
         time_budget: wall-clock seconds; stop and keep the best model so far.
         seed: all randomness derives from it.
         device: "cpu", "cuda", ...
-        method: "lsq" (alternating encode / joint least squares) or "sgd"
-            (Adam through ``estimator``).
+        method: "lsq" (alternating encode / joint least squares), "sgd" (Adam through
+            ``estimator``), or "product": product quantization (k-means on N blocks of
+            dimensions, ``iters`` Lloyd iterations; :mod:`mvqkd.quantizer.product`).
         estimator: "nsvq" or "ste", the gradient estimator of ``method="sgd"``.
         beam, icm_iters: the encoder's search, stored in the quantizer.
         train_beam: beam used while training (default: ``beam``).
@@ -148,6 +150,10 @@ def train_quantizer(
         iters = 10 if time_budget is None else 10**9
     data = _split_and_normalise(x, codebook_size, heldout_frac, max_heldout, normalize, gen,
                                 torch.device(device))
+    if method == "product":
+        return _train_product(data, num_codebooks, codebook_size, iters, gen, t0,
+                              {"method": method, "seed": seed, "iters_done": iters,
+                               "normalize": normalize})
     run = _Run(data, beam, icm_iters, beam if train_beam is None else train_beam, gen, t0)
     kf = min(data.z.shape[0], kmeans_frames or 10 * codebook_size)
     deadline = None if time_budget is None else t0 + 0.3 * time_budget
@@ -178,6 +184,26 @@ def train_quantizer(
     }
     logger.info("trained %s: held-out relative error %.4f, %d dead codewords on training frames, "
                 "%.1fs", q, run.best_err, q.history["usage_stats"]["dead_total"], time.time() - t0)
+    return q
+
+
+def _train_product(data, num_codebooks: int, codebook_size: int, iters: int,
+                   gen: torch.Generator, t0: float, args: dict) -> Quantizer:
+    from mvqkd.quantizer.product import product_codebooks
+
+    books = product_codebooks(data.z, num_codebooks, codebook_size, iters, gen)
+    q = Quantizer(books, data.mean, data.scale, beam=1, icm_iters=0)
+    codes = encode_normalized(data.z, books, 1, 0)
+    counts = usage_counts(codes, codebook_size)
+    held = encode_normalized(data.zh, books, 1, 0)
+    err = relative_error(data.zh, reconstruct(held, books))
+    q.history = {"curve": [{"iter": iters, "time": time.time() - t0, "heldout_rel_err": err,
+                            "reseeded": 0}],
+                 "usage": counts.cpu().tolist(), "usage_stats": usage_stats(counts),
+                 "heldout_rel_err": err, "train_frames": int(data.z.shape[0]),
+                 "heldout_frames": int(data.n_held), "revived_at_end": 0,
+                 "train_seconds": time.time() - t0, "structure": "product", "args": args}
+    logger.info("trained product %s: held-out relative error %.4f, %.1fs", q, err, time.time() - t0)
     return q
 
 

@@ -205,3 +205,28 @@ def test_dump_embeddings_subset_and_all(cuts_path, tiny_teacher, tmp_path):
                                              "teacher_path": str(Path(tiny_teacher).resolve()),
                                              "teacher_hash": _content_hash(tiny_teacher)}
     assert validate_cuts(out, field=EMBEDDINGS)[1] == []
+
+
+def test_reduce_embeddings_is_the_pca_of_the_standardised_embeddings(tiny_teacher, cuts_path, tmp_path):
+    """reduce-embeddings stores the top principal components (numpy's SVD, independently)."""
+    from mvqkd.indexes.reduce import reduce_embeddings
+
+    r = run_extraction(cuts_path, TargetSpec(EMBEDDINGS, str(tiny_teacher), LAYER), tmp_path / "all",
+                       device="cpu")
+    src = CutSet.from_file(r.manifest)
+    out = reduce_embeddings(r.manifest, tmp_path / "pca", 4, sample_frames=10 ** 6)
+    x = np.concatenate([c.load_teacher_embeddings() for c in src]).astype(np.float64)
+    std = x.std(0)
+    std[std < 1e-6] = 1.0
+    z = (x - x.mean(0)) / std
+    _, s, vt = np.linalg.svd(z - z.mean(0), full_matrices=False)
+    reduced = CutSet.from_file(out)
+    got = np.concatenate([c.load_teacher_embeddings() for c in reduced]).astype(np.float64)
+    want = z @ vt[:4].T
+    # principal directions are defined up to sign
+    for k in range(4):
+        sign = np.sign(np.dot(got[:, k], want[:, k]))
+        np.testing.assert_allclose(sign * got[:, k], want[:, k], atol=2e-2 * np.abs(want[:, k]).max())
+    assert all(c.teacher_embeddings_info["dim"] == 4 for c in reduced)
+    assert validate_cuts(reduced, field=EMBEDDINGS)[1] == []
+    assert abs(reduced[0].teacher_embeddings_info["pca_explained"] - (s[:4] ** 2).sum() / (s ** 2).sum()) < 1e-3
