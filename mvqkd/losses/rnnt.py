@@ -123,19 +123,30 @@ def _lattice_posteriors(blank_lp, label_lp, logit_lengths, target_lengths):
 
 
 class _LogZFromTables(torch.autograd.Function):
-    """log P(y|x) (B,) from blank / label log-prob tables (B, T, U+1)."""
+    """log P(y|x) (B,) from blank / label log-prob tables (B, T, U+1), and the posterior
+    occupancies of both tables (returned too, not differentiable)."""
 
     @staticmethod
     def forward(ctx, blank_lp, label_lp, logit_lengths, target_lengths):
-        log_z, pb, pl = _lattice_posteriors(blank_lp, label_lp, logit_lengths, target_lengths)
+        with torch.no_grad():
+            log_z, pb, pl = _lattice_posteriors(blank_lp, label_lp, logit_lengths, target_lengths)
         ctx.save_for_backward(pb, pl)
-        return log_z
+        ctx.mark_non_differentiable(pb, pl)
+        return log_z, pb, pl
 
     @staticmethod
-    def backward(ctx, grad_out):
+    def backward(ctx, grad_out, _gb=None, _gl=None):
         pb, pl = ctx.saved_tensors
         g = grad_out.view(-1, 1, 1)
         return pb * g, pl * g, None, None
+
+
+def lattice_log_prob(blank_lp, label_lp, logit_lengths, target_lengths):
+    """``(log P (B,), post_blank, post_label)`` of the transducer lattice given its transition
+    log-probs ``blank_lp``, ``label_lp`` (B, T, U+1) (``label_lp[..., U]`` unused) and the
+    lengths (B,). ``log P`` is differentiable w.r.t. both tables; the posteriors (B, T, U+1),
+    its gradients, come detached (k2's ``return_grad``)."""
+    return _LogZFromTables.apply(blank_lp, label_lp, logit_lengths, target_lengths)
 
 
 class _LogZFromLogits(torch.autograd.Function):
@@ -261,5 +272,5 @@ def rnnt_loss(
         log_z = _LogZFromLogits.apply(logits, targets, tl, ul, blank)
     else:
         blank_lp, label_lp = gather_log_probs(logits, targets, blank, fused_log_softmax=False)
-        log_z = _LogZFromTables.apply(blank_lp, label_lp, tl, ul)
+        log_z = _LogZFromTables.apply(blank_lp, label_lp, tl, ul)[0]
     return reduce_losses(-log_z, reduction)

@@ -26,6 +26,7 @@ CODEBOOK_LOSSES = ("independent", "joint")
 KD_MODES = (None, *FLOAT_KD_MODES)
 LOSS_NORMS = ("utterance", "frame")
 RNNT_BACKENDS = ("torch", "k2")
+RNNT_LOSSES = ("full", "pruned")
 
 
 @dataclass
@@ -38,6 +39,12 @@ class TransducerConfig:
     reference's 6 of 12).
 
     ``ctc_loss_scale`` > 0 adds an auxiliary CTC head on the final encoder output.
+
+    Transducer loss: ``rnnt_loss="full"`` (the whole (B, T, U+1, V) lattice) or
+    ``"pruned"`` (k2's pruned loss, :mod:`mvqkd.student.pruned`: ``prune_range`` symbols per
+    frame, a simple loss smoothed with ``lm_scale`` / ``am_scale``, weighted against the
+    pruned one by ``simple_loss_scale`` after a warm-up of ``rnnt_warmup_steps`` steps;
+    ``rnnt_backend="k2"`` computes it with k2 instead of mvqkd.losses).
 
     Distillation: ``num_codebooks`` = N codebooks of the TEACHER (50 Hz); the head predicts
     2N codebooks per 25 Hz student frame (two successive teacher frames concatenated).
@@ -83,7 +90,13 @@ class TransducerConfig:
     kd_normalize: bool = False
     loss_norm: str = "utterance"
     sigma_reparam: bool = False
+    rnnt_loss: str = "full"
     rnnt_backend: str = "torch"
+    prune_range: int = 5
+    simple_loss_scale: float = 0.5
+    lm_scale: float = 0.25
+    am_scale: float = 0.0
+    rnnt_warmup_steps: int = 2000
 
     def __post_init__(self):
         def bad(name, why):
@@ -125,6 +138,10 @@ class TransducerConfig:
             bad("loss_norm", f"one of {LOSS_NORMS}")
         if self.rnnt_backend not in RNNT_BACKENDS:
             bad("rnnt_backend", f"one of {RNNT_BACKENDS}")
+        if self.rnnt_loss not in RNNT_LOSSES:
+            bad("rnnt_loss", f"one of {RNNT_LOSSES}")
+        if self.prune_range < 2:
+            bad("prune_range", "must be >= 2")
 
     @property
     def resolved_distill_layer(self) -> int:

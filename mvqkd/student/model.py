@@ -1,10 +1,13 @@
 """The transducer student: Conformer encoder, stateless predictor, joiner, distillation heads.
 
-``loss = rnnt + ctc_loss_scale * ctc + codebook_loss_scale * codebook + kd_loss_scale * kd``
+``loss = transducer + ctc_loss_scale * ctc + codebook_loss_scale * codebook + kd_loss_scale * kd``
 
 - ``rnnt``: :func:`mvqkd.losses.rnnt_loss` (reduction "mean": mean over utterances of
-  ``-log P(y|x)``), or k2's pruned loss with ``rnnt_backend="k2"``
-  (:mod:`mvqkd.student.k2_pruned`).
+  ``-log P(y|x)``), or with ``rnnt_loss="pruned"`` the pruned loss of the full joiner
+  inside the pruning ranges, next to ``simple``, the trivial joiner's loss
+  (:mod:`mvqkd.student.pruned`); the transducer term of ``loss`` is then
+  ``s * simple + p * rnnt`` with the warm-up weights of
+  :func:`mvqkd.student.pruned.warmup_scales` at the training step (``forward(step=...)``).
 - ``ctc``: optional auxiliary CTC loss of a linear layer on the final encoder output
   (``ctc_loss_scale > 0``; icefall's ``--use-ctc``), mean over utterances of the summed
   negative log-likelihood, the same normalisation as ``rnnt``. It speeds up the escape from
@@ -36,7 +39,7 @@ from .heads import (CodebookHead, KDHead, align_embeddings_to_student,
 logger = logging.getLogger(__name__)
 
 #: the scalar losses returned by :meth:`Transducer.forward` (logged and validated)
-LOSS_KEYS = ("loss", "rnnt", "ctc", "codebook", "kd")
+LOSS_KEYS = ("loss", "rnnt", "simple", "ctc", "codebook", "kd")
 
 
 def pad_tokens(tokens: Sequence[Sequence[int]], pad: int, device=None
@@ -75,10 +78,12 @@ class Transducer(nn.Module):
         self.kd_head = (KDHead(cfg.encoder_dim, cfg.kd_dim, cfg.kd_mode, cfg.kd_normalize)
                         if cfg.kd_mode else None)
         self.pruned = None
-        if cfg.rnnt_backend == "k2":
-            from .k2_pruned import PrunedRnntLoss  # raises a clear error without k2
+        if cfg.rnnt_loss == "pruned" or cfg.rnnt_backend == "k2":
+            from .pruned import PrunedRnntLoss  # a clear error for k2 without k2
 
-            self.pruned = PrunedRnntLoss(cfg.encoder_dim, cfg.decoder_dim, cfg.vocab_size)
+            self.pruned = PrunedRnntLoss(cfg.encoder_dim, cfg.decoder_dim, cfg.vocab_size,
+                                         cfg.prune_range, cfg.lm_scale, cfg.am_scale,
+                                         backend=cfg.rnnt_backend)
 
     @property
     def blank_id(self) -> int:
@@ -102,8 +107,10 @@ class Transducer(nn.Module):
                                        device=total.device).clamp(min=1.0)
 
     def rnnt_loss(self, encoder_out: torch.Tensor, encoder_lens: torch.Tensor,
-                  tokens: List[List[int]]) -> torch.Tensor:
-        """Transducer loss, mean over utterances of ``-log P(y|x)``."""
+                  tokens: List[List[int]]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(rnnt, simple)``: the transducer loss, mean over utterances of ``-log P(y|x)``
+        (inside the pruning ranges for the pruned loss), and the simple loss (0 for the
+        full loss)."""
         bad = [i for i, t in enumerate(tokens) if any(s == self.blank_id or not
                                                       0 <= s < self.vocab_size for s in t)]
         if bad:
@@ -111,15 +118,17 @@ class Transducer(nn.Module):
                              f"{self.blank_id} or a token outside [0, {self.vocab_size})")
         targets, target_lens = pad_tokens(tokens, self.blank_id, encoder_out.device)
         if self.pruned is not None:
-            return self.pruned(self.joiner, self.decoder, encoder_out, encoder_lens,
-                               targets, target_lens, self.blank_id)
+            simple, pruned = self.pruned(self.joiner, self.decoder, encoder_out, encoder_lens,
+                                         targets, target_lens, self.blank_id)
+            return pruned, simple
         from mvqkd.losses import rnnt_loss
 
         sos_y = nn.functional.pad(targets, (1, 0), value=self.blank_id)  # (B, U + 1)
         dec = self.decoder(sos_y, need_pad=True)  # (B, U + 1, Dd)
         logits = self.joiner(encoder_out.unsqueeze(2), dec.unsqueeze(1))  # (B, T, U+1, V)
-        return rnnt_loss(logits.float(), targets.int(), encoder_lens.int(), target_lens.int(),
+        loss = rnnt_loss(logits.float(), targets.int(), encoder_lens.int(), target_lens.int(),
                          blank=self.blank_id, reduction="mean")
+        return loss, loss.new_zeros(())
 
     def ctc_loss(self, encoder_out: torch.Tensor, encoder_lens: torch.Tensor,
                  tokens: List[List[int]]) -> torch.Tensor:
@@ -166,15 +175,23 @@ class Transducer(nn.Module):
     def forward(self, features: torch.Tensor, feature_lens: torch.Tensor,
                 tokens: List[List[int]], codebook_indexes: Optional[torch.Tensor] = None,
                 teacher_embeddings: Optional[torch.Tensor] = None,
-                teacher_lens: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+                teacher_lens: Optional[torch.Tensor] = None,
+                step: Optional[int] = None) -> Dict[str, torch.Tensor]:
         """features (B, T, F), feature_lens (B,), tokens (B lists of ids) ->
-        dict ``loss``, ``rnnt``, ``ctc``, ``codebook``, ``kd`` (each 0 when unused),
-        ``attn_entropy`` (num_layers, num_heads) detached, ``num_frames`` (encoder frames
-        in the batch)."""
+        dict ``loss``, ``rnnt``, ``simple``, ``ctc``, ``codebook``, ``kd`` (each 0 when
+        unused), ``attn_entropy`` (num_layers, num_heads) detached, ``num_frames`` (encoder
+        frames in the batch). ``step`` (the optimiser step) sets the pruned loss's warm-up
+        weights; None means after the warm-up."""
         if len(tokens) != features.size(0):
             raise ValueError(f"{len(tokens)} transcripts for a batch of {features.size(0)}")
         enc = self.encoder(features, feature_lens)
-        rnnt = self.rnnt_loss(enc.out, enc.lens, tokens)
+        rnnt, simple = self.rnnt_loss(enc.out, enc.lens, tokens)
+        transducer = rnnt
+        if self.pruned is not None:
+            from .pruned import warmup_scales
+
+            s_scale, p_scale = warmup_scales(step, self.cfg.rnnt_warmup_steps, self.cfg.simple_loss_scale)
+            transducer = s_scale * simple + p_scale * rnnt
         zero = rnnt.new_zeros(())
         ctc = codebook = kd = zero
         if self.ctc_output is not None:
@@ -183,9 +200,9 @@ class Transducer(nn.Module):
             codebook = self.codebook_loss(enc.distill, enc.lens, codebook_indexes)
         if teacher_embeddings is not None:
             kd = self.kd_loss(enc.distill, enc.lens, teacher_embeddings, teacher_lens)
-        loss = (rnnt + self.cfg.ctc_loss_scale * ctc + self.cfg.codebook_loss_scale * codebook
+        loss = (transducer + self.cfg.ctc_loss_scale * ctc + self.cfg.codebook_loss_scale * codebook
                 + self.cfg.kd_loss_scale * kd)
-        return dict(loss=loss, rnnt=rnnt, ctc=ctc, codebook=codebook, kd=kd,
+        return dict(loss=loss, rnnt=rnnt, simple=simple, ctc=ctc, codebook=codebook, kd=kd,
                     attn_entropy=enc.attn_entropy, num_frames=enc.lens.sum())
 
 

@@ -74,6 +74,7 @@ def build_model_config(cfg: TrainConfig, vocab_size: int, stats):
         codebook_loss_scale=cfg.codebook_loss_scale,
         codebook_loss=cfg.codebook_loss,
         kd_loss_scale=cfg.kd_loss_scale,
+        rnnt_loss=cfg.rnnt_loss,
         codebook_label_smoothing=cfg.codebook_label_smoothing,
     )
     if cfg.kd == "mvq":

@@ -69,12 +69,14 @@ def move_batch(batch: dict, device) -> dict:
     return {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
 
-def forward(model, batch: dict) -> dict:
-    """The student's losses on a collated :class:`~mvqkd.data.dataset.KDDataset` batch."""
+def forward(model, batch: dict, step: int | None = None) -> dict:
+    """The student's losses on a collated :class:`~mvqkd.data.dataset.KDDataset` batch
+    (``step``: the optimiser step, for the pruned loss's warm-up; None when evaluating)."""
     return model(
         batch["features"], batch["feature_lens"], batch["tokens"],
         codebook_indexes=batch[CODEBOOK_INDEXES],
         teacher_embeddings=batch[TEACHER_EMBEDDINGS], teacher_lens=batch["teacher_lens"],
+        step=step,
     )
 
 
@@ -268,7 +270,7 @@ def train_epochs(cfg: TrainConfig, data: TrainData, run: Run, dinfo, monitor) ->
                 data.quantizer, batch[CODEBOOK_INDEXES])
         if specaug is not None:
             batch["features"] = specaug(batch["features"], batch["feature_lens"])
-        return forward(run.model, batch)
+        return forward(run.model, batch, stepper.step)
 
     for epoch in range(run.start_epoch, cfg.num_epochs + 1):
         sampler = run.sampler_for(epoch)

@@ -263,3 +263,23 @@ def test_subsampling_channels_set_the_convolution_width_only():
     assert narrow.encode(feats, lens)[0].shape[-1] == 64
     with pytest.raises(ValueError, match="subsampling_channels"):
         preset_config("tiny", 16, subsampling_channels=0)
+
+
+def test_pruned_transducer_loss_with_a_full_band_equals_the_full_loss():
+    """rnnt_loss="pruned" with prune_range >= U + 1 prunes nothing: its ``rnnt`` is the full
+    loss (same weights), and the loss weights follow icefall's warm-up."""
+    from mvqkd.student.pruned import warmup_scales
+
+    torch.manual_seed(6)
+    full = tiny().eval()
+    pruned = tiny(rnnt_loss="pruned", prune_range=4, simple_loss_scale=0.5, rnnt_warmup_steps=10).eval()
+    pruned.load_state_dict(full.state_dict(), strict=False)  # the simple projections stay random
+    feats, lens, tokens, _ = _batch()
+    a, b = full(feats, lens, tokens), pruned(feats, lens, tokens)
+    torch.testing.assert_close(a["rnnt"], b["rnnt"], rtol=1e-5, atol=1e-5)
+    assert float(b["simple"]) > 0 and float(a["simple"]) == 0
+    assert warmup_scales(0, 10, 0.5) == (1.0, 0.1) and warmup_scales(5, 10, 0.5) == (0.75, 0.55)
+    assert warmup_scales(10, 10, 0.5) == (0.5, 1.0) and warmup_scales(None, 10, 0.5) == (0.5, 1.0)
+    at0 = pruned(feats, lens, tokens, step=0)
+    torch.testing.assert_close(at0["loss"], 1.0 * at0["simple"] + 0.1 * at0["rnnt"])
+    torch.testing.assert_close(b["loss"], 0.5 * b["simple"] + b["rnnt"])
