@@ -113,6 +113,35 @@ def progress(iterable: Iterable[T], desc: str, total: int | None = None, unit: s
         bar.close()
 
 
+class FileLog:
+    """Copy the ``mvqkd`` loggers to ``path`` (INFO and up) until :meth:`close`; usable as a
+    context manager. The training and decoding log files (``log-train-*``, ``log-decode-*``)."""
+
+    FORMAT = "%(asctime)s %(levelname)s [%(name)s] %(message)s"
+
+    def __init__(self, path):
+        self.handler = logging.FileHandler(path)
+        self.handler.setFormatter(logging.Formatter(self.FORMAT))
+        self.root = logging.getLogger("mvqkd")
+        self.root.addHandler(self.handler)
+        self.old_level = None
+        if self.root.getEffectiveLevel() > logging.INFO:
+            self.old_level = self.root.level
+            self.root.setLevel(logging.INFO)
+
+    def close(self) -> None:
+        self.root.removeHandler(self.handler)
+        self.handler.close()
+        if self.old_level is not None:
+            self.root.setLevel(self.old_level)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 def quiet_transformers() -> None:
     """transformers: errors only, no progress bars / load report, unless verbose."""
     if verbose():

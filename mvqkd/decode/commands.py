@@ -30,9 +30,9 @@ def _decode(args) -> int:
         logger.error("%s", e)
         return 2
     for method, per_set in wers.items():
-        print(f"WER ({method}, {cfg.checkpoint_label()}):")
+        print(f"WER ({method}):")
         for name, wer in per_set.items():
-            print(f"  {name}\t{wer:.2f}")
+            print(f"  {name}\t{'untranscribed' if wer is None else f'{wer:.2f}'}")
     return 0
 
 
@@ -41,7 +41,7 @@ def _summarize(args) -> int:
 
     stores = dict((kv.split("=", 1)[0], Path(kv.split("=", 1)[1])) for kv in args.store)
     md, out = write_summary(Path(args.exp_root), args.systems, args.method, stores, args.seeds,
-                            Path(args.out) if args.out else None)
+                            Path(args.out) if args.out else None, args.suffix)
     print(md)
     print(f"(written to {out.with_suffix('.md')} and {out.with_suffix('.png')})")
     return 0
@@ -51,8 +51,12 @@ def register(subparsers) -> None:
     p = add_parser(subparsers, "decode",
                    help="decode test sets with a trained transducer and write WER reports",
                    description="Load a (checkpoint-averaged) student from --exp-dir, decode every "
-                               "--cuts set with every --method and write recogs-<set>.txt, "
-                               "errs-<set>.txt and wer-summary-<set>.txt to --out-dir.",
+                               "--cuts set (fbank cuts, or cuts with audio only; untranscribed "
+                               "cuts get recognitions only) with every --method and write "
+                               "icefall's recogs-/errs-/wer-summary-<set>-<suffix>.txt and a "
+                               "log-decode-<suffix>-<date>.txt to --out-dir; the suffix names the "
+                               "checkpoints and the search settings, so decodes never overwrite "
+                               "each other.",
                    epilog=DECODE_EXAMPLES)
     add_options(p, DecodeConfig)
     p.set_defaults(func=_decode)
@@ -70,6 +74,9 @@ def register(subparsers) -> None:
                    help="read EXP_ROOT/seed<K>/<system> for each K and average the WERs "
                         "(default: EXP_ROOT/<system>, one run)")
     p.add_argument("--method", default="greedy_search", help="decoding method folder to read")
+    p.add_argument("--suffix", default=None,
+                   help="the decode to read, e.g. epoch-5-avg-1-modified_beam_search-beam-size-4 "
+                        "(needed when a folder holds several)")
     p.add_argument("--store", action="append", default=[], metavar="NAME=DIR",
                    help="a teacher-label store to measure (HDF5 shards under DIR)")
     p.add_argument("--out", default=None, help="output prefix (default: EXP_ROOT/results)")

@@ -34,7 +34,10 @@ class DecodeConfig:
     cuts: list = opt(default_factory=list, required=True, nargs="+", type=name_path, metavar="NAME=PATH",
                      help="test sets: a name (used in output file names) and a feature-cut manifest, "
                           "e.g. test-clean=data/fbank/librispeech_cuts_test-clean.jsonl.gz")
-    exp_dir: str = opt("", required=True, help="training directory holding epoch-E.pt / checkpoint-STEP.pt")
+    exp_dir: str = opt("", help="training directory holding epoch-E.pt / checkpoint-STEP.pt (or give "
+                               "--checkpoint)")
+    checkpoint: str | None = opt(None, "decode this one checkpoint file (e.g. from "
+                                       "average-checkpoints) instead of selecting in --exp-dir")
     epoch: int | None = opt(None, "decode with epoch files epoch-(E-avg+1).pt ... epoch-E.pt averaged "
                                   "(default: the newest)")
     iteration: int | None = opt(None, "decode with the --avg newest checkpoint-STEP.pt with STEP <= "
@@ -58,9 +61,15 @@ class DecodeConfig:
     max_duration: float = opt(300.0, "seconds of audio per decoding batch")
     device: str = opt("cpu", "torch device, e.g. cpu or cuda:0")
     out_dir: str | None = opt(None, "where the result files go (default: EXP_DIR/METHOD)")
+    cer: bool = opt(False, "also write the character error rate (errs-cer-*, cer-summary-*)")
 
     def check(self) -> None:
         """Usage errors, before any model is loaded (ValueError / FileNotFoundError)."""
+        if not self.exp_dir and not self.checkpoint:
+            raise ValueError("give --exp-dir (checkpoints selected by --epoch / --iter / --avg) or "
+                             "--checkpoint FILE")
+        if self.checkpoint and not Path(self.checkpoint).is_file():
+            raise FileNotFoundError(f"--checkpoint not found: {self.checkpoint}")
         names = [n for n, _ in self.cuts]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
@@ -77,8 +86,3 @@ class DecodeConfig:
 
     def search_opts(self) -> dict:
         return dict(beam=self.beam, max_contexts=self.max_contexts, max_states=self.max_states)
-
-    def checkpoint_label(self) -> str:
-        which = f"iter-{self.iteration}" if self.iteration is not None else (
-            f"epoch-{self.epoch}" if self.epoch is not None else "last")
-        return f"{which}-avg-{self.avg}"

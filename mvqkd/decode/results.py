@@ -1,21 +1,27 @@
-"""Decoding result files, icefall-style, and the WER summary they feed.
+"""Decoding result files, byte-compatible with icefall's ``store_transcripts`` /
+``write_error_stats`` / ``save_results``, and the WER summary they feed.
 
-Per test set ``<set>`` and decoding setting ``<key>`` (e.g. ``greedy_search``):
+For test set ``<set>``, setting key ``<key>`` (``greedy_search``, ``beam_size_4``, ...) and
+file suffix ``<suffix>`` (``epoch-30-avg-5-modified_beam_search-beam-size-4``, see
+:func:`mvqkd.decode.decode.suffix`):
 
-- ``recogs-<set>.txt``: for each utterance two lines, ``<cut_id>:\\tref=[...]`` and
-  ``<cut_id>:\\thyp=[...]`` (Python list of words), as icefall's ``store_transcripts``.
-- ``errs-<set>.txt``: as icefall's ``write_error_stats``: ``%WER = x.xx``, the
-  ins / del / sub split, per-utterance alignments (``word`` or ``(ref->hyp)``, with
-  successive errors merged), the most frequent substitutions, deletions and
-  insertions, and per-word statistics.
-- ``wer-summary-<set>.txt``: a ``settings\\tWER`` table; :func:`read_wer` reads it back.
+- ``recogs-<set>-<suffix>.txt``: per utterance ``<cut_id>:\\tref=[...]`` then
+  ``<cut_id>:\\thyp=[...]`` (Python lists of words); untranscribed cuts get the hyp line only;
+- ``errs-<set>-<suffix>.txt``: ``%WER = x.xx``, the error counts, per-utterance alignments
+  with runs of errors merged into ``(ref words->hyp words)``, the substitutions, deletions
+  and insertions by count, and per-word statistics (icefall's layout, including its
+  treatment of a literal ``*`` word as the alignment's gap symbol);
+- ``wer-summary-<set>-<suffix>.txt``: ``settings\\tWER`` then ``<key>\\t<wer>``.
+
+With ``cer=True`` the same three for characters (spaces removed, as icefall's
+``compute_CER``): ``errs-cer-...``, ``cer-summary-...``. Without a suffix the files are
+``recogs-<set>.txt`` etc. The alignment is kaldialign's (Levenshtein, unit costs).
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from collections import Counter
 from typing import Sequence
 
 from mvqkd.data.wer import EPS, Result, align, compute_error_stats
@@ -24,48 +30,38 @@ logger = logging.getLogger(__name__)
 
 
 def merged_alignment(ref: Sequence[str], hyp: Sequence[str]) -> str:
-    """One line: correct words as is, each run of successive errors as ``(ref words->hyp words)``.
-
-    An empty side of a run is written ``*``, e.g. ``(*->UH)`` for an insertion.
-    """
-    parts: list[str] = []
-    run_r: list[str] = []
-    run_h: list[str] = []
-
-    def flush():
-        if run_r or run_h:
-            parts.append(f"({' '.join(run_r) or EPS}->{' '.join(run_h) or EPS})")
-            run_r.clear()
-            run_h.clear()
-
+    """One line: correct words as they are, every run of successive errors as
+    ``(ref words->hyp words)``, an empty side written ``*``. Gap symbols inside a run are
+    dropped, and a word equal to the gap symbol vanishes (icefall's behaviour)."""
+    runs: list[tuple[list[str], list[str], bool]] = []  # (ref words, hyp words, is_error)
     for r, h in align(ref, hyp):
-        if r == h:
-            flush()
-            parts.append(r)
+        error = r != h
+        if error and runs and runs[-1][2]:
+            runs[-1][0].append(r)
+            runs[-1][1].append(h)
         else:
-            if r != EPS:
-                run_r.append(r)
-            if h != EPS:
-                run_h.append(h)
-    flush()
+            runs.append(([r], [h], error))
+    parts = []
+    for rs, hs, error in runs:
+        rs, hs = [w for w in rs if w != EPS], [w for w in hs if w != EPS]
+        if not rs and not hs:
+            continue
+        r, h = " ".join(rs) or EPS, " ".join(hs) or EPS
+        parts.append(r if r == h else f"({r}->{h})")
     return " ".join(parts)
 
 
-def _by_count(counter: Counter) -> list:
-    """(count, key) pairs, most frequent first (ties: reverse key order, as icefall)."""
+def _by_count(counter) -> list:
+    """(count, key) pairs, most frequent first, ties in reverse key order (icefall's sort)."""
     return sorted(((c, k) for k, c in counter.items()), reverse=True)
 
 
-def write_error_stats(path: str | Path, test_set_name: str, results: Sequence[Result]) -> float:
-    """Write the ``errs-<set>.txt`` report; return the WER in percent (2 decimals)."""
+def error_stats_text(results: Sequence[Result]) -> tuple[str, float]:
+    """The ``errs`` file's text and the WER (percent, two decimals)."""
     st = compute_error_stats(results)
-    wer = round(st.wer, 2)
-    logger.info(
-        "[%s] %%WER %.2f%% [%d / %d, %d ins, %d del, %d sub ]",
-        test_set_name, st.wer, st.num_errors, st.ref_words, st.num_ins, st.num_del, st.num_sub,
-    )
+    rate = "%.2f" % st.wer
     lines = [
-        f"%WER = {st.wer:.2f}",
+        f"%WER = {rate}",
         f"Errors: {st.num_ins} insertions, {st.num_del} deletions, {st.num_sub} substitutions, "
         f"over {st.ref_words} reference words ({st.corr} correct)",
         "Search below for sections starting with PER-UTT DETAILS:, SUBSTITUTIONS:, DELETIONS:, "
@@ -84,39 +80,65 @@ def write_error_stats(path: str | Path, test_set_name: str, results: Sequence[Re
     ranked = sorted(((sum(v[1:]), w, v) for w, v in st.per_word.items()), reverse=True)
     for errs, w, (corr, sub_ref, sub_hyp, n_ins, n_del) in ranked:
         lines.append(f"{w}   {corr} {errs} {corr + sub_ref + n_del} {corr + sub_hyp + n_ins}")
-    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return "\n".join(lines) + "\n", float(rate)
+
+
+def write_error_stats(path: str | Path, test_set_name: str, results: Sequence[Result]) -> float:
+    """Write the ``errs`` report of ``results``; return the WER in percent (2 decimals)."""
+    text, wer = error_stats_text(results)
+    st = compute_error_stats(results)
+    logger.info("[%s] %%WER %.2f%% [%d / %d, %d ins, %d del, %d sub ]", test_set_name, st.wer,
+                st.num_errors, st.ref_words, st.num_ins, st.num_del, st.num_sub)
+    Path(path).write_text(text, encoding="utf-8")
     return wer
 
 
 def store_transcripts(path: str | Path, results: Sequence[Result]) -> None:
-    """Write ``recogs-<set>.txt``: ``<cut_id>:\\tref=[...]`` then ``<cut_id>:\\thyp=[...]``."""
+    """Write ``recogs``: ``<cut_id>:\\tref=[...]`` (when there is a reference) then
+    ``<cut_id>:\\thyp=[...]``."""
     with open(path, "w", encoding="utf-8") as f:
         for cut_id, ref, hyp in results:
-            f.write(f"{cut_id}:\tref={list(ref)}\n")
+            if ref is not None:
+                f.write(f"{cut_id}:\tref={list(ref)}\n")
             f.write(f"{cut_id}:\thyp={list(hyp)}\n")
 
 
 def write_wer_summary(path: str | Path, wers: dict[str, float]) -> None:
-    """Write ``wer-summary-<set>.txt``: ``settings\\tWER`` then one line per setting, best first."""
+    """Write a summary: ``settings\\tWER`` then one line per setting, best first."""
     with open(path, "w", encoding="utf-8") as f:
         f.write("settings\tWER\n")
         for key, val in sorted(wers.items(), key=lambda kv: kv[1]):
             f.write(f"{key}\t{val}\n")
 
 
-def write_results(out_dir: str | Path, test_set_name: str, setting: str, results: Sequence[Result]) -> float:
-    """Write the three files for one test set; results are sorted by cut id first. Returns WER %."""
+def _chars(results: Sequence[Result]) -> list[Result]:
+    return [(cid, list("".join(ref)), list("".join(hyp))) for cid, ref, hyp in results]
+
+
+def write_results(out_dir: str | Path, test_set_name: str, setting: str, results: Sequence[Result],
+                  suffix: str | None = None, cer: bool = False) -> float | None:
+    """Write the files of one test set (see the module docstring); ``results`` are sorted as
+    icefall sorts them. Returns the WER %, or None for an untranscribed set (recogs only)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = sorted(results, key=lambda r: r[0])
-    store_transcripts(out_dir / f"recogs-{test_set_name}.txt", results)
-    wer = write_error_stats(out_dir / f"errs-{test_set_name}.txt", test_set_name, results)
-    write_wer_summary(out_dir / f"wer-summary-{test_set_name}.txt", {setting: wer})
+    results = sorted(results, key=lambda r: (r[0], r[1] or [], r[2]))
+    tail = f"{test_set_name}-{suffix}" if suffix else test_set_name
+    store_transcripts(out_dir / f"recogs-{tail}.txt", results)
+    if any(ref is None for _, ref, _ in results):
+        logger.info("%s: untranscribed cuts, recognition only (%s)", test_set_name,
+                    out_dir / f"recogs-{tail}.txt")
+        return None
+    wer = write_error_stats(out_dir / f"errs-{tail}.txt", f"{test_set_name}-{setting}", results)
+    write_wer_summary(out_dir / f"wer-summary-{tail}.txt", {setting: wer})
+    if cer:
+        c = write_error_stats(out_dir / f"errs-cer-{tail}.txt", f"{test_set_name}-{setting}-cer",
+                              _chars(results))
+        write_wer_summary(out_dir / f"cer-summary-{tail}.txt", {setting: c})
     return wer
 
 
 def read_wer(path: str | Path) -> float | None:
-    """Best (lowest) WER in a ``wer-summary-<set>.txt`` file, or None when it does not exist."""
+    """Best (lowest) WER in a ``wer-summary`` file, or None when it does not exist."""
     path = Path(path)
     if not path.is_file():
         return None

@@ -21,7 +21,7 @@ import logging
 import time
 from pathlib import Path
 
-from mvqkd.logs import progress_bar, use_bar
+from mvqkd.logs import FileLog, progress_bar, use_bar
 
 logger = logging.getLogger("mvqkd.train")
 
@@ -36,17 +36,7 @@ class TrainMonitor:
         stamp = time.strftime("%Y-%m-%d-%H-%M-%S")
         suffix = f"-rank{dinfo.rank}" if dinfo.rank else ""
         self.log_path = log_dir / f"log-train-{stamp}{suffix}.txt"
-        self._handler = logging.FileHandler(self.log_path)
-        self._handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s [%(name)s] %(message)s")
-        )
-        self._root = logging.getLogger("mvqkd")
-        self._root.addHandler(self._handler)
-        if self._root.getEffectiveLevel() > logging.INFO:
-            self._old_level = self._root.level
-            self._root.setLevel(logging.INFO)
-        else:
-            self._old_level = None
+        self._file_log = FileLog(self.log_path)
         self.writer = None
         if tensorboard and dinfo.is_main:
             from torch.utils.tensorboard import SummaryWriter
@@ -121,7 +111,4 @@ class TrainMonitor:
             self._bar.close()
         if self.writer is not None:
             self.writer.close()
-        self._root.removeHandler(self._handler)
-        self._handler.close()
-        if self._old_level is not None:
-            self._root.setLevel(self._old_level)
+        self._file_log.close()

@@ -6,6 +6,8 @@ puts a sharp peak on that token and ignores the decoder state. So greedy and bea
 must both return exactly the tokens we wrote, and the WER is known by hand.
 """
 
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -108,56 +110,81 @@ def test_output_files(tmp_path, bpe):
     assert "c3:\tYES (*->YES)\nc4:\t(MAYBE->*) NO\n" in errs
     assert "INSERTIONS: count hyp\n1   YES\n" in errs
     assert (out / "wer-summary-test-clean.txt").read_text() == (
-        "settings\tWER\nmodified_beam_search_beam_size_4\t50.0\n"
+        "settings\tWER\nbeam_size_4\t50.0\n"  # icefall's label
     )
+
+
+def _fake_exp(monkeypatch, tmp_path, bpe, calls=None):
+    """An experiment folder whose checkpoints "load" as the spelling model (BPE inside)."""
+    import mvqkd.student.checkpoint as ckpt
+
+    exp = tmp_path / "exp"
+    exp.mkdir(exist_ok=True)
+    for e in (1, 2, 3):
+        (exp / f"epoch-{e}.pt").write_bytes(b"")
+    proto = torch.frombuffer(bytearray(bpe.serialized_model_proto()), dtype=torch.uint8)
+
+    def fake_load(exp_dir, epoch=None, avg=1, iteration=None, device="cpu", checkpoint=None,
+                  return_checkpoint=False):
+        if calls is not None:
+            calls.append((str(exp_dir), epoch, avg, iteration, device))
+        model = spelling_model(bpe.get_piece_size())
+        return model, types.SimpleNamespace(context_size=2), {"bpe_model": {"proto": proto}}
+
+    monkeypatch.setattr(ckpt, "load_model_for_decoding", fake_load)
+    return exp
 
 
 def test_cli_decode(tmp_path, bpe, monkeypatch, capsys):
     from mvqkd import cli
-    import mvqkd.student.checkpoint as ckpt
 
     cuts = make_cuts(tmp_path, bpe, UTTS)
-    bpe_path = tmp_path / "bpe.model"
-    bpe_path.write_bytes(bpe.serialized_model_proto())
     calls = []
-
-    def fake_load(exp_dir, epoch=None, avg=1, iteration=None, device="cpu"):
-        calls.append((str(exp_dir), epoch, avg, iteration, device))
-        return spelling_model(bpe.get_piece_size()), None
-
-    monkeypatch.setattr(ckpt, "load_model_for_decoding", fake_load)
-    exp = tmp_path / "exp"
-    rc = cli.main(["decode", "--exp-dir", str(exp), "--epoch", "3", "--avg", "2", "--bpe-model", str(bpe_path),
+    exp = _fake_exp(monkeypatch, tmp_path, bpe, calls)
+    rc = cli.main(["decode", "--exp-dir", str(exp), "--epoch", "3", "--avg", "2",
                    "--cuts", f"set-a={cuts}", f"set-b={cuts}", "--method", "greedy_search"])
     assert rc == 0
     assert calls == [(str(exp), 3, 2, None, "cpu")]
+    res = exp / "greedy_search"
+    sfx = "epoch-3-avg-2-context-2-max-sym-per-frame-1"  # icefall's suffix for greedy search
     for name in ("set-a", "set-b"):
-        assert (exp / "greedy_search" / f"errs-{name}.txt").read_text().startswith("%WER = 50.00\n")
-        assert (exp / "greedy_search" / f"wer-summary-{name}.txt").read_text() == (
-            "settings\tWER\ngreedy_search_epoch-3-avg-2\t50.0\n"
-        )
+        assert (res / f"errs-{name}-{sfx}.txt").read_text().startswith("%WER = 50.00\n")
+        assert (res / f"wer-summary-{name}-{sfx}.txt").read_text() == "settings\tWER\ngreedy_search\t50.0\n"
+    logs = list(res.glob(f"log-decode-{sfx}-*.txt"))
+    assert len(logs) == 1 and "set-a: WER 50.00%" in logs[0].read_text()
     assert "set-a\t50.00" in capsys.readouterr().out
-    assert cli.main(["decode", "--exp-dir", str(exp), "--bpe-model", str(bpe_path),
-                     "--cuts", f"x={tmp_path / 'missing.jsonl.gz'}"]) == 2
+    assert cli.main(["decode", "--exp-dir", str(exp), "--cuts", f"x={tmp_path / 'missing.jsonl.gz'}"]) == 2
+
+
+def test_two_decodes_with_other_settings_both_survive(tmp_path, bpe, monkeypatch):
+    from mvqkd import cli
+
+    cuts = make_cuts(tmp_path, bpe, UTTS)
+    exp = _fake_exp(monkeypatch, tmp_path, bpe)
+    base = ["decode", "--exp-dir", str(exp), "--epoch", "3", "--cuts", f"t={cuts}"]
+    assert cli.main(base + ["--method", "modified_beam_search", "--beam-size", "4"]) == 0
+    assert cli.main(base + ["--method", "modified_beam_search", "--beam-size", "2"]) == 0
+    assert cli.main(base + ["--method", "all"]) == 0
+    names = sorted(p.name for p in exp.rglob("wer-summary-*.txt"))
+    assert names == ["wer-summary-t-epoch-3-avg-1-beam-4.0-max-contexts-4-max-states-8.txt",
+                     "wer-summary-t-epoch-3-avg-1-context-2-max-sym-per-frame-1.txt",
+                     "wer-summary-t-epoch-3-avg-1-modified_beam_search-beam-size-2.txt",
+                     "wer-summary-t-epoch-3-avg-1-modified_beam_search-beam-size-4.txt"]
 
 
 def test_cli_fast_beam_search(tmp_path, bpe, monkeypatch, caplog):
     from mvqkd import cli
-    import mvqkd.student.checkpoint as ckpt
 
     cuts = make_cuts(tmp_path, bpe, UTTS)
-    bpe_path = tmp_path / "bpe.model"
-    bpe_path.write_bytes(bpe.serialized_model_proto())
-    monkeypatch.setattr(ckpt, "load_model_for_decoding",
-                        lambda *a, **k: (spelling_model(bpe.get_piece_size()), None))
-    exp = tmp_path / "exp"
-    args = ["decode", "--exp-dir", str(exp), "--bpe-model", str(bpe_path), "--cuts", f"t={cuts}",
+    exp = _fake_exp(monkeypatch, tmp_path, bpe)
+    args = ["decode", "--exp-dir", str(exp), "--cuts", f"t={cuts}",
             "--method", "fast_beam_search", "--beam", "20", "--max-contexts", "8", "--max-states", "64"]
     assert cli.main(args) == 0
-    assert (exp / "fast_beam_search" / "wer-summary-t.txt").read_text() == (
-        "settings\tWER\nfast_beam_search_beam_20.0_max_contexts_8_max_states_64_last-avg-1\t50.0\n"
+    sfx = "epoch-3-avg-1-beam-20.0-max-contexts-8-max-states-64"  # the newest epoch, resolved
+    assert (exp / "fast_beam_search" / f"wer-summary-t-{sfx}.txt").read_text() == (
+        "settings\tWER\nbeam_20.0_max_contexts_8_max_states_64\t50.0\n"
     )
-    assert (exp / "fast_beam_search" / "errs-t.txt").read_text().startswith("%WER = 50.00\n")
+    assert (exp / "fast_beam_search" / f"errs-t-{sfx}.txt").read_text().startswith("%WER = 50.00\n")
     assert cli.main(args[:-2] + ["--max-states", "0"]) == 2
     assert "--max-states" in caplog.text
 
@@ -167,3 +194,31 @@ def test_vocab_mismatch_is_an_error(tmp_path, bpe):
     model = spelling_model(bpe.get_piece_size() + 1)
     with pytest.raises(ValueError, match="vocab_size"):
         decode_dataset(model, cuts, bpe)
+
+
+def test_raw_audio_and_untranscribed_cuts(tmp_path):
+    """Cuts with audio only are decoded from on-the-fly fbank exactly as from stored
+    (lossless) fbank; cuts without a transcript give recognitions only."""
+    from lhotse import CutSet, Fbank, FbankConfig
+    from lhotse.features.io import NumpyHdf5Writer
+
+    from mvqkd.data.synthetic import make_synthetic_cuts, train_tiny_bpe, WORDS
+    from mvqkd.data.tokenizer import load_bpe
+    from mvqkd.decode.results import write_results
+    from mvqkd.student import build_model, preset_config
+
+    raw = make_synthetic_cuts(tmp_path / "syn", num_cuts=4, with_indexes=False)
+    raw = CutSet.from_cuts(c.drop_features() for c in raw)
+    stored = raw.compute_and_store_features(Fbank(FbankConfig(num_mel_bins=80)), tmp_path / "f",
+                                            storage_type=NumpyHdf5Writer, num_jobs=1)
+    sp = load_bpe(train_tiny_bpe([" ".join(WORDS)] * 3, tmp_path / "bpe", 30))
+    torch.manual_seed(0)
+    model = build_model(preset_config("tiny", sp.get_piece_size())).eval()
+    a = decode_dataset(model, raw, sp)
+    b = decode_dataset(model, stored, sp)
+    assert a == b and all(ref for _, ref, _ in a)
+    untranscribed = CutSet.from_cuts(c.drop_supervisions() for c in raw)
+    res = decode_dataset(model, untranscribed, sp)
+    assert [r[1] for r in res] == [None] * 4 and [r[2] for r in res] == [r[2] for r in a]
+    assert write_results(tmp_path / "out", "u", "greedy_search", res) is None
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["recogs-u.txt"]

@@ -78,3 +78,57 @@ def test_empty_reference():
     assert st.wer == 0.0
     st = compute_error_stats([("e", [], ["UH"])])
     assert st.wer == float("inf")
+
+
+ICEFALL_ERRS = """%WER = 40.00
+Errors: 1 insertions, 0 deletions, 1 substitutions, over 5 reference words (3 correct)
+Search below for sections starting with PER-UTT DETAILS:, SUBSTITUTIONS:, DELETIONS:, INSERTIONS:, PER-WORD STATS:
+
+PER-UTT DETAILS: corr or (ref->hyp)  
+d:\tA
+d:\t(A->B)
+s:\tX Y
+
+SUBSTITUTIONS: count ref -> hyp
+1   A -> B
+
+DELETIONS: count ref
+
+INSERTIONS: count hyp
+1   *
+
+PER-WORD STATS: word  corr tot_errs count_in_ref count_in_hyp
+B   0 1 0 1
+A   1 1 2 1
+*   0 1 0 1
+Y   1 0 1 1
+X   1 0 1 1
+"""
+
+
+def test_errs_file_is_byte_identical_to_icefalls_layout(tmp_path):
+    """Written by hand from icefall's write_error_stats: duplicate cut ids sorted by reference
+    then hypothesis (icefall sorts the result tuples), and a reference word "*" (the alignment's
+    gap symbol) counted as an insertion of "*" and dropped from the alignment line."""
+    results = [("s", ["X", "*", "Y"], ["X", "Y"]), ("d", ["A"], ["B"]), ("d", ["A"], ["A"])]
+    wer = write_results(tmp_path, "t", "greedy_search", results, suffix="epoch-1-avg-1")
+    assert wer == 40.0
+    assert (tmp_path / "errs-t-epoch-1-avg-1.txt").read_text() == ICEFALL_ERRS
+    assert (tmp_path / "recogs-t-epoch-1-avg-1.txt").read_text().splitlines()[:4] == [
+        "d:\tref=['A']", "d:\thyp=['A']", "d:\tref=['A']", "d:\thyp=['B']"]
+    assert (tmp_path / "wer-summary-t-epoch-1-avg-1.txt").read_text() == "settings\tWER\ngreedy_search\t40.0\n"
+
+
+def test_cer_counts_characters_without_spaces(tmp_path):
+    # GOODDAY vs GOODDY: one deleted character of 7 -> 14.29 %; words: 1 sub of 2 -> 50 %
+    wer = write_results(tmp_path, "t", "beam_size_4", [("u", ["GOOD", "DAY"], ["GOOD", "DY"])], cer=True)
+    assert wer == 50.0
+    assert (tmp_path / "cer-summary-t.txt").read_text() == "settings\tWER\nbeam_size_4\t14.29\n"
+    assert (tmp_path / "errs-cer-t.txt").read_text().startswith(
+        "%WER = 14.29\nErrors: 0 insertions, 1 deletions, 0 substitutions, over 7 reference words (6 correct)\n")
+
+
+def test_untranscribed_set_gets_recognitions_only(tmp_path):
+    assert write_results(tmp_path, "t", "greedy_search", [("b", None, ["HI"]), ("a", None, [])]) is None
+    assert (tmp_path / "recogs-t.txt").read_text() == "a:\thyp=[]\nb:\thyp=['HI']\n"
+    assert not (tmp_path / "errs-t.txt").exists()
