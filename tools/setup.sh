@@ -30,7 +30,7 @@ if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
   log "installing $TORCH_SPEC"
   $PIP install -q "$TORCH_SPEC"
 fi
-if ! "$VENV/bin/python" -c "import mvqkd, pytest, multi_quantization" >/dev/null 2>&1 \
+if ! "$VENV/bin/python" -c "import mvqkd, pytest, multi_quantization, sherpa_onnx, onnxruntime" >/dev/null 2>&1 \
    || [ pyproject.toml -nt "$VENV/.mvqkd-installed" ]; then
   log "installing mvqkd[dev] (editable)"
   $PIP install -q -e ".[dev]"

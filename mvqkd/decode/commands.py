@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from mvqkd.decode.config import DecodeConfig
+from mvqkd.decode.config import BEAM_SIZE, DecodeConfig
 from mvqkd.options import add_options, add_parser, from_args
 
 logger = logging.getLogger(__name__)
@@ -36,6 +36,47 @@ def _decode(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from mvqkd.decode.export import export_onnx
+    from mvqkd.decode.transcribe import load_recogniser
+
+    try:
+        model, sp = load_recogniser(args.checkpoint or args.exp_dir, device="cpu") \
+            if args.epoch is None and args.iteration is None else _selected(args)
+        files = export_onnx(model, sp, args.out_dir, int8=args.int8)
+    except (OSError, ValueError, ImportError) as e:
+        logger.error("%s", e)
+        return 2
+    for name, path in files.items():
+        print(f"{name}\t{path}\t{path.stat().st_size:,} bytes")
+    return 0
+
+
+def _selected(args):
+    from mvqkd.student import checkpoint
+
+    model, _, last = checkpoint.load_model_for_decoding(args.exp_dir, epoch=args.epoch, avg=args.avg,
+                                                        iteration=args.iteration, return_checkpoint=True)
+    sp = checkpoint.checkpoint_bpe(last)
+    if sp is None:
+        raise ValueError(f"{args.exp_dir}: the checkpoints hold no BPE model (mvqkd < 0.2)")
+    return model, sp
+
+
+def _transcribe(args) -> int:
+    from mvqkd.decode.transcribe import load_recogniser, transcribe
+
+    try:
+        model, sp = load_recogniser(args.model, args.bpe_model, args.device)
+        opts = {"beam_size": args.beam_size} if args.method == "modified_beam_search" else {}
+        for f, text in transcribe(model, sp, args.files, args.method, args.device, **opts):
+            print(f"{f}\t{text}", flush=True)
+    except (OSError, ValueError, ImportError) as e:
+        logger.error("%s", e)
+        return 2
+    return 0
+
+
 def _summarize(args) -> int:
     from mvqkd.decode.summary import write_summary
 
@@ -60,6 +101,38 @@ def register(subparsers) -> None:
                    epilog=DECODE_EXAMPLES)
     add_options(p, DecodeConfig)
     p.set_defaults(func=_decode)
+
+    p = add_parser(subparsers, "export-onnx", help="export a student for sherpa-onnx (ONNX files + tokens.txt)",
+                   description="Write encoder.onnx, decoder.onnx, joiner.onnx and tokens.txt with the "
+                               "inputs, outputs and metadata of icefall's export-onnx.py, which "
+                               "sherpa-onnx's OfflineRecognizer.from_transducer loads; --int8 adds "
+                               "dynamically quantized copies. The distillation heads are left out.",
+                   epilog="examples:\n  mvqkd export-onnx --exp-dir exp/mvq --epoch 30 --avg 5 --out-dir "
+                          "exp/mvq/onnx --int8\n  mvqkd export-onnx --checkpoint exp/mvq/epoch-30.pt "
+                          "--out-dir exp/mvq/onnx")
+    p.add_argument("--exp-dir", default=None, help="training folder (its newest epoch, or --epoch / --iter)")
+    p.add_argument("--checkpoint", default=None, help="a single checkpoint file instead")
+    p.add_argument("--epoch", type=int, default=None, help="average epoch-(E-avg+1..E).pt")
+    p.add_argument("--iter", dest="iteration", type=int, default=None, help="average checkpoint-STEP.pt up to ITER")
+    p.add_argument("--avg", type=int, default=1, help="checkpoints to average")
+    p.add_argument("--out-dir", required=True, help="output folder")
+    p.add_argument("--int8", action="store_true", help="also write int8 (dynamic quantization) models")
+    p.set_defaults(func=_export)
+
+    p = add_parser(subparsers, "transcribe", help="transcribe audio files with a trained student",
+                   description="Print FILE<TAB>TEXT for every audio file (any format, rate and number of "
+                               "channels), with a checkpoint file, an experiment folder (newest epoch) "
+                               "or an ONNX export folder.",
+                   epilog="examples:\n  mvqkd transcribe --model exp/mvq/epoch-30.pt a.flac b.wav\n"
+                          "  mvqkd transcribe --model exp/mvq/onnx --method modified_beam_search a.mp3")
+    p.add_argument("files", nargs="+", help="audio files")
+    p.add_argument("--model", required=True, help="checkpoint file, experiment folder or ONNX folder")
+    p.add_argument("--bpe-model", default=None, help="tokenizer (default: the checkpoint's, or tokens.txt)")
+    p.add_argument("--method", default="greedy_search", choices=["greedy_search", "modified_beam_search",
+                                                                 "fast_beam_search"], help="search")
+    p.add_argument("--beam-size", type=int, default=BEAM_SIZE, help="modified_beam_search's beam")
+    p.add_argument("--device", default="cpu", help="torch device for checkpoints")
+    p.set_defaults(func=_transcribe)
 
     p = add_parser(subparsers, "summarize", help="the WER table of a demo run (markdown + PNG)",
                    description="Reads EXP_ROOT/[seed<K>/]<system>/<method>/wer-summary-<set>.txt, the "

@@ -1,0 +1,104 @@
+"""Deployment: a trained tiny student exported to ONNX runs in sherpa-onnx (the real client,
+its own fbank) and gives mvqkd's greedy hypotheses; ``mvqkd transcribe`` reads every audio
+format in tests/data, from a checkpoint and from the export alike."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+import torch
+from lhotse import CutSet
+
+from mvqkd.cli import main as cli
+from tests.conftest import TEST_AUDIO
+
+sherpa_onnx = pytest.importorskip("sherpa_onnx")  # in the dev extra; CI installs it
+
+
+@pytest.fixture(scope="module")
+def student(prepared_data, tmp_path_factory):
+    """A tiny student checkpoint written by mvqkd train (one step at a tiny learning rate: still
+    close to its random init, so its hypotheses are long and varied, a demanding comparison),
+    its export and its test set."""
+    from mvqkd.training.student import train
+
+    exp = tmp_path_factory.mktemp("export") / "exp"
+    fbank = prepared_data / "fbank"
+    train(dict(train_cuts=str(fbank / "librispeech_cuts_train-clean-100.jsonl.gz"),
+               bpe_model=str(prepared_data / "lang_bpe_100" / "bpe.model"), exp_dir=str(exp), kd="none",
+               model_size="tiny", num_epochs=1, max_steps=1, max_duration=20, num_workers=0,
+               save_every_n=0, warmup_steps=1, lr=1e-6, tensorboard=False, device="cpu"))
+    ckpt = exp / "checkpoint-1.pt"
+    assert cli(["export-onnx", "--checkpoint", str(ckpt), "--out-dir", str(exp / "onnx"), "--int8"]) == 0
+    return ckpt, exp / "onnx", fbank / "librispeech_cuts_test-clean.jsonl.gz"
+
+
+def sherpa_decode(onnx_dir: Path, files, method="greedy_search"):
+    rec = sherpa_onnx.OfflineRecognizer.from_transducer(
+        encoder=str(onnx_dir / "encoder.onnx"), decoder=str(onnx_dir / "decoder.onnx"),
+        joiner=str(onnx_dir / "joiner.onnx"), tokens=str(onnx_dir / "tokens.txt"), num_threads=1,
+        decoding_method=method)
+    out = []
+    for f in files:
+        samples, sr = sf.read(f, dtype="float32", always_2d=True)
+        stream = rec.create_stream()
+        stream.accept_waveform(sr, samples.mean(1))
+        rec.decode_stream(stream)
+        out.append(stream.result.text.strip())
+    return out
+
+
+def test_sherpa_onnx_gives_mvqkd_greedy_hypotheses(student, tmp_path, capsys):
+    from mvqkd.decode.decode import decode_dataset
+    from mvqkd.decode.transcribe import load_recogniser
+
+    ckpt, onnx_dir, test_cuts = student
+    cuts = CutSet.from_file(test_cuts).subset(first=4)
+    files = [c.recording.sources[0].source for c in cuts] + [str(TEST_AUDIO / "2412-153948-0000.flac")]
+    model, sp = load_recogniser(ckpt)
+    # mvqkd decode's greedy search on the test cuts (from their audio: the stored fbank is
+    # lilcom-compressed, a small loss that a near-random model may notice) ...
+    raw = CutSet.from_cuts(c.drop_features() for c in cuts)
+    decoded = {cid: " ".join(hyp) for cid, _, hyp in decode_dataset(model, raw, sp)}
+    mine = [decoded[c.id] for c in cuts]
+    # ... and mvqkd transcribe on the FLAC files (16 kHz: no resampler in between)
+    assert cli(["transcribe", "--model", str(ckpt), *files]) == 0
+    transcribed = [line.split("\t", 1)[1] for line in capsys.readouterr().out.rstrip("\n").split("\n")]
+    assert transcribed[:len(mine)] == mine
+    assert any(t for t in transcribed)  # the model says something: a non-trivial comparison
+    theirs = sherpa_decode(onnx_dir, files)
+    assert theirs == transcribed
+    # metadata sherpa-onnx and icefall's loaders read
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(onnx_dir / "decoder.onnx")).metadata_props}
+    assert meta == {"context_size": "2", "vocab_size": str(sp.get_piece_size())}
+
+
+def test_transcribe_reads_every_format_from_checkpoint_and_export(student, tmp_path, capsys):
+    ckpt, onnx_dir, _ = student
+    files = sorted(str(p) for p in TEST_AUDIO.iterdir() if p.suffix in (".flac", ".wav", ".mp3"))
+    assert len(files) == 5  # 16 kHz FLAC, 22.05 kHz WAV, 48 kHz MP3, 8 kHz stereo WAV
+    out = {}
+    for model in (ckpt, onnx_dir):
+        assert cli(["transcribe", "--model", str(model), *files]) == 0
+        out[model] = capsys.readouterr().out.rstrip("\n").split("\n")
+        assert [line.split("\t")[0] for line in out[model]] == files
+    assert out[ckpt] == out[onnx_dir]  # onnxruntime and torch agree on the same features
+    assert cli(["transcribe", "--model", str(ckpt), str(tmp_path / "missing.wav")]) == 2
+
+
+def test_int8_export_is_smaller_and_loads(student):
+    _, onnx_dir, _ = student
+    for k in ("encoder", "decoder", "joiner"):
+        assert (onnx_dir / f"{k}.int8.onnx").stat().st_size < (onnx_dir / f"{k}.onnx").stat().st_size
+    d = onnx_dir.parent / "int8"
+    d.mkdir()
+    for k in ("encoder", "decoder", "joiner"):
+        shutil.copy(onnx_dir / f"{k}.int8.onnx", d / f"{k}.onnx")
+    shutil.copy(onnx_dir / "tokens.txt", d / "tokens.txt")
+    assert len(sherpa_decode(d, [str(TEST_AUDIO / "2412-153948-0000.flac")])) == 1
+
