@@ -21,8 +21,10 @@ from __future__ import annotations
 SAMPLE_RATE = 16000
 #: teacher frames: 20 ms (the wav2vec2 / HuBERT / WavLM conv front-end at 16 kHz)
 TEACHER_FRAME_SHIFT = 0.02
-#: the receptive field of that front-end, in samples (shorter audio gives no frame)
+#: the receptive field of that front-end, in samples (shorter audio gives no frame), and its
+#: stride: frame t covers samples [t * 320, t * 320 + 400)
 TEACHER_MIN_SAMPLES = 400
+TEACHER_STRIDE = round(TEACHER_FRAME_SHIFT * SAMPLE_RATE)
 #: student features: 80-bin log-mel fbank, 10 ms shift, 25 ms window
 FBANK_FRAME_SHIFT = 0.01
 NUM_MEL_BINS = 80

@@ -24,6 +24,11 @@ class TeacherRunOptions:
     device: str = opt("auto", "torch device: auto (cuda when torch sees a GPU, else cpu), cpu, cuda:0 ...")
     dtype: str = opt("auto", "teacher precision: auto = float32 on CPU, bfloat16 (or float16) on GPU",
                      choices=DTYPES)
+    chunk_seconds: float = opt(60.0, "utterances longer than this run through the teacher in "
+                                     "overlapping windows of this length, so memory does not grow "
+                                     "with the recording (hour-long files); shorter ones run whole")
+    chunk_overlap: float = opt(5.0, "seconds of context on each side of a window, discarded at the "
+                                    "seams")
 
 
 @dataclass
@@ -65,5 +70,6 @@ class DumpConfig(TeacherRunOptions, StoreOptions):
 
 def store_kwargs(cfg) -> dict:
     """The keyword arguments of :func:`mvqkd.indexes.run.run_extraction` in ``cfg``."""
-    names = {f.name for f in fields(StoreOptions)} | {"max_duration", "device", "dtype", "compression"}
+    names = {f.name for f in fields(StoreOptions)} | {"max_duration", "device", "dtype", "compression",
+                                                      "chunk_seconds", "chunk_overlap"}
     return {k: v for k, v in asdict(cfg).items() if k in names and k not in ("out_dir", "max_failed_cuts")}

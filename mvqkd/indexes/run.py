@@ -115,6 +115,7 @@ def _work(worker: int, cuts_path: str, spec: TargetSpec, out_dir: str, shards: l
         device = f"cuda:{worker % torch.cuda.device_count()}"
     cuts = _load_cuts(cuts_path)
     teacher = load_teacher(spec.teacher_dir, device=device, dtype=opts["dtype"])
+    teacher.set_chunking(*opts.get("chunk", (None,)))
     target = spec.build(teacher)
     total = sum(num_frames(c.duration) for _, a, b in shards for c in cuts[a:b])
     with progress_bar(f"extract worker {worker}", total=total, unit="frame") as bar:
@@ -138,7 +139,8 @@ def _plan(cuts_path, cuts, spec: TargetSpec, shard_size: int, compression) -> di
 def run_extraction(cuts_path, spec: TargetSpec, out_dir, *, num_workers: int = 1,
                    shard_size: int = 200, max_duration: float = 60.0, device: str = "auto",
                    dtype: str = "auto", compression: str | None = None, join_onto=None,
-                   out_manifest=None, report=None, retry_failed: bool = False) -> RunResult | None:
+                   out_manifest=None, report=None, retry_failed: bool = False,
+                   chunk_seconds: float | None = 60.0, chunk_overlap: float = 5.0) -> RunResult | None:
     """Extract ``spec.field`` for every cut of ``cuts_path`` into ``out_dir``.
 
     Rerunning with the same arguments after a crash or SIGKILL finishes only the
@@ -163,10 +165,14 @@ def run_extraction(cuts_path, spec: TargetSpec, out_dir, *, num_workers: int = 1
         lock.acquire()
     try:
         if rank == 0:
-            check_plan(out_dir, _plan(cuts_path, cuts, spec, shard_size, compression))
+            plan = _plan(cuts_path, cuts, spec, shard_size, compression)
+            if chunk_seconds is not None and max(c.duration for c in cuts) > chunk_seconds:
+                plan["chunking"] = [chunk_seconds, chunk_overlap]  # only where it changes arrays
+            check_plan(out_dir, plan)
         return _extract_shards(cuts_path, cuts, spec, out_dir, rank, world, num_workers,
                                shard_size, retry_failed, join_onto, out_manifest, report,
                                {"device": device, "dtype": dtype, "max_duration": max_duration,
+                                "chunk": (chunk_seconds, chunk_overlap),
                                 "compression": compression})
     finally:
         lock.release()

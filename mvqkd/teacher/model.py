@@ -31,7 +31,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-from mvqkd.conventions import SAMPLE_RATE, TEACHER_MIN_SAMPLES
+from mvqkd.conventions import SAMPLE_RATE, TEACHER_FRAME_SHIFT, TEACHER_MIN_SAMPLES, TEACHER_STRIDE
 
 _CTC_ARCH_SUFFIXES = ("ForCTC", "ForSequenceClassification", "ForPreTraining", "ForXVector")
 
@@ -79,6 +79,21 @@ class Teacher:
         self.info = info
         self.device = device
         self.dtype = dtype
+        #: (chunk_frames, overlap_frames) for long utterances (:meth:`set_chunking`), or None
+        self.chunk: tuple[int, int] | None = None
+
+    def set_chunking(self, chunk_seconds: float | None, overlap_seconds: float = 5.0) -> None:
+        """Utterances longer than ``chunk_seconds`` go through :meth:`extract_chunked` with
+        ``overlap_seconds`` of context on each side (None: whole utterances, memory grows
+        with their length)."""
+        if chunk_seconds is None:
+            self.chunk = None
+            return
+        fps = round(1 / TEACHER_FRAME_SHIFT)
+        self.chunk = (int(chunk_seconds * fps), int(overlap_seconds * fps))
+        if self.chunk[0] - 2 * self.chunk[1] < 1:
+            raise ValueError(f"--chunk-seconds {chunk_seconds} must exceed twice --chunk-overlap "
+                             f"{overlap_seconds}")
 
     @property
     def dim(self) -> int:
@@ -155,12 +170,18 @@ class Teacher:
             return []
         if self.info.group_norm and len({len(w) for w in wavs}) > 1:
             raise ValueError("a group-norm teacher only batches utterances of equal length")
-        tensors = [torch.as_tensor(np.asarray(w), dtype=torch.float32).reshape(-1) for w in wavs]
-        for t in tensors:
-            if t.numel() < TEACHER_MIN_SAMPLES:
-                raise ValueError(f"utterance of {t.numel()} samples < {TEACHER_MIN_SAMPLES} (receptive field)")
-        if self.info.do_normalize:
-            tensors = [normalize_utterance(t) for t in tensors]
+        return self._forward([self._prepare(w) for w in wavs], layer)
+
+    def _prepare(self, wav) -> torch.Tensor:
+        """A checked (S,) float32 waveform, normalised when the checkpoint asks for it."""
+        t = torch.as_tensor(np.asarray(wav), dtype=torch.float32).reshape(-1)
+        if t.numel() < TEACHER_MIN_SAMPLES:
+            raise ValueError(f"utterance of {t.numel()} samples < {TEACHER_MIN_SAMPLES} (receptive field)")
+        return normalize_utterance(t) if self.info.do_normalize else t
+
+    @torch.inference_mode()
+    def _forward(self, tensors: list[torch.Tensor], layer: int) -> list[torch.Tensor]:
+        """Prepared waveforms -> B float32 CPU tensors (T_b, D)."""
         lengths = torch.tensor([t.numel() for t in tensors])
         x = torch.nn.utils.rnn.pad_sequence(tensors, batch_first=True)
         mask = None
@@ -173,12 +194,48 @@ class Teacher:
         frames = self.num_frames(lengths)
         return [hidden[b, : int(frames[b])].clone() for b in range(len(tensors))]
 
+    @torch.inference_mode()
+    def extract_chunked(self, wav, layer: int, chunk_frames: int, overlap_frames: int) -> torch.Tensor:
+        """Embeddings (T, D) of one long utterance in bounded memory: the teacher runs on
+        windows of at most ``chunk_frames`` frames that overlap by ``overlap_frames`` on each
+        side, and only their centres are kept. Windows start on frame boundaries (multiples
+        of the 320-sample stride), so the CNN front-end sees exactly the samples it would see
+        on the whole file; the waveform is normalised once, as a whole. Utterances of at most
+        ``chunk_frames`` frames run in one piece."""
+        self.check_layer(layer)
+        x = self._prepare(wav)
+        total = self.num_frames(x.numel())
+        if total <= chunk_frames:
+            return self._forward([x], layer)[0]
+        step = chunk_frames - 2 * overlap_frames
+        if step < 1:
+            raise ValueError(f"chunk of {chunk_frames} frames leaves nothing between overlaps of "
+                             f"{overlap_frames}")
+        hop = TEACHER_STRIDE
+        out = []
+        for start in range(0, total, step):
+            a, b = max(0, start - overlap_frames), min(total, start + step + overlap_frames)
+            emb = self._forward([x[a * hop: (b - 1) * hop + TEACHER_MIN_SAMPLES]], layer)[0]
+            out.append(emb[start - a: start - a + min(step, total - start)])
+        return torch.cat(out)
+
     def extract_many(
-        self, wavs: Sequence[np.ndarray], layer: int, max_samples: int
+        self, wavs: Sequence[np.ndarray], layer: int, max_samples: int,
+        chunk: tuple[int, int] | None = None,
     ) -> Iterator[tuple[int, torch.Tensor]]:
-        """Yield ``(index, (T, D) tensor)`` for every utterance, batching by total samples."""
-        for batch in self.batches([len(w) for w in wavs], max_samples):
-            for i, emb in zip(batch, self.extract([wavs[i] for i in batch], layer)):
+        """Yield ``(index, (T, D) tensor)`` for every utterance, batching by total samples.
+        With ``chunk = (chunk_frames, overlap_frames)``, utterances longer than
+        ``chunk_frames`` frames go through :meth:`extract_chunked` one at a time."""
+        chunk = chunk or self.chunk
+        long = set()
+        if chunk is not None:
+            long = {i for i, w in enumerate(wavs) if self.num_frames(len(w)) > chunk[0]}
+            for i in sorted(long):
+                yield i, self.extract_chunked(wavs[i], layer, *chunk)
+        rest = [i for i in range(len(wavs)) if i not in long]
+        for batch in self.batches([len(wavs[i]) for i in rest], max_samples):
+            ids = [rest[j] for j in batch]
+            for i, emb in zip(ids, self.extract([wavs[i] for i in ids], layer)):
                 yield i, emb
 
 
