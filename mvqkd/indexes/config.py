@@ -22,7 +22,8 @@ class TeacherRunOptions:
                                             "--embedding-layer); 0 = input to the first layer")
     max_duration: float = opt(60.0, "seconds of (padded) audio per teacher batch")
     device: str = opt("auto", "torch device: auto (cuda when torch sees a GPU, else cpu), cpu, cuda:0 ...")
-    dtype: str = opt("auto", "teacher precision: auto = float32 on CPU, bfloat16 (or float16) on GPU",
+    dtype: str = opt("auto", "teacher precision: auto = float32 (half precision changes ~6%% of the "
+                             "additive quantizer's codes; bfloat16 / float16 on request)",
                      choices=DTYPES)
     chunk_seconds: float = opt(60.0, "utterances longer than this run through the teacher in "
                                      "overlapping windows of this length, so memory does not grow "

@@ -189,8 +189,8 @@ class KDHead(nn.Module):
         if target.shape[-1] != self.teacher_dim:
             raise ValueError(f"teacher embeddings have dim {target.shape[-1]}, the KD head "
                              f"was built for kd_dim={self.teacher_dim}")
-        pred = self.proj(x).reshape(*x.shape[:-1], R, self.teacher_dim)
-        target = target.to(pred.dtype)
+        pred = self.proj(x).float().reshape(*x.shape[:-1], R, self.teacher_dim)  # float32 under AMP
+        target = target.float()
         if self.normalize:
             target = (target - self.target_mean) / self.target_std
         if self.mode == "l1":

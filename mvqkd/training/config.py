@@ -111,6 +111,9 @@ class TrainConfig:
     grad_clip: float = opt(5.0, "max gradient norm", group="optimisation")
     max_nan_batches: int = opt(20, "stop after more than this many non-finite losses in a row",
                                group="optimisation")
+    amp: str = opt("none", "mixed precision: bf16 (autocast; CPU or GPU) or fp16 (autocast with a "
+                           "gradient scaler; GPU); the losses are computed in float32",
+                   group="optimisation", choices=["none", "bf16", "fp16"])
     seed: int = opt(42, "random seed", group="optimisation")
     device: str | None = opt(None, "cpu, cuda or cuda:K (default: cuda if available)",
                              group="optimisation")

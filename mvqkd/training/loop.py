@@ -51,11 +51,12 @@ class Stepper:
     """
 
     def __init__(self, model, optimizer, scheduler, grad_clip: float, max_nan_batches: int,
-                 step: int = 0, all_finite: Callable[[bool], bool] = lambda ok: ok):
+                 step: int = 0, all_finite: Callable[[bool], bool] = lambda ok: ok, scaler=None):
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.grad_clip, self.max_nan_batches = grad_clip, max_nan_batches
         self.step, self.nan_run = step, 0
         self.all_finite = all_finite
+        self.scaler = scaler  # torch.amp.GradScaler for fp16
 
     def __call__(self, loss: torch.Tensor, where: str = "") -> float | None:
         """Backward, clip and step; returns the gradient norm, or None for a skipped batch."""
@@ -63,14 +64,22 @@ class Stepper:
         self.optimizer.zero_grad(set_to_none=True)
         grad_norm = None
         if finite:
-            loss.backward()
+            (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+            if self.scaler is not None:
+                self.scaler.unscale_(self.optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
             finite = bool(torch.isfinite(grad_norm))  # the same on all ranks after DDP
         if not finite:
+            if self.scaler is not None and bool(torch.isfinite(loss)):
+                self.scaler.update()  # an fp16 overflow: a smaller scale next time
             self._skip(where)
             return None
         self.nan_run = 0
-        self.optimizer.step()
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         self.scheduler.step()
         self.step += 1
         return float(grad_norm)

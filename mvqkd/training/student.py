@@ -80,6 +80,18 @@ def forward(model, batch: dict, step: int | None = None) -> dict:
     )
 
 
+def amp_context(amp: str, device):
+    """``(autocast context factory, GradScaler or None)`` for ``--amp none|bf16|fp16``."""
+    import contextlib
+    import functools
+
+    if amp == "none":
+        return contextlib.nullcontext, None
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
+    return functools.partial(torch.autocast, device_type=device.type, dtype=dtype), scaler
+
+
 def make_loader(dataset, sampler, num_workers: int):
     return torch.utils.data.DataLoader(
         dataset, sampler=sampler, batch_size=None, num_workers=num_workers,
@@ -254,8 +266,9 @@ def train_epochs(cfg: TrainConfig, data: TrainData, run: Run, dinfo, monitor) ->
     specaug = SpecAugment(time_warp_factor=0 if distilling else cfg.time_warp_factor,
                           distilling=distilling) if cfg.spec_augment else None
     dataset = KDDataset(data.sp, cfg.kd, cfg.on_the_fly_feats, cfg.skip_bad_indexes)
+    autocast, scaler = amp_context(cfg.amp, dinfo.device)
     stepper = Stepper(run.model, run.optimizer, run.scheduler, cfg.grad_clip, cfg.max_nan_batches,
-                      run.step, all_finite=lambda ok: all_true(ok, dinfo))
+                      run.step, all_finite=lambda ok: all_true(ok, dinfo), scaler=scaler)
     budget = Budget(cfg.num_epochs, cfg.max_steps, cfg.time_budget)
     saver = Saver(cfg, run, data, dinfo)
     history, valid_hist, current = [], [], {}
@@ -270,7 +283,8 @@ def train_epochs(cfg: TrainConfig, data: TrainData, run: Run, dinfo, monitor) ->
                 data.quantizer, batch[CODEBOOK_INDEXES])
         if specaug is not None:
             batch["features"] = specaug(batch["features"], batch["feature_lens"])
-        return forward(run.model, batch, stepper.step)
+        with autocast():
+            return forward(run.model, batch, stepper.step)
 
     for epoch in range(run.start_epoch, cfg.num_epochs + 1):
         sampler = run.sampler_for(epoch)

@@ -100,3 +100,15 @@ def test_decoded_regression_refuses_another_quantizer(data, tmp_path):
     other.save(tmp_path / "other.pt")
     with pytest.raises(ValueError, match="has id q-other but the indexes were extracted with quantizer q-test"):
         train(_cfg(data, tmp_path / "x", quantizer=str(tmp_path / "other.pt")))
+
+
+def test_bf16_autocast_training_on_cpu(data, tmp_path):
+    """--amp bf16: the first step's losses are those of float32 to bf16 precision, and the
+    run trains (finite, falling loss); the losses themselves are computed in float32."""
+    fp32 = train(_cfg(data, tmp_path / "fp32", num_epochs=1, max_steps=1))["history"][0]
+    res = train(_cfg(data, tmp_path / "bf16", num_epochs=3, amp="bf16"))
+    first, hist = res["history"][0], res["history"]
+    for k in ("rnnt", "codebook"):
+        assert first[k] == pytest.approx(fp32[k], rel=0.03), k
+    assert all(np.isfinite(h["loss"]) for h in hist)
+    assert np.mean([h["loss"] for h in hist[-3:]]) < np.mean([h["loss"] for h in hist[:3]])

@@ -119,3 +119,20 @@ def test_loads_other_architectures_and_ctc_checkpoints(kind, tmp_path):
     ref = _hf_hidden_states(encoder, wav, teacher.info.do_normalize)
     torch.testing.assert_close(teacher.extract([wav], 1)[0], ref[1][0], atol=1e-5, rtol=1e-5)
     assert teacher.dim == 32 and teacher.num_layers == 2
+
+
+def test_precision_is_float32_unless_asked(tmp_path):
+    """auto = float32 on every device (bf16 changed ~6% of additive codes on the demo teacher,
+    docs/benchmarks.md); bfloat16 on request gives embeddings close to float32."""
+    import torch
+
+    from mvqkd.teacher.make import make_teacher
+    from mvqkd.teacher.model import resolve_dtype
+
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert resolve_dtype("auto", torch.device("cuda")) == torch.float32
+    path = make_teacher(tmp_path / "t", "tiny", seed=0)
+    wav = np.random.default_rng(0).standard_normal(32000).astype(np.float32) * 0.1
+    a = load_teacher(path, device="cpu").extract([wav], 2)[0]
+    b = load_teacher(path, device="cpu", dtype="bfloat16").extract([wav], 2)[0]
+    assert b.dtype == torch.float32 and float(((a - b) ** 2).sum() / ((a - a.mean(0)) ** 2).sum()) < 1e-3
