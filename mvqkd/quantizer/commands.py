@@ -1,4 +1,4 @@
-"""CLI for the quantizer layer: train-quantizer, quantize, quantizer-report."""
+"""CLI for the quantizer layer: train-quantizer, quantize, quantizer-report, import-quantizer."""
 
 from __future__ import annotations
 
@@ -72,6 +72,28 @@ def _report(args) -> int:
     return 0
 
 
+def _import(args) -> int:
+    import torch
+
+    from mvqkd.quantizer.imported import from_multi_quantization, is_multi_quantization_state
+
+    try:
+        state = torch.load(args.input, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # pickle / zip errors of all kinds
+        raise ValueError(f"{args.input}: cannot read as a tensor state_dict ({type(e).__name__}: {e})") from e
+    if not is_multi_quantization_state(state):
+        keys = sorted(state)[:8] if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"{args.input}: not a multi_quantization Quantizer state_dict (icefall saves "
+                         f"torch.save(quantizer.state_dict(), path)); found {keys}")
+    q = from_multi_quantization(state, source=args.input, encoder=args.encoder)
+    q.save(args.out)
+    print(f"Quantizer {q.id} ({q.num_codebooks} x {q.codebook_size}, dim {q.dim}, encoder {q.encoder}) "
+          f"-> {args.out}")
+    return 0
+
+
 def _add_input(p) -> None:
     p.add_argument("--embeddings", required=True,
                    help="embeddings: .npy float array (frames, D) or HDF5 with one (T, D) array per "
@@ -116,6 +138,25 @@ def register(subparsers) -> None:
     p.add_argument("--plot", default=None, help="write a PNG with the training curve and codeword usage")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_handle(_report))
+
+    p = add_parser(
+        subparsers, "import-quantizer",
+        help="convert a multi_quantization quantizer (icefall's MVQ recipe) to an mvqkd quantizer file",
+        description="Reads torch.save(quantizer.state_dict()) of multi_quantization.Quantizer (what "
+                    "icefall's recipe writes) with weights_only loading, and writes an mvqkd quantizer "
+                    "that decodes every code to the same vector. It encodes with multi_quantization's "
+                    "own encoder by default (index-identical to icefall; the package must be installed "
+                    "when encoding); --encoder mvqkd uses mvqkd's beam search + ICM over the same "
+                    "codebooks instead (no extra package; other codes, measured slightly worse "
+                    "reconstruction on multi_quantization-trained codebooks). Every --quantizer "
+                    "option also accepts the original file directly (default encoder).",
+        epilog="example:\n  mvqkd import-quantizer icefall/exp/mem/quantizer.pt --out data/vq/quantizer.pt\n"
+               "  mvqkd import-quantizer quantizer.pt --out q_mvqkd.pt --encoder mvqkd")
+    p.add_argument("input", help="multi_quantization state_dict file (.pt)")
+    p.add_argument("--out", required=True, help="output mvqkd quantizer file")
+    p.add_argument("--encoder", choices=["multi_quantization", "mvqkd"], default="multi_quantization",
+                   help="how the imported quantizer encodes embeddings")
+    p.set_defaults(func=_handle(_import))
 
 
 def _handle(fn):

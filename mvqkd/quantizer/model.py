@@ -65,6 +65,15 @@ class Quantizer:
         self.id = id if id is not None else secrets.token_hex(8)
         self.history = history if history is not None else {}
         self._table: Tensor | None = None
+        self.mq_state: dict | None = None  # multi_quantization's encoder (see quantizer.imported)
+
+    def set_mq_encoder(self, mq_state: dict | None) -> None:
+        """Encode with multi_quantization's own encoder, from its state_dict (None: mvqkd's)."""
+        self.mq_state = mq_state
+
+    @property
+    def encoder(self) -> str:
+        return "mvqkd" if self.mq_state is None else "multi_quantization"
 
     # -- properties -------------------------------------------------------------
     @property
@@ -93,6 +102,8 @@ class Quantizer:
 
     def to(self, device) -> "Quantizer":
         """Move the tensors to ``device`` (in place); returns self."""
+        if self.mq_state is not None:
+            self.mq_state = {k: v.to(device) for k, v in self.mq_state.items()}
         self.codebooks = self.codebooks.to(device)
         self.mean = self.mean.to(device)
         self.scale = self.scale.to(device)
@@ -102,7 +113,8 @@ class Quantizer:
     def __repr__(self) -> str:
         return (
             f"Quantizer(id={self.id}, dim={self.dim}, num_codebooks={self.num_codebooks}, "
-            f"codebook_size={self.codebook_size}, beam={self.beam}, icm_iters={self.icm_iters})"
+            f"codebook_size={self.codebook_size}, beam={self.beam}, icm_iters={self.icm_iters}, "
+            f"encoder={self.encoder})"
         )
 
     # -- coding -----------------------------------------------------------------
@@ -139,9 +151,14 @@ class Quantizer:
             raise ValueError(
                 f"{int(bad.sum())} of {z.shape[0]} frames contain NaN/Inf (first rows: {rows})"
             )
-        if self._table is None:
-            self._table = cross_table(self.codebooks)
-        codes = encode_normalized(z, self.codebooks, self.beam, self.icm_iters, self._table)
+        if self.mq_state is not None:
+            from mvqkd.quantizer.imported import mq_encode
+
+            codes = mq_encode(self.mq_state, z)
+        else:
+            if self._table is None:
+                self._table = cross_table(self.codebooks)
+            codes = encode_normalized(z, self.codebooks, self.beam, self.icm_iters, self._table)
         return codes.to(self.code_dtype).reshape(*lead, self.num_codebooks).to(dev)
 
     def decode(self, codes) -> Tensor:
@@ -181,6 +198,7 @@ class Quantizer:
             "mean": self.mean.detach().cpu().clone(),
             "scale": self.scale.detach().cpu().clone(),
             "history": self.history,
+            **({"mq_state": {k: v.detach().cpu() for k, v in self.mq_state.items()}} if self.mq_state is not None else {}),
         }
 
     def save(self, path) -> None:
@@ -191,7 +209,8 @@ class Quantizer:
 
 
 def load_quantizer(path, device="cpu") -> Quantizer:
-    """Load a quantizer written by :meth:`Quantizer.save`.
+    """Load a quantizer written by :meth:`Quantizer.save`, or a multi_quantization
+    (icefall) quantizer's state_dict, converted on the fly (:mod:`mvqkd.quantizer.imported`).
 
     Raises:
         FileNotFoundError: when the file is missing.
@@ -206,8 +225,15 @@ def load_quantizer(path, device="cpu") -> Quantizer:
         raise ValueError(
             f"{path} is not an mvqkd quantizer file (torch.load failed: {type(e).__name__})"
         ) from e
+    from mvqkd.quantizer.imported import from_multi_quantization, is_multi_quantization_state
+
+    if is_multi_quantization_state(state):
+        logger.info("%s: a multi_quantization (icefall) quantizer; converted on load "
+                    "(mvqkd import-quantizer writes the converted file once)", path)
+        return from_multi_quantization(state, source=str(path)).to(device)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an mvqkd quantizer file (no '{FORMAT}' format tag)")
+        raise ValueError(f"{path} is neither an mvqkd quantizer file (no '{FORMAT}' format tag) nor a "
+                         "multi_quantization state_dict (icefall's quantizer)")
     if state.get("version", 0) > VERSION:
         raise ValueError(f"{path}: quantizer format version {state['version']} is newer than {VERSION}")
     cfg = state["config"]
@@ -220,6 +246,7 @@ def load_quantizer(path, device="cpu") -> Quantizer:
         id=state["id"],
         history=state.get("history", {}),
     )
+    q.set_mq_encoder(state.get("mq_state"))
     if (q.dim, q.num_codebooks, q.codebook_size) != (
         cfg["dim"],
         cfg["num_codebooks"],
