@@ -22,14 +22,15 @@ MISSING = dataclasses.MISSING
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """``(default: X)`` after every option that has a meaningful default: not on required
     options, not when the default is None, and never twice. In descriptions and epilogs,
-    paragraphs whose lines are indented (examples) are kept as written; others reflow."""
+    paragraphs with indented lines (an "examples:" header and indented commands) are kept
+    as written; others reflow."""
 
     def _fill_text(self, text, width, indent):
         paragraphs = text.split("\n\n")
         out = []
         for para in paragraphs:
             lines = para.splitlines()
-            if lines and all(line.startswith("  ") for line in lines if line.strip()):
+            if any(line.startswith("  ") for line in lines):
                 out.append("\n".join(indent + line for line in lines))
             else:
                 out.append(super()._fill_text(para, width, indent))

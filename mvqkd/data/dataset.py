@@ -55,10 +55,32 @@ class FilterStats:
         return f"kept {self.kept} of {self.total} cuts; dropped {parts}"
 
 
-def _check_index_info(cut, info, expected, stats):
-    """Check ``codebook_indexes_info`` of one cut against the expected/first-seen values."""
-    if info is None:
-        raise ValueError(f"cut {cut.id}: has codebook_indexes but no codebook_indexes_info")
+def _inferred_info(cut, arr) -> dict:
+    """``codebook_indexes_info`` of a cut written without one (icefall's index cuts): the
+    codebook count from the array, 256 entries (multi_quantization), quantizer unknown."""
+    return {"quantizer_id": None, "num_codebooks": int(arr.shape[1]), "codebook_size": 256,
+            "inferred_from": cut.id}
+
+
+def _check_index_info(cut, info, expected, stats, arr=None):
+    """Check ``codebook_indexes_info`` of one cut against the expected/first-seen values.
+
+    Cuts without info (icefall's format) get :func:`_inferred_info`; a manifest that mixes
+    cuts with and without info is refused (two sources of labels)."""
+    inferred = info is None
+    if inferred:
+        info = _inferred_info(cut, arr)
+        if expected.get("quantizer_id") is not None and stats.index_info is None:
+            raise ValueError(
+                f"cut {cut.id}: has codebook_indexes without codebook_indexes_info (icefall's "
+                "format), so its quantizer cannot be checked against --quantizer-id; drop "
+                "--quantizer-id, or record it with mvqkd join-indexes --quantizer")
+    if stats.index_info is not None and ("inferred_from" in stats.index_info) != inferred:
+        with_info = stats.index_info.get("inferred_from") or cut.id
+        raise ValueError(
+            f"the cuts mix codebook_indexes with and without codebook_indexes_info (e.g. cut "
+            f"{cut.id} and the first cut{'' if inferred else ' ' + with_info}); they come from different "
+            "extractions: use one manifest")
     for key in ("quantizer_id", "num_codebooks"):
         want = expected.get(key)
         got = info.get(key)
@@ -70,6 +92,11 @@ def _check_index_info(cut, info, expected, stats):
             )
     if stats.index_info is None:
         stats.index_info = dict(info)
+        if inferred:
+            logger.warning("cuts carry codebook_indexes without codebook_indexes_info (icefall's "
+                           "format, e.g. cut %s): inferred %d codebooks of 256 from the arrays; the "
+                           "quantizer is not recorded (mvqkd join-indexes --quantizer records it)",
+                           cut.id, info["num_codebooks"])
         # From now on every cut must agree with the first one (mixed ids are refused).
         for key in ("quantizer_id", "num_codebooks"):
             expected.setdefault(key, None)
@@ -134,7 +161,7 @@ def prepare_training_cuts(
                 )
             check_teacher_frames(cut.id, fld, int(arr.shape[0]), cut.duration)
             if fld == CODEBOOK_INDEXES:
-                _check_index_info(cut, cut.custom.get(info_field(fld)), expected, stats)
+                _check_index_info(cut, cut.custom.get(info_field(fld)), expected, stats, arr)
         kept.append(cut)
     if fld is not None:
         kept = _drop_missing_files(kept, fld, name, skip_bad_indexes, stats)

@@ -1,4 +1,4 @@
-"""CLI for the indexes layer: make-cuts, dump-embeddings, extract, validate.
+"""CLI for the indexes layer: make-cuts, dump-embeddings, extract, reduce-embeddings, join-indexes, validate.
 
 Options come from :mod:`mvqkd.indexes.config`; handlers parse, call one library function
 and print. Exit status: 0 done, 1 cuts failed (more than ``--max-failed-cuts``) or a
@@ -89,6 +89,42 @@ def _reduce(args) -> int:
     return 0
 
 
+def _join_icefall(args) -> int:
+    from pathlib import Path
+
+    from lhotse import CutSet
+
+    from mvqkd.data.cuts import load_cuts
+    from mvqkd.indexes.icefall import join_icefall_indexes
+
+    try:
+        index_cuts = load_cuts(args.indexes, "--indexes")
+        onto = load_cuts(args.onto, "--onto")
+        quantizer = None
+        if args.quantizer:
+            from mvqkd.quantizer import load_quantizer
+
+            quantizer = load_quantizer(args.quantizer)
+        joined, unmatched, unused, mismatched = join_icefall_indexes(
+            index_cuts, onto, storage_root=args.storage_root, quantizer=quantizer)
+    except (OSError, ValueError) as e:
+        logger.error("%s", e)
+        return 2
+    out = Path(args.out)
+    report = out.with_name(out.name.split(".")[0] + ".unmatched.txt")
+    lines = ([f"{i}\tno index cut for this cut" for i in unmatched]
+             + [f"{i}\tindex cut not in --onto" for i in unused]
+             + [f"{m}\tframe count or duration mismatch" for m in mismatched])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    CutSet.from_cuts(joined).to_file(out)
+    msg = (f"join-indexes: {len(joined)} of {len(onto)} cuts -> {out}; {len(unmatched)} without indexes, "
+           f"{len(unused)} index cuts unused, {len(mismatched)} mismatched (list: {report})")
+    (logger.warning if lines else logger.info)("%s", msg)
+    print(msg)
+    return 0 if joined else 1
+
+
 def _validate(args) -> int:
     from mvqkd.data.cuts import load_cuts
     from mvqkd.indexes.validate import format_report, validate_cuts
@@ -163,6 +199,32 @@ def register(subparsers) -> None:
     p.add_argument("--sample-frames", type=int, default=200_000, help="frames the PCA is fitted on")
     p.add_argument("--seed", type=int, default=0, help="seed of the frame sample")
     p.set_defaults(func=_reduce)
+
+    p = add_parser(
+        subparsers, "join-indexes",
+        help="attach codebook indexes written by icefall's MVQ recipe to your fbank cuts",
+        description="icefall's index cuts carry codebook_indexes without codebook_indexes_info. "
+                    "This joins them onto --onto cuts by id (exact, then with the speed-perturbation "
+                    "affix repaired: _sp0.9 / -sp0.9 / sp0.9_, then by LibriSpeech utterance id), "
+                    "checks frame counts (within one 20 ms frame), makes storage paths absolute, "
+                    "and records num_codebooks, codebook_size 256 and, with --quantizer, the "
+                    "quantizer id. Cuts matched on neither side are listed in OUT's "
+                    "<name>.unmatched.txt. mvqkd train also accepts icefall's own joined manifest "
+                    "directly (the info is then inferred from the arrays).",
+        epilog="example (from icefall's egs/librispeech/ASR):\n  mvqkd join-indexes --indexes "
+               "data/vq_fbank_layer36_cb8/librispeech_cuts_train-clean-100-vq.jsonl.gz \\\n"
+               "    --onto data/fbank/librispeech_cuts_train-clean-100.jsonl.gz --quantizer "
+               "exp/vq/.../quantizer.pt \\\n    --storage-root . --out data/vq/cuts_train-clean-100.jsonl.gz")
+    p.add_argument("--indexes", required=True, help="cuts with codebook_indexes written by icefall")
+    p.add_argument("--onto", required=True, help="the cuts to train on (fbank cuts)")
+    p.add_argument("--out", required=True, help="output manifest (.jsonl.gz)")
+    p.add_argument("--quantizer", default=None,
+                   help="the quantizer that wrote the indexes (icefall's .pt or an mvqkd file): its id "
+                        "is recorded and its size checked")
+    p.add_argument("--storage-root", default=None,
+                   help="folder that relative storage paths in --indexes are relative to "
+                        "(icefall: egs/librispeech/ASR; default: the current folder)")
+    p.set_defaults(func=_join_icefall)
 
     p = add_parser(
         subparsers, "validate", help="check that every cut's codebook indexes exist, load and match",
