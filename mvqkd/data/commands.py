@@ -41,11 +41,24 @@ def _manifests(args) -> int:
 
 
 def _fbank(args) -> int:
-    from mvqkd.data.features import compute_fbank_for_part
+    from mvqkd.data.features import compute_fbank_for_cuts, compute_fbank_for_part
 
-    for part in args.parts:
-        compute_fbank_for_part(args.manifest_dir, args.out_dir, part, num_jobs=args.num_jobs,
-                               speed_perturb=args.speed_perturb and part.startswith("train"))
+    try:
+        if args.cuts:
+            if not args.out_cuts:
+                raise ValueError("--cuts needs --out-cuts (the fbank cuts manifest to write)")
+            out = compute_fbank_for_cuts(args.cuts, args.out_cuts, num_jobs=args.num_jobs)
+            print(f"fbank cuts -> {out}")
+            return 0
+        if not (args.manifest_dir and args.out_dir):
+            raise ValueError("give --cuts CUTS --out-cuts OUT (any corpus), or --manifest-dir DIR "
+                             "--out-dir DIR [--parts ...] (LibriSpeech manifests)")
+        for part in args.parts:
+            compute_fbank_for_part(args.manifest_dir, args.out_dir, part, num_jobs=args.num_jobs,
+                                   speed_perturb=args.speed_perturb and part.startswith("train"))
+    except (OSError, ValueError) as e:
+        logger.error("%s", e)
+        return 2
     return 0
 
 
@@ -90,12 +103,19 @@ def register(subparsers) -> None:
     p.set_defaults(func=_manifests)
 
     p = subparsers.add_parser(
-        "compute-fbank", help="80-bin fbank for prepared parts (LilcomChunkyWriter)",
-        description="Writes OUT/librispeech_cuts_<part>.jsonl.gz with features in OUT/feats_<part>/. Cuts whose "
-        "audio fails to decode are listed in OUT/failed_cuts_<part>.txt and counted in the log.",
+        "compute-fbank", help="80-bin fbank for any cuts manifest or LibriSpeech parts (LilcomChunkyWriter)",
+        description="Any corpus: --cuts CUTS --out-cuts OUT writes OUT with features in feats_<name>/ next "
+        "to it. LibriSpeech: --manifest-dir/--out-dir/--parts write OUT/librispeech_cuts_<part>.jsonl.gz "
+        "with features in OUT/feats_<part>/. Audio is resampled to 16 kHz and downmixed to one channel "
+        "first. Cuts whose audio fails to decode are listed in failed_cuts_<name>.txt and counted in the "
+        "log; feature paths are absolute.",
+        epilog="examples:\n  mvqkd compute-fbank --cuts data/my_cuts.jsonl.gz --out-cuts data/fbank/my_cuts.jsonl.gz\n"
+               "  mvqkd compute-fbank --manifest-dir data/manifests --out-dir data/fbank --parts dev-clean",
         formatter_class=HelpFormatter)
-    p.add_argument("--manifest-dir", required=True, help="folder with the recordings/supervisions manifests")
-    p.add_argument("--out-dir", required=True, help="feature and cut manifest folder")
+    p.add_argument("--cuts", default=None, help="any lhotse cuts manifest (e.g. from mvqkd make-cuts)")
+    p.add_argument("--out-cuts", default=None, help="with --cuts: the fbank cuts manifest to write")
+    p.add_argument("--manifest-dir", default=None, help="folder with LibriSpeech recordings/supervisions manifests")
+    p.add_argument("--out-dir", default=None, help="with --manifest-dir: feature and cut manifest folder")
     p.add_argument("--parts", nargs="+", default=DEFAULT_PARTS, help="parts to process")
     p.add_argument("--num-jobs", type=int, default=2, help="parallel processes")
     p.add_argument("--speed-perturb", action="store_true", help="add 0.9x and 1.1x copies of train parts")

@@ -25,7 +25,7 @@ import torch
 
 from mvqkd.data.labels import BadLabelsError, load_checked, missing_label_files
 from mvqkd.conventions import (CODEBOOK_INDEXES, FBANK_FRAME_SHIFT, IGNORE_INDEX,
-                               NUM_MEL_BINS, TEACHER_EMBEDDINGS, check_teacher_frames, info_field, kd_field,
+                               TEACHER_EMBEDDINGS, check_teacher_frames, info_field, kd_field,
                                num_frames, subsampled_length)
 
 logger = logging.getLogger(__name__)
@@ -249,12 +249,15 @@ class KDDataset(torch.utils.data.Dataset):
 
         if not self.on_the_fly_feats and all(c.has_features for c in cuts):
             return collate_features(cuts)
+        from lhotse import CutSet
+
+        from mvqkd.data.features import fbank_extractor, student_cut
+
         if self._extractor is None:
-            from lhotse import Fbank, FbankConfig
             from lhotse.dataset.input_strategies import OnTheFlyFeatures
 
-            self._extractor = OnTheFlyFeatures(Fbank(FbankConfig(num_mel_bins=NUM_MEL_BINS)))
-        feats, lens = self._extractor(cuts)
+            self._extractor = OnTheFlyFeatures(fbank_extractor())
+        feats, lens = self._extractor(CutSet.from_cuts(student_cut(c) for c in cuts))
         return feats, lens.long()
 
     def __getitem__(self, cuts) -> dict | None:

@@ -1,7 +1,12 @@
 """80-bin log-mel fbank (10 ms shift) for lhotse cuts, stored with ``LilcomChunkyWriter``.
 
-``compute_fbank_for_part`` turns a part's recordings + supervisions into
-``OUT/librispeech_cuts_<part>.jsonl.gz`` with features under ``OUT/feats_<part>/``.
+Every cut is first brought to what the student hears (:func:`student_cut`): 16 kHz (other
+rates resampled) and one channel (a multi-channel cut is downmixed by averaging).
+
+``compute_fbank_for_part`` turns a LibriSpeech part's recordings + supervisions into
+``OUT/librispeech_cuts_<part>.jsonl.gz`` with features under ``OUT/feats_<part>/``;
+``compute_fbank_for_cuts`` does the same for any cuts manifest (``make-cuts`` output, a
+lhotse CutSet of your own). Feature paths in the written manifests are absolute.
 Cuts are split over ``num_jobs`` processes, each writing its own feature archive.
 A cut whose audio cannot be decoded is logged, counted and listed in
 ``OUT/failed_cuts_<part>.txt``; it never crashes the whole part and is never dropped
@@ -15,9 +20,31 @@ import logging
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from mvqkd.conventions import NUM_MEL_BINS
+from mvqkd.conventions import NUM_MEL_BINS, SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
+
+
+def student_cut(cut):
+    """The cut at 16 kHz with one channel (resampled / downmixed by lhotse, lazily)."""
+    if cut.sampling_rate != SAMPLE_RATE:
+        cut = cut.resample(SAMPLE_RATE)
+    if cut.num_channels is not None and cut.num_channels > 1:
+        cut = cut.to_mono(mono_downmix=True)
+    return cut
+
+
+def store_student_fbank(cut, extractor, writer):
+    """Compute and store the fbank of :func:`student_cut`; returns the cut (resampled when
+    needed, its channels kept) carrying the features. A downmixed cut holds its audio in
+    memory, so the features go onto the multi-channel cut, whose own audio stays on disk
+    (the teacher downmixes it the same way)."""
+    if cut.sampling_rate != SAMPLE_RATE:
+        cut = cut.resample(SAMPLE_RATE)
+    if cut.num_channels is not None and cut.num_channels > 1:
+        cut.features = student_cut(cut).compute_and_store_features(extractor, writer).features
+        return cut
+    return cut.compute_and_store_features(extractor, writer)
 
 
 def fbank_extractor():
@@ -38,7 +65,7 @@ def _compute_chunk(args: tuple[list, str]) -> tuple[list, list[tuple[str, str]]]
     with LilcomChunkyWriter(archive) as writer:
         for cut in CutSet.from_dicts(cut_dicts):
             try:
-                done.append(cut.compute_and_store_features(extractor, writer).to_dict())
+                done.append(store_student_fbank(cut, extractor, writer).to_dict())
             except Exception as e:  # corrupt / truncated audio surfaces here as various types
                 failed.append((cut.id, f"{type(e).__name__}: {e}"))
     return done, failed
@@ -49,7 +76,7 @@ def compute_fbank(cuts, out_dir: str | Path, name: str, num_jobs: int = 1):
     from lhotse import CutSet
     from mvqkd.logs import progress_bar
 
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()  # absolute feature paths: the manifest works from anywhere
     feats_dir = out_dir / f"feats_{name}"
     feats_dir.mkdir(parents=True, exist_ok=True)
     cut_dicts = [c.to_dict() for c in cuts]
@@ -81,18 +108,50 @@ def compute_fbank_for_part(
     if out_path.exists():
         logger.info("%s exists, skipping", out_path)
         return out_path
-    recs = load_manifest(manifest_dir / f"{prefix}_recordings_{part}.jsonl.gz")
-    sups = load_manifest(manifest_dir / f"{prefix}_supervisions_{part}.jsonl.gz")
+    paths = [manifest_dir / f"{prefix}_{kind}_{part}.jsonl.gz" for kind in ("recordings", "supervisions")]
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"--parts {part}: {path} not found. --manifest-dir/--parts read LibriSpeech manifests "
+                "(prepare-manifests); for any other corpus give its cuts: mvqkd compute-fbank --cuts "
+                "CUTS --out-cuts OUT (e.g. the output of mvqkd make-cuts)")
+    recs, sups = (load_manifest(path) for path in paths)
     cuts = CutSet.from_manifests(recordings=recs, supervisions=sups)
     if speed_perturb:
         cuts = cuts + cuts.perturb_speed(0.9) + cuts.perturb_speed(1.1)
-    cuts_with_feats, failed = compute_fbank(cuts, out_dir, part, num_jobs)
-    fail_path = out_dir / f"failed_cuts_{part}.txt"
+    return _write_fbank_manifest(cuts, out_dir, out_path, part, num_jobs)
+
+
+def _write_fbank_manifest(cuts, out_dir: Path, out_path: Path, name: str, num_jobs: int) -> Path:
+    """Compute fbank for ``cuts`` into ``out_dir/feats_<name>`` and write ``out_path``
+    atomically; failures go to ``out_dir/failed_cuts_<name>.txt``."""
+    cuts_with_feats, failed = compute_fbank(cuts, out_dir, name, num_jobs)
+    fail_path = out_dir / f"failed_cuts_{name}.txt"
     if failed:
         fail_path.write_text("".join(f"{cid}\t{why}\n" for cid, why in failed), encoding="utf-8")
-        logger.warning("%s: %d cuts failed feature extraction (skipped; listed in %s)", part, len(failed), fail_path)
+        logger.warning("%s: %d cuts failed feature extraction (skipped; listed in %s)", name, len(failed),
+                       fail_path)
     tmp = out_path.with_name("tmp." + out_path.name)
     cuts_with_feats.to_file(tmp)
     tmp.replace(out_path)
-    logger.info("%s: %d cuts with fbank -> %s", part, len(cuts_with_feats), out_path)
+    logger.info("%s: %d cuts with fbank -> %s", name, len(cuts_with_feats), out_path)
     return out_path
+
+
+def compute_fbank_for_cuts(cuts_path: str | Path, out_path: str | Path, num_jobs: int = 1,
+                           feats_dir: str | Path | None = None) -> Path:
+    """Fbank for any cuts manifest -> ``out_path`` (features in ``feats_<name>/`` next to it,
+    or under ``feats_dir``). Refuses recordings / supervisions manifests (named); an existing
+    ``out_path`` means a finished run (re-running is a no-op)."""
+    from mvqkd.data.cuts import load_cuts
+
+    out_path = Path(out_path)
+    if out_path.exists():
+        logger.info("%s exists, skipping", out_path)
+        return out_path
+    cuts = load_cuts(cuts_path, "--cuts")
+    if not len(cuts):
+        raise ValueError(f"--cuts {cuts_path}: no cuts")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    name = out_path.name.split(".")[0]
+    return _write_fbank_manifest(cuts, Path(feats_dir or out_path.parent), out_path, name, num_jobs)

@@ -6,7 +6,8 @@ file suffix ``<suffix>`` (``epoch-30-avg-5-modified_beam_search-beam-size-4``, s
 :func:`mvqkd.decode.decode.suffix`):
 
 - ``recogs-<set>-<suffix>.txt``: per utterance ``<cut_id>:\\tref=[...]`` then
-  ``<cut_id>:\\thyp=[...]`` (Python lists of words); untranscribed cuts get the hyp line only;
+  ``<cut_id>:\\thyp=[...]`` (Python lists of words); untranscribed cuts get the hyp line only
+  and are left out of the error statistics below (counted in the log);
 - ``errs-<set>-<suffix>.txt``: ``%WER = x.xx``, the error counts, per-utterance alignments
   with runs of errors merged into ``(ref words->hyp words)``, the substitutions, deletions
   and insertions by count, and per-word statistics (icefall's layout, including its
@@ -118,16 +119,21 @@ def _chars(results: Sequence[Result]) -> list[Result]:
 def write_results(out_dir: str | Path, test_set_name: str, setting: str, results: Sequence[Result],
                   suffix: str | None = None, cer: bool = False) -> float | None:
     """Write the files of one test set (see the module docstring); ``results`` are sorted as
-    icefall sorts them. Returns the WER %, or None for an untranscribed set (recogs only)."""
+    icefall sorts them. Returns the WER % over the transcribed cuts, or None when no cut is
+    transcribed (recogs only)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = sorted(results, key=lambda r: (r[0], r[1] or [], r[2]))
     tail = f"{test_set_name}-{suffix}" if suffix else test_set_name
     store_transcripts(out_dir / f"recogs-{tail}.txt", results)
-    if any(ref is None for _, ref, _ in results):
-        logger.info("%s: untranscribed cuts, recognition only (%s)", test_set_name,
-                    out_dir / f"recogs-{tail}.txt")
-        return None
+    untranscribed = sum(ref is None for _, ref, _ in results)
+    if untranscribed:
+        logger.info("%s: %d of %d cuts untranscribed: recognition only for them (%s)%s", test_set_name,
+                    untranscribed, len(results), out_dir / f"recogs-{tail}.txt",
+                    "" if untranscribed == len(results) else "; the WER counts the transcribed ones")
+        results = [r for r in results if r[1] is not None]
+        if not results:
+            return None
     wer = write_error_stats(out_dir / f"errs-{tail}.txt", f"{test_set_name}-{setting}", results)
     write_wer_summary(out_dir / f"wer-summary-{tail}.txt", {setting: wer})
     if cer:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from mvqkd.conventions import CODEBOOK_INDEXES, SAMPLE_RATE, TEACHER_EMBEDDINGS, TEACHER_FRAME_SHIFT
+from mvqkd.conventions import CODEBOOK_INDEXES, TEACHER_EMBEDDINGS, TEACHER_FRAME_SHIFT
 from mvqkd.indexes.config import DumpConfig, ExtractConfig, store_kwargs
 from mvqkd.options import add_options, add_parser, from_args
 
@@ -20,7 +20,7 @@ def _make_cuts(args) -> int:
     from mvqkd.indexes.make_cuts import make_cuts
 
     try:
-        cuts = make_cuts(args.source, args.out, transcripts=args.transcripts, sampling_rate=args.sampling_rate)
+        cuts = make_cuts(args.source, args.out, transcripts=args.transcripts)
     except ValueError as e:
         logger.error("%s", e)
         return 1
@@ -143,7 +143,11 @@ def register(subparsers) -> None:
     p = add_parser(
         subparsers, "make-cuts", help="build a lhotse CutSet from a folder of audio or a Kaldi data dir",
         description="The entry point for a new corpus: one cut per audio file (optionally with a "
-                    "transcript file '<id> TEXT'), or a Kaldi data dir (wav.scp, segments, text).",
+                    "transcript file '<id> TEXT'), or a Kaldi data dir (wav.scp, segments, text, utt2spk; "
+                    "pipe entries 'cmd |' are run). Sampling rates and channels are read from the "
+                    "audio; paths in the manifest are absolute. Next: mvqkd compute-fbank --cuts OUT "
+                    "(students, decoding) and mvqkd extract --cuts OUT (teacher indexes); see "
+                    "docs/new-corpus.md.",
         epilog="examples:\n  mvqkd make-cuts /data/my-recordings --out data/my_cuts.jsonl.gz "
                "--transcripts /data/my-recordings/text\n  mvqkd make-cuts /data/kaldi/train --out "
                "data/train_cuts.jsonl.gz")
@@ -151,9 +155,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="output cuts manifest (.jsonl.gz)")
     p.add_argument("--transcripts", default=None,
                    help="audio folders only: file of '<id> TEXT' lines, id = file path relative to the "
-                        "folder without suffix, '/' -> '_'")
-    p.add_argument("--sampling-rate", type=int, default=SAMPLE_RATE,
-                   help="Kaldi dirs only: the audio's sampling rate")
+                        "folder without suffix, '/' -> '_' (default: the folder's 'text' file, if any)")
     p.set_defaults(func=_make_cuts)
 
     p = add_parser(

@@ -111,7 +111,7 @@ def process_shard(index: int, cuts: Sequence, teacher, target, out_dir, max_dura
         key = writer.write(cut.id, arr)
         checksums[cut.id] = array_checksum(arr)
         arrays[cut.id] = TemporalArray(
-            array=Array(storage_type=writer.name, storage_path=str(paths.h5),
+            array=Array(storage_type=writer.name, storage_path=str(paths.h5.resolve()),  # absolute
                         storage_key=key, shape=list(arr.shape)),
             temporal_dim=0, frame_shift=TEACHER_FRAME_SHIFT, start=cut.start,
         )

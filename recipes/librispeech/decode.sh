@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Decode the LibriSpeech test sets with a trained student and write WER reports:
+# Decode the test sets (DATA/fbank/CORPUS_cuts_<set>.jsonl.gz; LibriSpeech's by default) with a trained student and write WER reports:
 #   EXP/<method>/{recogs,errs,wer-summary}-<set>.txt for each --method
 #   (greedy_search, modified_beam_search, fast_beam_search, or all; fast_beam_search is
 #   icefall's with the trivial graph, in PyTorch: no k2 needed).
@@ -23,6 +23,7 @@ max_states=""             # fast_beam_search
 max_duration=""
 device=""
 data_dir=data
+corpus=librispeech        # the manifests' name prefix (recipes/mycorpus sets it)
 test_sets="test-clean test-other"
 
 . "$(dirname "$0")/parse_options.sh"

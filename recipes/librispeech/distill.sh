@@ -4,10 +4,12 @@
 #            tiny one in VQ_DIR/teacher, for plumbing tests only: it knows nothing of speech)
 #   stage 1: teacher embeddings of a random subset of --quantizer-part   -> VQ_DIR/embeddings.h5
 #   stage 2: train the quantizer                                          -> VQ_DIR/quantizer.pt
+#            (stages 1-2 are skipped with --quantizer FILE: a quantizer reused as it is)
 #   stage 3: extract codebook indexes for --train-parts, joined onto the fbank cuts by cut id
-#            -> VQ_DIR/librispeech_cuts_<part>.jsonl.gz (+ VQ_DIR/<part>/shards, failed_cuts_<part>.jsonl)
+#            -> VQ_DIR/CORPUS_cuts_<part>.jsonl.gz (+ VQ_DIR/<part>/shards, failed_cuts_<part>.jsonl)
 #   stage 4: validate every extracted manifest against the quantizer
-# Needs prepare.sh's fbank cuts (DATA/fbank/librispeech_cuts_<part>.jsonl.gz). Teachers:
+# Needs the fbank cuts DATA/fbank/CORPUS_cuts_<part>.jsonl.gz (prepare.sh; CORPUS = --corpus,
+# librispeech by default; recipes/mycorpus/run.sh makes them for any corpus). Teachers:
 # HuBERT / WavLM / wav2vec2 folders in save_pretrained layout (also *ForCTC); --layer L is
 # the output of transformer layer L (1-based, icefall's --embedding-layer; 0 = the input
 # to the first transformer layer). Budgets are counted (--quantizer-iters): the same command
@@ -34,6 +36,8 @@ quantizer_iters=""        # mvqkd train-quantizer's default (10 iterations) unle
 quantizer_time_budget=""  # opt-in wall-clock budget (not reproducible across machines)
 quantizer_normalize=""    # global | per-dim (mvqkd train-quantizer --normalize)
 train_parts="train-clean-100"
+corpus=librispeech        # the manifests' name prefix (recipes/mycorpus sets it)
+quantizer=""              # reuse this quantizer file (mvqkd or icefall's): stages 1-2 are skipped
 max_duration=""           # seconds of audio per teacher batch (mvqkd extract's default unless set)
 num_workers=""            # local extraction processes (per rank)
 world_size=1              # > 1: run extraction under torchrun with this many ranks
@@ -52,7 +56,13 @@ fi
 read -r -a train_part_list <<< "$train_parts"
 done_dir="$vq_dir/.done"
 mkdir -p "$done_dir"
-quantizer="$vq_dir/quantizer.pt"
+reuse_quantizer=false
+if [ -n "$quantizer" ]; then
+  [ -f "$quantizer" ] || die "--quantizer not found: $quantizer"
+  reuse_quantizer=true
+else
+  quantizer="$vq_dir/quantizer.pt"
+fi
 teacher_opts=(--teacher "$teacher_dir" --layer "$layer" --device "$device")
 add_opt teacher_opts --max-duration "$max_duration"
 
@@ -66,7 +76,11 @@ if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   mvqkd check-teacher --teacher "$teacher_dir" --layer "$layer" --device "$device"
 fi
 
-if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
+if [ "$reuse_quantizer" = true ] && [ "$stage" -le 2 ] && [ "$stop_stage" -ge 1 ]; then
+  log "Stages 1-2: reusing the quantizer $quantizer (no embeddings, no training)"
+fi
+
+if [ "$reuse_quantizer" = false ] && [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   key=$(input_key "$(fbank_cuts "$quantizer_part")" "$teacher_dir" "$layer" "$quantizer_utts" "$seed" "$max_duration")
   if is_done "$done_dir/distill.1" "$key"; then
     log "Stage 1: already done"
@@ -78,7 +92,7 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   fi
 fi
 
-if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
+if [ "$reuse_quantizer" = false ] && [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   q_opts=(--num-codebooks "$num_codebooks" --seed "$seed")
   add_opt q_opts --codebook-size "$codebook_size"
   add_opt q_opts --iters "$quantizer_iters"
@@ -111,7 +125,7 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
     add_opt x_opts --num-workers "$num_workers"
     "${launcher[@]}" extract --cuts "$(fbank_cuts "$part")" --join-onto "$(fbank_cuts "$part")" \
       "${teacher_opts[@]}" --quantizer "$quantizer" --out-dir "$vq_dir/$part" \
-      --out-manifest "$vq_dir/librispeech_cuts_$part.jsonl.gz" --report "$vq_dir/failed_cuts_$part.jsonl" \
+      --out-manifest "$(vq_cuts "$vq_dir" "$part")" --report "$vq_dir/failed_cuts_$part.jsonl" \
       "${x_opts[@]}" || die "extraction of $part failed (see $vq_dir/failed_cuts_$part.jsonl and the log above)"
     mark_done "$marker" "$key"
   done
@@ -119,8 +133,8 @@ fi
 
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   for part in "${train_part_list[@]}"; do
-    log "Stage 4: validate $vq_dir/librispeech_cuts_$part.jsonl.gz"
-    mvqkd validate --cuts "$vq_dir/librispeech_cuts_$part.jsonl.gz" --quantizer "$quantizer"
+    log "Stage 4: validate $(vq_cuts "$vq_dir" "$part")"
+    mvqkd validate --cuts "$(vq_cuts "$vq_dir" "$part")" --quantizer "$quantizer"
   done
-  log "Done: quantizer $quantizer; manifests $vq_dir/librispeech_cuts_{${train_parts// /,}}.jsonl.gz"
+  log "Done: quantizer $quantizer; manifests $(vq_cuts "$vq_dir" "{${train_parts// /,}}")"
 fi

@@ -20,8 +20,9 @@ data_dir=data
 vocab_size=""
 train_part=train-clean-100
 valid_part=dev-clean
-mvq_cuts=data/vq/librispeech_cuts_train-clean-100.jsonl.gz
-kd_cuts=data/kd/librispeech_cuts_train-clean-100.jsonl.gz
+corpus=librispeech        # the manifests' name prefix (recipes/mycorpus sets it)
+mvq_cuts=""               # default: DATA/vq/CORPUS_cuts_<train-part>.jsonl.gz (distill.sh's output)
+kd_cuts=""                # default: DATA/kd/CORPUS_cuts_<train-part>.jsonl.gz
 kd_loss_scale=""
 kd_normalize=""           # float KD: true / false (mvqkd train --kd-normalize / --no-kd-normalize)
 exp_root=exp
@@ -43,6 +44,8 @@ extra_args=""   # passed to every `mvqkd train`, e.g. "--sigma-reparam --save-ev
 case $kd_normalize in "" | true | false) ;; *) die "--kd-normalize must be true or false, got '$kd_normalize'" ;; esac
 bpe_model=$(find_bpe_model "$vocab_size") || exit 1
 train_cuts=$(fbank_cuts "$train_part")
+[ -n "$mvq_cuts" ] || mvq_cuts=$(vq_cuts "$data_dir/vq" "$train_part")
+[ -n "$kd_cuts" ] || kd_cuts=$(vq_cuts "$data_dir/kd" "$train_part")
 valid_cuts=$(fbank_cuts "$valid_part")
 
 run_train() {  # run_train SYSTEM CUTS ARGS...: train EXP_ROOT/SYSTEM

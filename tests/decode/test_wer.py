@@ -1,5 +1,7 @@
 """WER and icefall-style result files against a hand-computed example."""
 
+import pytest
+
 from mvqkd.data.wer import compute_error_stats
 from mvqkd.decode.results import merged_alignment, write_results
 
@@ -132,3 +134,12 @@ def test_untranscribed_set_gets_recognitions_only(tmp_path):
     assert write_results(tmp_path, "t", "greedy_search", [("b", None, ["HI"]), ("a", None, [])]) is None
     assert (tmp_path / "recogs-t.txt").read_text() == "a:\thyp=[]\nb:\thyp=['HI']\n"
     assert not (tmp_path / "errs-t.txt").exists()
+
+
+def test_partly_transcribed_set_scores_the_transcribed_cuts(tmp_path):
+    res = [("b", None, ["HI"]), ("a", ["A", "B"], ["A"]), ("c", ["C"], ["C"])]
+    # 1 deletion over 3 reference words; the untranscribed cut is recognised, not scored
+    assert write_results(tmp_path, "t", "greedy_search", res) == pytest.approx(33.33, abs=0.01)
+    assert "b:\thyp=['HI']" in (tmp_path / "recogs-t.txt").read_text()
+    assert (tmp_path / "wer-summary-t.txt").read_text() == "settings\tWER\ngreedy_search\t33.33\n"
+    assert "b:" not in (tmp_path / "errs-t.txt").read_text()

@@ -47,6 +47,46 @@ def test_kaldi_data_dir_gives_one_cut_per_segment(tmp_path):
     (tmp_path / "segments").write_text("utt1 rec1 0.0 0.7\nutt2 rec1 0.7 1.5\n")
     (tmp_path / "text").write_text("utt1 HELLO\nutt2 WORLD\n")
     (tmp_path / "utt2spk").write_text("utt1 spk\nutt2 spk\n")
-    cuts = make_cuts(tmp_path, tmp_path / "cuts.jsonl.gz", sampling_rate=22050)
+    cuts = make_cuts(tmp_path, tmp_path / "cuts.jsonl.gz")
     assert [(c.id, c.start, c.duration, c.supervisions[0].text) for c in cuts] == [
         ("utt1", 0.0, 0.7, "HELLO"), ("utt2", 0.7, 0.8, "WORLD")]
+
+
+def test_kaldi_dir_reads_rates_from_the_audio_and_runs_pipes(tmp_path, monkeypatch):
+    """A 22.05 kHz file, a 16 kHz FLAC behind a sox pipe and a stereo 8 kHz file: each cut
+    gets its own rate, the pipe's audio equals the file's, and paths are absolute."""
+    import numpy as np
+
+    data = REPO / "tests" / "data"
+    kaldi = tmp_path / "kaldi"
+    kaldi.mkdir()
+    flac = data / "2412-153948-0000.flac"
+    (kaldi / "wav.scp").write_text(
+        f"lj {data / 'LJ002-0020.wav'}\n"
+        f"libri sox {flac} -t wav - |\n"
+        f"st {data / 'stereo.wav'}\n")
+    (kaldi / "text").write_text("lj IN EIGHTEEN THIRTEEN\nlibri IF THE READER\n")
+    monkeypatch.chdir(tmp_path)
+    cuts = {c.id: c for c in make_cuts(kaldi, "cuts.jsonl.gz")}
+    assert cuts["lj"].sampling_rate == 22050 and cuts["libri"].sampling_rate == 16000
+    assert cuts["st"].num_channels == 2 and cuts["st"].sampling_rate == 8000
+    ref, rate = sf.read(flac, dtype="float32")
+    assert cuts["libri"].duration == pytest.approx(len(ref) / rate)
+    np.testing.assert_allclose(cuts["libri"].load_audio()[0], ref, atol=1e-4)
+    assert cuts["lj"].supervisions[0].text == "IN EIGHTEEN THIRTEEN" and cuts["st"].supervisions == []
+    from lhotse import CutSet
+
+    for c in CutSet.from_file(tmp_path / "cuts.jsonl.gz"):
+        src = c.recording.sources[0]
+        assert src.type == "command" or src.source.startswith("/")
+
+
+def test_kaldi_dir_lists_every_bad_entry(tmp_path):
+    (tmp_path / "wav.scp").write_text(f"a {tmp_path / 'missing.wav'}\nb false |\nc {REPO / 'tests/data/LJ002-0020.wav'}\n")
+    with pytest.raises(ValueError, match="2 entries cannot be read") as err:
+        make_cuts(tmp_path, tmp_path / "cuts.jsonl.gz")
+    assert "wav.scp:1 a" in str(err.value) and "wav.scp:2 b" in str(err.value)
+    (tmp_path / "wav.scp").write_text(f"c {REPO / 'tests/data/LJ002-0020.wav'}\n")
+    (tmp_path / "segments").write_text("u1 nosuchrec 0 1\n")
+    with pytest.raises(ValueError, match="segments:1"):
+        make_cuts(tmp_path, tmp_path / "cuts.jsonl.gz")

@@ -26,9 +26,11 @@ add_flag() {
   esac
 }
 
-# Paths of the LibriSpeech-layout data folder (DATA = $data_dir).
-manifest_path() { echo "$data_dir/manifests/librispeech_$1_$2.jsonl.gz"; }  # KIND PART
-fbank_cuts() { echo "$data_dir/fbank/librispeech_cuts_$1.jsonl.gz"; }     # PART
+# Paths of the data folder (DATA = $data_dir); CORPUS = $corpus (--corpus; librispeech by
+# default) names the manifests, so recipes/mycorpus runs the same stages on your corpus.
+manifest_path() { echo "$data_dir/manifests/${corpus:-librispeech}_$1_$2.jsonl.gz"; }  # KIND PART
+fbank_cuts() { echo "$data_dir/fbank/${corpus:-librispeech}_cuts_$1.jsonl.gz"; }     # PART
+vq_cuts() { echo "$1/${corpus:-librispeech}_cuts_$2.jsonl.gz"; }                    # DIR PART
 
 # find_bpe_model [VOCAB_SIZE]: DATA/lang_bpe_V/bpe.model; without V the only one there is.
 find_bpe_model() {
