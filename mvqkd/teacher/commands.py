@@ -1,4 +1,4 @@
-"""CLI for the teacher layer: make-teacher, check-teacher."""
+"""CLI for the teacher layer: make-teacher, check-teacher, convert-fairseq."""
 
 from __future__ import annotations
 
@@ -25,6 +25,18 @@ def _check(args) -> int:
     except (OSError, ValueError) as e:
         logger.error("%s", e)
         return 1
+    return 0
+
+
+def _convert(args) -> int:
+    from mvqkd.teacher.fairseq import convert_fairseq
+
+    try:
+        out = convert_fairseq(args.checkpoint, args.out)
+    except (OSError, ValueError) as e:
+        logger.error("%s", e)
+        return 1
+    print(f"transformers teacher -> {out} (use it as --teacher {out})")
     return 0
 
 
@@ -55,3 +67,22 @@ def register(subparsers) -> None:
                    help="1-based transformer layer; 0 = input to the first transformer layer")
     add_teacher_device_options(p)
     p.set_defaults(func=_check)
+
+    p = add_parser(
+        subparsers, "convert-fairseq",
+        help="convert a fairseq HuBERT / wav2vec 2.0 checkpoint to a transformers teacher folder",
+        description="Reads a fairseq checkpoint (pre-trained or CTC fine-tuned; base, large, xlarge) "
+                    "without fairseq and without executing anything in it (a restricted reader: "
+                    "tensors and plain config values only), maps its weights to transformers' "
+                    "HubertModel / Wav2Vec2Model (*ForCTC with the fine-tuned CTC head) and writes "
+                    "save_pretrained files plus preprocessor_config.json (do_normalize = fairseq's "
+                    "task.normalize). Layer L of the result is fairseq's / icefall's layer L "
+                    "(--embedding-layer). Every weight must find its place: leftovers are an error; "
+                    "pre-training-only weights (final_proj, label_embs_concat, quantizer) are dropped "
+                    "and listed in OUT/fairseq_source.json.",
+        epilog="example (icefall's MVQ teacher):\n  mvqkd convert-fairseq "
+               "downloads/hubert_xtralarge_ll60k_finetune_ls960.pt --out exp/hubert-xlarge\n"
+               "  mvqkd check-teacher --teacher exp/hubert-xlarge --layer 36")
+    p.add_argument("checkpoint", help="fairseq .pt file")
+    p.add_argument("--out", required=True, help="output folder (transformers save_pretrained layout)")
+    p.set_defaults(func=_convert)
