@@ -1,4 +1,5 @@
-"""Load a speech SSL teacher (HuBERT / WavLM / wav2vec2) and extract one layer.
+"""Load a speech teacher (HuBERT / WavLM / wav2vec2 / data2vec-audio; the Whisper encoder
+through :mod:`mvqkd.teacher.whisper`) and extract one layer.
 
 Layer numbering (1-based, as in icefall): ``layer=L`` returns the output of transformer
 layer ``L`` (``hidden_states[L]`` of transformers), ``1 <= L <= num_layers``.
@@ -34,6 +35,8 @@ logger = logging.getLogger(__name__)
 from mvqkd.conventions import SAMPLE_RATE, TEACHER_FRAME_SHIFT, TEACHER_MIN_SAMPLES, TEACHER_STRIDE
 
 _CTC_ARCH_SUFFIXES = ("ForCTC", "ForSequenceClassification", "ForPreTraining", "ForXVector")
+#: transformers model types with a 50 Hz convolutional front-end on the raw waveform
+SSL_MODEL_TYPES = ("hubert", "wavlm", "wav2vec2", "data2vec-audio")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -121,14 +124,19 @@ class Teacher:
                 f"it has {self.num_layers} transformer layers (valid: 0..{self.num_layers})"
             )
 
+    def _layer_stack(self):
+        """The module holding the transformer ``layers`` (and the final ``layer_norm``), and
+        whether that norm follows the last layer (pre-norm encoders) and must be skipped."""
+        enc = self.model.encoder
+        return enc, "StableLayerNorm" in type(enc).__name__
+
     @contextlib.contextmanager
     def _truncated(self, layer: int):
         """Run only the first ``layer`` transformer layers, so that ``last_hidden_state``
         is transformers' ``hidden_states[layer]`` (no final norm of stable-layer-norm
         encoders, as fairseq's ``extract_features(output_layer=layer)``)."""
-        enc = self.model.encoder
+        enc, stable = self._layer_stack()
         full_layers, full_norm = enc.layers, getattr(enc, "layer_norm", None)
-        stable = "StableLayerNorm" in type(enc).__name__
         try:
             enc.layers = full_layers[:layer]
             if stable:
@@ -298,8 +306,9 @@ def check_teacher(path, layer: int, device="auto", dtype="auto") -> str:
 def load_teacher(
     path: str | Path, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto"
 ) -> Teacher:
-    """Load a HuBERT / WavLM / wav2vec2 checkpoint (``save_pretrained`` layout) from a
-    local directory. Checkpoints with a head (``*ForCTC`` etc.) load their encoder only.
+    """Load a HuBERT / WavLM / wav2vec2 / data2vec-audio checkpoint or a Whisper model
+    (``save_pretrained`` layout) from a local directory. Checkpoints with a head
+    (``*ForCTC`` etc.) load their encoder only; Whisper loads its encoder only.
 
     Args:
         path: directory with ``config.json``, weights and, ideally, ``preprocessor_config.json``.
@@ -315,10 +324,14 @@ def load_teacher(
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"teacher directory {path} has no config.json")
     config = AutoConfig.from_pretrained(str(path))
-    if config.model_type not in ("hubert", "wavlm", "wav2vec2"):
+    if config.model_type == "whisper":
+        from mvqkd.teacher.whisper import load_whisper_teacher
+
+        return load_whisper_teacher(path, config, resolve_device(device), resolve_dtype(dtype, None))
+    if config.model_type not in SSL_MODEL_TYPES:
         raise ValueError(
             f"teacher {path}: model_type {config.model_type!r} is not supported "
-            "(hubert, wavlm, wav2vec2)"
+            f"({', '.join(SSL_MODEL_TYPES)}, whisper)"
         )
     archs = getattr(config, "architectures", None) or []
     if any(a.endswith(_CTC_ARCH_SUFFIXES) for a in archs):
@@ -329,7 +342,7 @@ def load_teacher(
     model.eval().to(dev)
     for p in model.parameters():
         p.requires_grad_(False)
-    group_norm = config.feat_extract_norm == "group"
+    group_norm = getattr(config, "feat_extract_norm", "layer") == "group"  # data2vec-audio: layer norm
     info = TeacherInfo(
         name=path.resolve().name,
         model_type=config.model_type,
