@@ -40,7 +40,8 @@ def fake_env(tmp_path):
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     work = tmp_path / "work"
     for rel in ["data/lang_bpe_256/bpe.model", "data/vq/librispeech_cuts_train-clean-100.jsonl.gz",
-                "data/kd/librispeech_cuts_train-clean-100.jsonl.gz"] + [
+                "data/kd/librispeech_cuts_train-clean-100.jsonl.gz",
+                "data/kd_pca/librispeech_cuts_train-clean-100.jsonl.gz"] + [
             f"data/fbank/librispeech_cuts_{p}.jsonl.gz"
             for p in ("train-clean-100", "dev-clean", "test-clean", "test-other")]:
         (work / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -124,38 +125,41 @@ def test_run_sh_trains_and_decodes_every_student_two_at_a_time(fake_env):
     calls = _calls(log)
     train = [c for c in calls if c["args"].startswith(" train ")]
     decode = [c for c in calls if c["args"].startswith(" decode ")]
-    assert len(train) == 6 and len(decode) == 6  # 3 systems x seeds 1 2
+    assert len(train) == 8 and len(decode) == 8  # 4 systems x seeds 1 2
     assert all(c["end"] is not None and c["omp"] == "1" for c in calls)
     assert _max_overlap(train) == 2 and _max_overlap(decode) == 2
     assert max(c["end"] for c in train) < min(c["start"] for c in decode)
     for seed in (1, 2):
-        mine = {c["args"].split(" --kd ")[1].split()[0]: c["args"] for c in train
+        mine = {c["args"].split(" --exp-dir ")[1].split()[0].split("/")[-1]: c["args"] for c in train
                 if f" --exp-dir exp/seed{seed}/" in c["args"]}
-        assert set(mine) == {"none", "mvq", "l2"}
+        assert set(mine) == {"baseline", "mvq", "l2", "l2-pca"}
+        assert " --kd none " in mine["baseline"] and " --kd mvq " in mine["mvq"]
+        assert " --kd l2 " in mine["l2"] and " --kd l2 " in mine["l2-pca"] and "data/kd_pca/" in mine["l2-pca"]
+        assert all(" --sigma-reparam " in a and " --no-spec-augment " in a for a in mine.values())
         assert "kd-normalize" not in mine["l2"]  # mvqkd train's default: standardised
         assert " --codebook-loss-scale 0.05 " in mine["mvq"]
-        assert f" --seed {seed} " in mine["none"] and "data/kd/" in mine["l2"]
+        assert f" --seed {seed} " in mine["baseline"] and "data/kd/" in mine["l2"]
     dirs = sorted(c["args"].split(" --exp-dir ")[1].split()[0] for c in decode)
-    assert dirs == sorted(f"exp/seed{s}/{m}" for s in (1, 2) for m in ("baseline", "mvq", "l2"))
+    assert dirs == sorted(f"exp/seed{s}/{m}" for s in (1, 2) for m in ("baseline", "mvq", "l2", "l2-pca"))
     assert all(" --epoch 5 " in c["args"] and " --avg 1 " in c["args"] for c in decode)
     assert all((work / d / "decode.out").is_file() for d in dirs)
     # a re-run skips the trained students
     log.unlink()
     proc = _run("run.sh", ["--stage", "5", "--stop-stage", "5"], work, env)
     assert proc.returncode == 0 and not log.exists()
-    assert proc.stdout.count("already trained") == 6
+    assert proc.stdout.count("already trained") == 8
 
 
 def test_run_sh_reports_a_failed_decode(fake_env):
     work, env, log = fake_env
     for s in (1, 2):
-        for m in ("baseline", "mvq", "l2"):
+        for m in ("baseline", "mvq", "l2", "l2-pca"):
             (work / f"exp/seed{s}/{m}").mkdir(parents=True)
     env["FAKE_FAIL"] = "--exp-dir exp/seed2/mvq "
     proc = _run("run.sh", ["--stage", "6", "--stop-stage", "6"], work, env)
     assert proc.returncode != 0
     assert "stage 6 failed for Stage 6: decode mvq seed 2 (log: exp/seed2/mvq/decode.out)" in proc.stderr
-    assert len([c for c in _calls(log) if c["args"].startswith(" decode ")]) == 6  # the rest ran
+    assert len([c for c in _calls(log) if c["args"].startswith(" decode ")]) == 8  # the rest ran
 
 
 def test_run_sh_budgets_are_counts_not_seconds(fake_env):
@@ -173,4 +177,6 @@ def test_run_sh_budgets_are_counts_not_seconds(fake_env):
     assert " --max-steps 30 " in teacher and " --num-threads 2 " in teacher
     (quantizer,) = [c for c in calls if c.startswith(" train-quantizer ")]
     assert " --iters 2 " in quantizer
+    (pca,) = [c for c in calls if c.startswith(" reduce-embeddings ")]  # the equal-storage control
+    assert " --dims 4 " in pca and " --out-dir data/kd_pca " in pca  # 8 codebooks = 8 bytes = 4 float16
     assert (work / "exp/stage_times.tsv").read_text().split("\n")[0].split("\t")[0] == "teacher"

@@ -11,7 +11,8 @@ and the teacher-label stores given by ``--store NAME=DIR`` (bytes on disk, hours
 Usage: mvqkd summarize --exp-root exp [--systems baseline mvq l2] [--seeds 1 2]
            [--method greedy_search] [--store mvq=data/vq --store l2=data/kd] [--out exp/results]
 Prints the markdown and writes OUT.md and OUT.png. WERs are the mean over the seeds (each
-seed's value in brackets); "vs baseline" divides mean test-clean WERs, "vs L2-KD" too.
+seed's value in brackets); "vs baseline" divides mean test-clean WERs, "vs L2-KD" too (on
+test-clean and on dev-clean).
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from pathlib import Path
 from mvqkd.decode.results import read_wer
 
 TEST_SETS = ("test-clean", "test-other", "dev-clean")
-LABELS = {"baseline": "baseline (no KD)", "mvq": "MVQ-KD (codebook indexes)", "l2": "L2-KD (standardised float embeddings)"}
+LABELS = {"baseline": "baseline (no KD)", "mvq": "MVQ-KD (codebook indexes)",
+          "l2": "L2-KD (standardised float embeddings)",
+          "l2-pca": "L2-KD at the indexes' storage (PCA, float16)"}
 
 
 def read_scalars(exp_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -90,8 +93,8 @@ def _cell(values: list[float], n_runs: int) -> str:
     return text
 
 
-def _ratio(wers: dict, a: str, b: str) -> str:
-    x, y = wers.get(a, {}).get("test-clean"), wers.get(b, {}).get("test-clean")
+def _ratio(wers: dict, a: str, b: str, test_set: str = "test-clean") -> str:
+    x, y = wers.get(a, {}).get(test_set), wers.get(b, {}).get(test_set)
     return f"{statistics.mean(x) / statistics.mean(y):.3f}x" if x and y else "-"
 
 
@@ -101,12 +104,13 @@ def summarize(exp_root: Path, systems: list[str], method: str, stores: dict[str,
     n_runs = len(seeds) if seeds else 1
     runs = f", mean of seeds {' '.join(seeds)} (each seed)" if seeds and len(seeds) > 1 else ""
     lines = [f"| system ({method}{runs}) | " + " | ".join(TEST_SETS)
-             + " | test-clean vs baseline | test-clean vs L2-KD |",
-             "|---|" + "---|" * (len(TEST_SETS) + 2)]
+             + " | test-clean vs baseline | test-clean vs L2-KD | dev-clean vs L2-KD |",
+             "|---|" + "---|" * (len(TEST_SETS) + 3)]
     for s in systems:
         cells = [_cell(wers[s][t], n_runs) for t in TEST_SETS]
         lines.append(f"| {LABELS.get(s, s)} | " + " | ".join(cells)
-                     + f" | {_ratio(wers, s, 'baseline')} | {_ratio(wers, s, 'l2')} |")
+                     + f" | {_ratio(wers, s, 'baseline')} | {_ratio(wers, s, 'l2')} "
+                     f"| {_ratio(wers, s, 'l2', 'dev-clean')} |")
     teacher = exp_root / "teacher" / "teacher_wer.json"
     if teacher.is_file():
         tw = json.loads(teacher.read_text())
@@ -114,7 +118,7 @@ def summarize(exp_root: Path, systems: list[str], method: str, stores: dict[str,
         flat.setdefault("dev-clean", flat.get("dev"))  # finetune-teacher names its dev set "dev"
         lines.append("| teacher (CTC greedy) | " + " | ".join(
             f"{flat[t]:.2f}" if isinstance(flat.get(t), (int, float)) else "-" for t in TEST_SETS)
-            + " | - | - |")
+            + " | - | - | - |")
     md = "\n".join(lines) + "\n"
     if stores:
         md += "\n| teacher labels | bytes on disk | hours of audio | MB per hour |\n|---|---|---|---|\n"
@@ -122,8 +126,9 @@ def summarize(exp_root: Path, systems: list[str], method: str, stores: dict[str,
         for name, folder in stores.items():
             size, hours = sizes[name], manifest_hours(folder)
             md += f"| {name} ({folder}) | {size:,} | {hours:.2f} | {size / 1e6 / hours if hours else 0:.2f} |\n"
-        if sizes.get("mvq") and sizes.get("l2"):
-            md += f"\nL2-KD labels take {sizes['l2'] / sizes['mvq']:.0f}x the bytes of the MVQ indexes.\n"
+        if sizes.get("mvq"):
+            md += "\n" + "".join(f"{name} labels take {sizes[name] / sizes['mvq']:.2f}x the bytes of the MVQ "
+                                  "indexes.\n" for name in sizes if name != "mvq" and sizes[name])
     times = exp_root / "stage_times.tsv"
     if times.is_file():
         md += "\n| stage | wall time (min) |\n|---|---|\n"

@@ -6,6 +6,7 @@
 #   stage 2: demo teacher: small HuBERT trained with CTC on train-clean-360  -> EXP/teacher
 #   stage 3: teacher -> quantizer -> codebook indexes (distill.sh)           -> DATA/vq
 #   stage 4: float teacher embeddings of train-clean-100 for L2-KD           -> DATA/kd
+#            and their PCA at the indexes' storage (the l2-pca system)       -> DATA/kd_pca
 #   stage 5: students, one per system and seed (train.sh)                    -> EXP/seed<K>/<system>
 #   stage 6: decode test-clean / test-other / dev-clean (decode.sh)          -> EXP/seed<K>/<system>/<method>
 #   stage 7: results table (mean over seeds, markdown) + PNG                -> EXP/results.{md,png}
@@ -36,11 +37,11 @@ student_size=demo         # student preset (mvqkd train --model-size)
 num_epochs=5
 max_duration=20           # seconds of audio per student batch
 # extra `mvqkd train` options, the same for every system. Chosen on dev-clean: docs/RESULTS.md.
-student_args="--warmup-steps 100 --lr 1e-3 --ctc-loss-scale 0.3 --time-warp-factor 0 --num-workers 0"
+student_args="--sigma-reparam --lr 3e-3 --warmup-steps 100 --no-spec-augment --model-override dropout=0.0 --ctc-loss-scale 0.3 --num-workers 0"
 codebook_loss_scale=""    # MVQ-KD students (mvqkd train --codebook-loss-scale; default 0.1)
 seeds="1 2"               # one student per system and seed; results are averaged over seeds
 student_jobs=2            # students trained (and decoded) at the same time, nj / student_jobs threads each
-systems="baseline mvq l2"
+systems="baseline mvq l2 l2-pca"  # l2-pca: L2-KD at the storage of the MVQ indexes
 decode_method=modified_beam_search  # or greedy_search, fast_beam_search
 decode_avg=1              # checkpoints averaged for decoding (epochs num_epochs-avg+1 .. num_epochs)
 
@@ -90,20 +91,31 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
     --quantizer-iters "$quantizer_iters" --train-parts train-clean-100
 fi
 
-if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ] && [[ " $systems " == *" l2 "* ]]; then
+if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ] && [[ " $systems " == *" l2"* ]]; then
   log "Stage 4: float16 teacher embeddings of train-clean-100 for the L2-KD baseline -> $data_dir/kd"
   timed "$times" embeddings mvqkd dump-embeddings --cuts "$(fbank_cuts train-clean-100)" \
     --teacher "$exp_root/teacher" --layer "$teacher_layer" --all --out-dir "$data_dir/kd" \
-    --join-onto "$(fbank_cuts train-clean-100)" --out-manifest "$data_dir/kd/librispeech_cuts_train-clean-100.jsonl.gz"
+    --join-onto "$(fbank_cuts train-clean-100)" --out-manifest "$(vq_cuts "$data_dir/kd" train-clean-100)"
+  if [[ " $systems " == *" l2-pca "* ]]; then
+    pca_dims=$(( num_codebooks / 2 > 0 ? num_codebooks / 2 : 1 ))  # float16 values = bytes / 2
+    key=$(input_key "$(vq_cuts "$data_dir/kd" train-clean-100)" "$pca_dims")
+    if is_done "$data_dir/kd_pca/.done" "$key"; then
+      log "Stage 4: PCA embeddings already done"
+    else
+      log "Stage 4: PCA to $pca_dims float16 values per frame ($num_codebooks bytes, as the indexes) -> $data_dir/kd_pca"
+      rm -rf "$data_dir/kd_pca"
+      timed "$times" pca mvqkd reduce-embeddings --cuts "$(vq_cuts "$data_dir/kd" train-clean-100)" \
+        --dims "$pca_dims" --out-dir "$data_dir/kd_pca" --out-manifest "$(vq_cuts "$data_dir/kd_pca" train-clean-100)"
+      mark_done "$data_dir/kd_pca/.done" "$key"
+    fi
+  fi
 fi
 
 train_one() {  # train_one SYSTEM SEED
   OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads "$recipe/train.sh" --systems "$1" \
     --data-dir "$data_dir" --vocab-size "$vocab_size" --exp-root "$exp_root/seed$2" \
     --model-size "$student_size" --num-epochs "$num_epochs" --max-duration "$max_duration" \
-    --seed "$2" --extra-args "$student_args" --codebook-loss-scale "$codebook_loss_scale" \
-    --mvq-cuts "$data_dir/vq/librispeech_cuts_train-clean-100.jsonl.gz" \
-    --kd-cuts "$data_dir/kd/librispeech_cuts_train-clean-100.jsonl.gz"
+    --seed "$2" --extra-args "$student_args" --codebook-loss-scale "$codebook_loss_scale"
 }
 train_students() {
   local dir
@@ -147,5 +159,6 @@ if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
   read -r -a system_list <<< "$systems"
   read -r -a seed_list <<< "$seeds"
   mvqkd summarize --exp-root "$exp_root" --systems "${system_list[@]}" --seeds "${seed_list[@]}" \
-    --method "$decode_method" --store "mvq=$data_dir/vq/train-clean-100/shards" --store "l2=$data_dir/kd/shards"
+    --method "$decode_method" --store "mvq=$data_dir/vq/train-clean-100/shards" --store "l2=$data_dir/kd/shards" \
+    --store "l2-pca=$data_dir/kd_pca"
 fi

@@ -6,6 +6,9 @@
 #             `mvqkd dump-embeddings --all`), each dimension standardised over the
 #             training frames (mvqkd train's default; --kd-normalize false: raw) -> EXP_ROOT/l2
 #   l1, cosine  the same with an L1 / cosine loss                     -> EXP_ROOT/l1, EXP_ROOT/cosine
+#   l2-pca    L2-KD at the storage of the MVQ indexes: the embeddings reduced by PCA to as
+#             many float16 values per frame as the indexes have bytes / 2 (--kd-pca-cuts,
+#             written by `mvqkd reduce-embeddings`)                  -> EXP_ROOT/l2-pca
 # MVQ-KD refuses to start when the manifest's quantizer id / number of codebooks disagree
 # with --quantizer-id / --num-codebooks. --world-size N > 1 runs under torchrun with N
 # processes (one per GPU on CUDA). Re-running resumes from the newest checkpoint.
@@ -23,6 +26,7 @@ valid_part=dev-clean
 corpus=librispeech        # the manifests' name prefix (recipes/mycorpus sets it)
 mvq_cuts=""               # default: DATA/vq/CORPUS_cuts_<train-part>.jsonl.gz (distill.sh's output)
 kd_cuts=""                # default: DATA/kd/CORPUS_cuts_<train-part>.jsonl.gz
+kd_pca_cuts=""            # default: DATA/kd_pca/CORPUS_cuts_<train-part>.jsonl.gz
 kd_loss_scale=""
 kd_normalize=""           # float KD: true / false (mvqkd train --kd-normalize / --no-kd-normalize)
 exp_root=exp
@@ -46,6 +50,7 @@ bpe_model=$(find_bpe_model "$vocab_size") || exit 1
 train_cuts=$(fbank_cuts "$train_part")
 [ -n "$mvq_cuts" ] || mvq_cuts=$(vq_cuts "$data_dir/vq" "$train_part")
 [ -n "$kd_cuts" ] || kd_cuts=$(vq_cuts "$data_dir/kd" "$train_part")
+[ -n "$kd_pca_cuts" ] || kd_pca_cuts=$(vq_cuts "$data_dir/kd_pca" "$train_part")
 valid_cuts=$(fbank_cuts "$valid_part")
 
 run_train() {  # run_train SYSTEM CUTS ARGS...: train EXP_ROOT/SYSTEM
@@ -89,7 +94,13 @@ for system in $systems; do
       add_flag args --kd-normalize "$kd_normalize"
       log "$system-KD student (${args[*]}) on $kd_cuts -> $exp_root/$system"
       run_train "$system" "$kd_cuts" "${args[@]}" ;;
-    *) die "unknown system '$system' (baseline, mvq, l1, l2, cosine)" ;;
+    l2-pca)
+      args=(--kd l2)
+      add_opt args --kd-loss-scale "$kd_loss_scale"
+      add_flag args --kd-normalize "$kd_normalize"
+      log "L2-KD at the indexes' storage (${args[*]}) on $kd_pca_cuts -> $exp_root/l2-pca"
+      run_train l2-pca "$kd_pca_cuts" "${args[@]}" ;;
+    *) die "unknown system '$system' (baseline, mvq, l1, l2, cosine, l2-pca)" ;;
   esac
 done
 

@@ -43,3 +43,22 @@ def test_single_run_layout_without_seeds(tool, tmp_path):
     write_summary(tmp_path / "mvq" / "greedy_search", "test-clean", 15.0)
     md, _ = tool.summarize(tmp_path, ["baseline", "mvq"], "greedy_search", {})
     assert "| 15.00 | - | - | 0.750x | - |" in md
+
+
+def test_equal_storage_row_dev_ratio_and_storage(tool, tmp_path):
+    """The l2-pca row, the dev-clean ratio to L2-KD and the bytes of every label store."""
+    for system, (tc, dev) in {"mvq": (30.0, 36.0), "l2": (30.0, 30.0), "l2-pca": (40.0, 45.0)}.items():
+        write_summary(tmp_path / system / "greedy_search", "test-clean", tc)
+        write_summary(tmp_path / system / "greedy_search", "dev-clean", dev)
+    stores = {}
+    for name, size in (("mvq", 1000), ("l2", 24000), ("l2-pca", 1000)):
+        d = tmp_path / "labels" / name
+        d.mkdir(parents=True)
+        (d / "a.h5").write_bytes(b"\0" * size)
+        stores[name] = d
+    md, _ = tool.summarize(tmp_path, ["mvq", "l2", "l2-pca"], "greedy_search", stores)
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in md.splitlines()}
+    assert rows["MVQ-KD (codebook indexes)"].endswith("| 1.000x | 1.200x |")  # 30/30, dev 36/30
+    assert "| 40.00 | - | 45.00 |" in rows["L2-KD at the indexes' storage (PCA, float16)"]
+    assert "l2 labels take 24.00x the bytes of the MVQ indexes." in md
+    assert "l2-pca labels take 1.00x the bytes of the MVQ indexes." in md
