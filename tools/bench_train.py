@@ -1,5 +1,7 @@
 #!/usr/bin/env python
-"""Codebook-head overhead: training-step time of the same student with and without it.
+"""Training-step benchmarks of the student.
+
+Default: codebook-head overhead: training-step time of the same student with and without it.
 
 Both models (same preset, same seed; one with ``num_codebooks=N``, one with 0) train on
 the same random batch (features (B, T, 80), random transcripts, random indexes (B, T50, N)),
@@ -8,6 +10,15 @@ process; the median and the minimum step times are compared (on a shared machine
 minimum is the least disturbed). Target: overhead <= 5%.
 
     python tools/bench_train.py --model-size small --batch-size 8 --seconds 10 --steps 10
+
+``--compare loss-amp``: one training step (forward + backward + AdamW) of a student at a
+LibriSpeech-like batch (default: the reference 12 x 512 student, 20 utterances of 15 s,
+U = 60 tokens of a 500-piece BPE, 8 x 256 codebook indexes), full vs pruned transducer
+loss, float32 vs bfloat16 autocast, each configuration in a fresh process: step time (best
+of --steps after --warmup) and peak RSS of the process; plus the FLOPs of one float32 step
+(torch's FlopCounterMode) for GPU estimates.
+
+    python tools/bench_train.py --compare loss-amp --model-size reference --batch-size 20 --seconds 15
 """
 
 from __future__ import annotations
@@ -56,7 +67,16 @@ def main(argv=None) -> int:
     p.add_argument("--head-reps", type=int, default=20,
                    help="timed forward+backward runs of the head alone")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--compare", choices=["head", "loss-amp"], default="head",
+                   help="head: codebook-head overhead; loss-amp: full/pruned x fp32/bf16 steps")
+    p.add_argument("--tokens", type=int, default=60, help="loss-amp: tokens per utterance (U)")
+    p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # LOSS,AMP in a child process
+    p.add_argument("--flops", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.one or args.flops:
+        return child_step(args)
+    if args.compare == "loss-amp":
+        return compare_loss_amp(args)
 
     from mvqkd.student import build_model, preset_config
 
@@ -120,6 +140,107 @@ def main(argv=None) -> int:
         ratio = d["with head"] / d["without head"]
         print(f"ratio with/without head ({label}): {ratio:.3f} "
               f"(overhead {100 * (ratio - 1):+.1f}%, target <= +5%)")
+    return 0
+
+
+def _student(args, rnnt_loss: str):
+    from mvqkd.student import build_model, preset_config
+
+    torch.manual_seed(0)
+    cfg = preset_config(args.model_size, args.vocab_size, num_codebooks=args.num_codebooks,
+                        codebook_size=args.codebook_size, dropout=0.0, rnnt_loss=rnnt_loss,
+                        rnnt_warmup_steps=0)
+    return build_model(cfg).to(args.device).train()
+
+
+def _reference_batch(args):
+    feats, lens, _, idx = make_batch(args.batch_size, args.seconds, args.vocab_size, args.num_codebooks,
+                                     args.codebook_size, torch.device(args.device))
+    g = torch.Generator().manual_seed(1)
+    tokens = [torch.randint(3, args.vocab_size, (args.tokens,), generator=g).tolist()
+              for _ in range(args.batch_size)]
+    return feats, lens, tokens, idx
+
+
+def child_step(args) -> int:
+    """One configuration in this process: prints a JSON line (step seconds, peak RSS MiB) or,
+    with --flops, the FLOPs of one float32 forward + backward."""
+    import json
+    import resource
+
+    from mvqkd.training.student import amp_context
+
+    loss_kind, amp = (args.one or "full,none").split(",")
+    model = _student(args, loss_kind)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    feats, lens, tokens, idx = _reference_batch(args)
+    autocast, _ = amp_context(amp, torch.device(args.device))
+
+    def step():
+        _sync(torch.device(args.device))
+        t0 = time.perf_counter()
+        with autocast():
+            out = model(feats, lens, tokens, codebook_indexes=idx)
+        opt.zero_grad(set_to_none=True)
+        out["loss"].float().backward()
+        opt.step()
+        _sync(torch.device(args.device))
+        return time.perf_counter() - t0
+
+    if args.flops:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            with autocast():
+                out = model(feats, lens, tokens, codebook_indexes=idx)
+            out["loss"].backward()
+        print(json.dumps({"flops": counter.get_total_flops(),
+                          "params": sum(p.numel() for p in model.parameters())}))
+        return 0
+    times = [step() for _ in range(args.warmup + args.steps)][args.warmup:]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if torch.device(args.device).type == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2 ** 20
+    print(json.dumps({"seconds": min(times), "peak_mib": peak}))
+    return 0
+
+
+def compare_loss_amp(args) -> int:
+    import json
+    import subprocess
+
+    base = [sys.executable, __file__, "--model-size", args.model_size, "--batch-size", str(args.batch_size),
+            "--seconds", str(args.seconds), "--tokens", str(args.tokens), "--vocab-size", str(args.vocab_size),
+            "--num-codebooks", str(args.num_codebooks), "--steps", str(args.steps), "--warmup",
+            str(args.warmup), "--device", args.device]
+
+    def child(extra):
+        out = subprocess.run(base + extra, capture_output=True, text=True, check=False)
+        if out.returncode != 0:
+            return {"error": (out.stderr.strip().splitlines() or ["?"])[-1][:200]}
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    print(f"training step, {args.model_size} student, {args.batch_size} x {args.seconds:g} s, U={args.tokens}, "
+          f"V={args.vocab_size}, {args.num_codebooks} x {args.codebook_size} indexes, {args.device}, "
+          f"threads={torch.get_num_threads()}, best of {args.steps} after {args.warmup} warm-up, "
+          "each configuration in a fresh process")
+    print("| loss | precision | step time | peak memory (MiB) |")
+    print("|---|---|---|---|")
+    res = {}
+    for loss_kind in ("full", "pruned"):
+        for amp in ("none", "bf16"):
+            r = res[(loss_kind, amp)] = child(["--one", f"{loss_kind},{amp}"])
+            cell = (f"{r['seconds']:.2f} s | {r['peak_mib']:.0f}" if "seconds" in r else f"failed: {r['error']} | -")
+            print(f"| {loss_kind} | {'float32' if amp == 'none' else 'bf16 autocast'} | {cell} |", flush=True)
+    f32, pr = res[("full", "none")], res[("pruned", "none")]
+    if "seconds" in f32 and "seconds" in pr:
+        print(f"pruned / full (float32): time {pr['seconds'] / f32['seconds']:.3f}x, "
+              f"peak memory {pr['peak_mib'] / f32['peak_mib']:.3f}x")
+    for loss_kind in ("full", "pruned"):
+        fl = child(["--flops", "--one", f"{loss_kind},none"])
+        if "flops" in fl:
+            print(f"FLOPs of one float32 step ({loss_kind} loss, forward + backward): {fl['flops'] / 1e9:.1f} "
+                  f"GFLOP ({fl['params'] / 1e6:.1f} M parameters)")
     return 0
 
 

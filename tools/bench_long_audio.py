@@ -1,0 +1,142 @@
+#!/usr/bin/env python
+"""Long recordings: peak memory of `mvqkd extract` on one recording of 1, 10 and 60 minutes,
+chunked (the default: 60 s windows, 5 s of context each side) against the whole recording
+in one teacher pass, and how many codes the two agree on.
+
+The recording is real speech (the LibriSpeech and LJSpeech files of tests/data, resampled
+to 16 kHz and concatenated) repeated to the length, with a small gain change per repeat.
+The teacher is a random-init tiny one (`mvqkd make-teacher --size tiny`); the quantizers
+(additive 8 x 256 and product 8 x 256) are trained on its layer-2 embeddings of the first
+minute. Every extraction runs in its own process; its peak RSS is that process's maximum
+resident set (`getrusage(RUSAGE_CHILDREN)` of a fresh wrapper process).
+
+    python tools/bench_long_audio.py --minutes 1 10 60 --whole-up-to 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SPEECH = ["2412-153948-0000.flac", "LJ002-0020.wav", "LJ002-0035.wav"]
+RUSAGE = ("import resource, subprocess, sys, json; p = subprocess.run(sys.argv[1:]); "
+          "print(json.dumps({'rc': p.returncode, 'maxrss_mib': "
+          "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))")
+
+
+def speech(minutes: float) -> np.ndarray:
+    import soundfile as sf
+
+    parts = []
+    for name in SPEECH:
+        x, sr = sf.read(REPO / "tests" / "data" / name, dtype="float32")
+        parts.append(_resample(x, sr))
+    unit = np.concatenate(parts)
+    n = int(minutes * 60 * 16000)
+    reps = -(-n // len(unit))
+    gains = 0.8 + 0.4 * np.random.default_rng(0).random(reps)
+    return np.concatenate([unit * g for g in gains])[:n].astype(np.float32)
+
+
+def _resample(x: np.ndarray, sr: int) -> np.ndarray:
+    if sr == 16000:
+        return x
+    from scipy.signal import resample_poly
+
+    g = np.gcd(16000, sr)
+    return resample_poly(x, 16000 // g, sr // g).astype(np.float32)
+
+
+def mvqkd(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "mvqkd.cli", "--log-level", "WARNING", *args], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def measured(args: list[str]) -> tuple[float, float]:
+    """(seconds, peak RSS MiB) of `mvqkd ARGS` in a fresh process."""
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", RUSAGE, sys.executable, "-m", "mvqkd.cli", "--log-level",
+                          "WARNING", *args], capture_output=True, text=True, check=False)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    if res["rc"] != 0:
+        raise RuntimeError(f"mvqkd {' '.join(args)} failed: {out.stderr.strip()[-500:]}")
+    return time.perf_counter() - t0, res["maxrss_mib"]
+
+
+def codes(manifest: Path) -> np.ndarray:
+    from lhotse import CutSet
+
+    (cut,) = list(CutSet.from_file(manifest))
+    return cut.load_codebook_indexes()
+
+
+def main() -> int:
+    import soundfile as sf
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, nargs="+", default=[1, 10, 60])
+    ap.add_argument("--whole-up-to", type=float, default=10, help="also extract whole recordings up to this length")
+    ap.add_argument("--layer", type=int, default=2)
+    ap.add_argument("--keep", default=None, help="work folder to keep (default: a temporary one)")
+    args = ap.parse_args()
+    work = Path(args.keep or tempfile.mkdtemp(prefix="bench_long_"))
+    work.mkdir(parents=True, exist_ok=True)
+    teacher = work / "teacher"
+    if not (teacher / "config.json").is_file():
+        mvqkd("make-teacher", "--out", str(teacher), "--size", "tiny", "--seed", "0")
+    # quantizers on the first minute
+    first = work / "q_audio"
+    first.mkdir(exist_ok=True)
+    sf.write(first / "first.flac", speech(1.0), 16000)
+    mvqkd("make-cuts", str(first), "--out", str(work / "q_cuts.jsonl.gz"))
+    mvqkd("dump-embeddings", "--cuts", str(work / "q_cuts.jsonl.gz"), "--teacher", str(teacher), "--layer",
+          str(args.layer), "--out", str(work / "emb.h5"), "--device", "cpu")
+    quantizers = {}
+    for method in ("lsq", "product"):
+        q = work / f"q_{method}.pt"
+        if not q.is_file():
+            mvqkd("train-quantizer", "--embeddings", str(work / "emb.h5"), "--num-codebooks", "8", "--iters", "3",
+                  "--method", method, "--out", str(q))
+        quantizers[method] = q
+    print(f"long recordings: mvqkd extract, tiny random teacher, layer {args.layer}, CPU "
+          f"threads={os.environ.get('OMP_NUM_THREADS', 'default')}; chunked = 60 s windows with 5 s context")
+    print("| audio | chunked: time, peak RSS | whole: time, peak RSS | codes equal, additive | codes equal, product |")
+    print("|---|---|---|---|---|")
+    for minutes in args.minutes:
+        d = work / f"audio_{minutes:g}min"
+        d.mkdir(exist_ok=True)
+        if not (d / "rec.flac").is_file():
+            sf.write(d / "rec.flac", speech(minutes), 16000)
+        cuts = work / f"cuts_{minutes:g}.jsonl.gz"
+        mvqkd("make-cuts", str(d), "--out", str(cuts))
+        row, got = {}, {}
+        for mode in ("chunked", "whole"):
+            if mode == "whole" and minutes > args.whole_up_to:
+                continue
+            for method, q in quantizers.items():
+                out = work / f"x_{minutes:g}_{mode}_{method}"
+                extra = ["--chunk-seconds", "1e9"] if mode == "whole" else []
+                sec, rss = measured(["extract", "--cuts", str(cuts), "--teacher", str(teacher), "--layer",
+                                     str(args.layer), "--quantizer", str(q), "--out-dir", str(out), "--device",
+                                     "cpu", "--max-duration", "100000", *extra])
+                if method == "lsq":
+                    row[mode] = f"{sec:.1f} s, {rss:.0f} MiB"
+                got[(mode, method)] = codes(out / "cuts.jsonl.gz")
+        agree = {m: (f"{100 * float((got[('chunked', m)] == got[('whole', m)]).mean()):.2f}%"
+                     if ("whole", m) in got else "-") for m in quantizers}
+        print(f"| {minutes:g} min | {row['chunked']} | {row.get('whole', 'not run')} | {agree['lsq']} | "
+              f"{agree['product']} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
