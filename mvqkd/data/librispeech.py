@@ -43,7 +43,7 @@ class PartAudit:
 
 def resolve_librispeech_root(corpus_dir: str | Path) -> Path:
     """Accept either ``CORPUS`` (holding ``LibriSpeech/``) or the ``LibriSpeech`` folder itself."""
-    corpus_dir = Path(corpus_dir)
+    corpus_dir = Path(corpus_dir).resolve()  # absolute audio paths: manifests work from any folder
     if not corpus_dir.is_dir():
         raise CorpusError(f"corpus directory {corpus_dir} does not exist")
     if (corpus_dir / "LibriSpeech").is_dir():
