@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 from typing import Any
 
 MISSING = dataclasses.MISSING
@@ -135,3 +136,23 @@ def add_parser(subparsers, name: str, help: str, description: str, epilog: str |
     """A sub-command parser with the house formatter and an examples epilog."""
     return subparsers.add_parser(name, help=help, description=description, epilog=epilog,
                                  formatter_class=HelpFormatter)
+
+
+def user_errors(exit_code: int, *extra: type[BaseException]):
+    """Decorator for a CLI handler ``fn(args) -> int``: the expected user errors
+    (``OSError``, ``ValueError`` and ``extra``; their messages name the file, cut or option
+    and the fix) become one ERROR log line and the exit status ``exit_code``, not a traceback."""
+    import functools
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def run(args) -> int:
+            try:
+                return fn(args)
+            except (OSError, ValueError, *extra) as e:
+                logging.getLogger(fn.__module__).error("%s", e)
+                return exit_code
+
+        return run
+
+    return wrap

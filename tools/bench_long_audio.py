@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mvqkd.conventions import SAMPLE_RATE
+
 REPO = Path(__file__).resolve().parents[1]
 SPEECH = ["2412-153948-0000.flac", "LJ002-0020.wav", "LJ002-0035.wav"]
 RUSAGE = ("import resource, subprocess, sys, json; p = subprocess.run(sys.argv[1:]); "
@@ -41,19 +43,19 @@ def speech(minutes: float) -> np.ndarray:
         x, sr = sf.read(REPO / "tests" / "data" / name, dtype="float32")
         parts.append(_resample(x, sr))
     unit = np.concatenate(parts)
-    n = int(minutes * 60 * 16000)
+    n = int(minutes * 60 * SAMPLE_RATE)
     reps = -(-n // len(unit))
     gains = 0.8 + 0.4 * np.random.default_rng(0).random(reps)
     return np.concatenate([unit * g for g in gains])[:n].astype(np.float32)
 
 
 def _resample(x: np.ndarray, sr: int) -> np.ndarray:
-    if sr == 16000:
+    if sr == SAMPLE_RATE:
         return x
     from scipy.signal import resample_poly
 
-    g = np.gcd(16000, sr)
-    return resample_poly(x, 16000 // g, sr // g).astype(np.float32)
+    g = np.gcd(SAMPLE_RATE, sr)
+    return resample_poly(x, SAMPLE_RATE // g, sr // g).astype(np.float32)
 
 
 def mvqkd(*args: str) -> None:
@@ -96,7 +98,7 @@ def main() -> int:
     # quantizers on the first minute
     first = work / "q_audio"
     first.mkdir(exist_ok=True)
-    sf.write(first / "first.flac", speech(1.0), 16000)
+    sf.write(first / "first.flac", speech(1.0), SAMPLE_RATE)
     mvqkd("make-cuts", str(first), "--out", str(work / "q_cuts.jsonl.gz"))
     mvqkd("dump-embeddings", "--cuts", str(work / "q_cuts.jsonl.gz"), "--teacher", str(teacher), "--layer",
           str(args.layer), "--out", str(work / "emb.h5"), "--device", "cpu")
@@ -115,7 +117,7 @@ def main() -> int:
         d = work / f"audio_{minutes:g}min"
         d.mkdir(exist_ok=True)
         if not (d / "rec.flac").is_file():
-            sf.write(d / "rec.flac", speech(minutes), 16000)
+            sf.write(d / "rec.flac", speech(minutes), SAMPLE_RATE)
         cuts = work / f"cuts_{minutes:g}.jsonl.gz"
         mvqkd("make-cuts", str(d), "--out", str(cuts))
         row, got = {}, {}

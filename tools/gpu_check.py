@@ -30,10 +30,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mvqkd.conventions import SAMPLE_RATE
+
 
 def audio(seconds: float, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * 16000)) / 16000
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
     f0 = rng.uniform(90, 250)
     x = sum(np.sin(2 * np.pi * f0 * k * t * (1 + 0.1 * np.sin(2 * np.pi * 0.5 * t))) / k for k in range(1, 6))
     return (0.1 * x + 0.01 * rng.standard_normal(t.size)).astype(np.float32)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from mvqkd.options import HelpFormatter
+from mvqkd.options import HelpFormatter, user_errors
 
 logger = logging.getLogger("mvqkd.data")
 
@@ -40,25 +40,22 @@ def _manifests(args) -> int:
     return 0
 
 
+@user_errors(2)
 def _fbank(args) -> int:
     from mvqkd.data.features import compute_fbank_for_cuts, compute_fbank_for_part
 
-    try:
-        if args.cuts:
-            if not args.out_cuts:
-                raise ValueError("--cuts needs --out-cuts (the fbank cuts manifest to write)")
-            out = compute_fbank_for_cuts(args.cuts, args.out_cuts, num_jobs=args.num_jobs)
-            print(f"fbank cuts -> {out}")
-            return 0
-        if not (args.manifest_dir and args.out_dir):
-            raise ValueError("give --cuts CUTS --out-cuts OUT (any corpus), or --manifest-dir DIR "
-                             "--out-dir DIR [--parts ...] (LibriSpeech manifests)")
-        for part in args.parts:
-            compute_fbank_for_part(args.manifest_dir, args.out_dir, part, num_jobs=args.num_jobs,
-                                   speed_perturb=args.speed_perturb and part.startswith("train"))
-    except (OSError, ValueError) as e:
-        logger.error("%s", e)
-        return 2
+    if args.cuts:
+        if not args.out_cuts:
+            raise ValueError("--cuts needs --out-cuts (the fbank cuts manifest to write)")
+        out = compute_fbank_for_cuts(args.cuts, args.out_cuts, num_jobs=args.num_jobs)
+        print(f"fbank cuts -> {out}")
+        return 0
+    if not (args.manifest_dir and args.out_dir):
+        raise ValueError("give --cuts CUTS --out-cuts OUT (any corpus), or --manifest-dir DIR "
+                         "--out-dir DIR [--parts ...] (LibriSpeech manifests)")
+    for part in args.parts:
+        compute_fbank_for_part(args.manifest_dir, args.out_dir, part, num_jobs=args.num_jobs,
+                               speed_perturb=args.speed_perturb and part.startswith("train"))
     return 0
 
 

@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 
 from mvqkd.decode.config import BEAM_SIZE, DecodeConfig
-from mvqkd.options import add_options, add_parser, from_args
+from mvqkd.options import add_options, add_parser, from_args, user_errors
 
 logger = logging.getLogger(__name__)
 
@@ -20,15 +20,12 @@ DECODE_EXAMPLES = """examples:
     --method greedy_search modified_beam_search"""
 
 
+@user_errors(2)
 def _decode(args) -> int:
     from mvqkd.decode.decode import run_decode
 
     cfg = from_args(DecodeConfig, args)
-    try:
-        wers = run_decode(cfg)
-    except (OSError, ValueError) as e:
-        logger.error("%s", e)
-        return 2
+    wers = run_decode(cfg)
     for method, per_set in wers.items():
         print(f"WER ({method}):")
         for name, wer in per_set.items():
@@ -36,17 +33,14 @@ def _decode(args) -> int:
     return 0
 
 
+@user_errors(2, ImportError)
 def _export(args) -> int:
     from mvqkd.decode.export import export_onnx
     from mvqkd.decode.transcribe import load_recogniser
 
-    try:
-        model, sp = load_recogniser(args.checkpoint or args.exp_dir, device="cpu") \
-            if args.epoch is None and args.iteration is None else _selected(args)
-        files = export_onnx(model, sp, args.out_dir, int8=args.int8)
-    except (OSError, ValueError, ImportError) as e:
-        logger.error("%s", e)
-        return 2
+    model, sp = load_recogniser(args.checkpoint or args.exp_dir, device="cpu") \
+        if args.epoch is None and args.iteration is None else _selected(args)
+    files = export_onnx(model, sp, args.out_dir, int8=args.int8)
     for name, path in files.items():
         print(f"{name}\t{path}\t{path.stat().st_size:,} bytes")
     return 0
@@ -63,17 +57,14 @@ def _selected(args):
     return model, sp
 
 
+@user_errors(2, ImportError)
 def _transcribe(args) -> int:
     from mvqkd.decode.transcribe import load_recogniser, transcribe
 
-    try:
-        model, sp = load_recogniser(args.model, args.bpe_model, args.device)
-        opts = {"beam_size": args.beam_size} if args.method == "modified_beam_search" else {}
-        for f, text in transcribe(model, sp, args.files, args.method, args.device, **opts):
-            print(f"{f}\t{text}", flush=True)
-    except (OSError, ValueError, ImportError) as e:
-        logger.error("%s", e)
-        return 2
+    model, sp = load_recogniser(args.model, args.bpe_model, args.device)
+    opts = {"beam_size": args.beam_size} if args.method == "modified_beam_search" else {}
+    for f, text in transcribe(model, sp, args.files, args.method, args.device, **opts):
+        print(f"{f}\t{text}", flush=True)
     return 0
 
 

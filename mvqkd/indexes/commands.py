@@ -11,7 +11,7 @@ import logging
 
 from mvqkd.conventions import CODEBOOK_INDEXES, TEACHER_EMBEDDINGS, TEACHER_FRAME_SHIFT
 from mvqkd.indexes.config import DumpConfig, ExtractConfig, store_kwargs
-from mvqkd.options import add_options, add_parser, from_args
+from mvqkd.options import add_options, add_parser, from_args, user_errors
 
 logger = logging.getLogger("mvqkd.indexes")
 
@@ -76,19 +76,17 @@ def _dump(args) -> int:
     return 1 if failed > cfg.max_failed_cuts or not written else 0
 
 
+@user_errors(2)
 def _reduce(args) -> int:
     from mvqkd.indexes.reduce import reduce_embeddings
 
-    try:
-        out = reduce_embeddings(args.cuts, args.out_dir, args.dims, out_manifest=args.out_manifest,
-                                sample_frames=args.sample_frames, seed=args.seed)
-    except (OSError, ValueError) as e:
-        logger.error("%s", e)
-        return 2
+    out = reduce_embeddings(args.cuts, args.out_dir, args.dims, out_manifest=args.out_manifest,
+                            sample_frames=args.sample_frames, seed=args.seed)
     print(f"reduce-embeddings: {args.dims}-dim PCA embeddings -> {out}")
     return 0
 
 
+@user_errors(2)
 def _join_icefall(args) -> int:
     from pathlib import Path
 
@@ -97,19 +95,15 @@ def _join_icefall(args) -> int:
     from mvqkd.data.cuts import load_cuts
     from mvqkd.indexes.icefall import join_icefall_indexes
 
-    try:
-        index_cuts = load_cuts(args.indexes, "--indexes")
-        onto = load_cuts(args.onto, "--onto")
-        quantizer = None
-        if args.quantizer:
-            from mvqkd.quantizer import load_quantizer
+    index_cuts = load_cuts(args.indexes, "--indexes")
+    onto = load_cuts(args.onto, "--onto")
+    quantizer = None
+    if args.quantizer:
+        from mvqkd.quantizer import load_quantizer
 
-            quantizer = load_quantizer(args.quantizer)
-        joined, unmatched, unused, mismatched = join_icefall_indexes(
-            index_cuts, onto, storage_root=args.storage_root, quantizer=quantizer)
-    except (OSError, ValueError) as e:
-        logger.error("%s", e)
-        return 2
+        quantizer = load_quantizer(args.quantizer)
+    joined, unmatched, unused, mismatched = join_icefall_indexes(
+        index_cuts, onto, storage_root=args.storage_root, quantizer=quantizer)
     out = Path(args.out)
     report = out.with_name(out.name.split(".")[0] + ".unmatched.txt")
     lines = ([f"{i}\tno index cut for this cut" for i in unmatched]
@@ -125,15 +119,12 @@ def _join_icefall(args) -> int:
     return 0 if joined else 1
 
 
+@user_errors(2)
 def _validate(args) -> int:
     from mvqkd.data.cuts import load_cuts
     from mvqkd.indexes.validate import format_report, validate_cuts
 
-    try:
-        cuts = load_cuts(args.cuts, "--cuts")
-    except (OSError, ValueError) as e:
-        logger.error("%s", e)
-        return 2
+    cuts = load_cuts(args.cuts, "--cuts")
     n, problems = validate_cuts(cuts, args.quantizer, field=args.field)
     print(format_report(n, problems))
     return 1 if problems or n == 0 else 0

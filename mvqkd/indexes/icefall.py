@@ -141,7 +141,7 @@ def join_icefall_indexes(index_cuts, onto, storage_root=None, quantizer=None, co
         if src is None:
             continue
         arr = src.custom[CODEBOOK_INDEXES]
-        if abs(arr.shape[0] - num_frames(cut.duration)) > 1 or abs(src.duration - cut.duration) > 0.02:
+        if abs(arr.shape[0] - num_frames(cut.duration)) > 1 or abs(src.duration - cut.duration) > TEACHER_FRAME_SHIFT:
             mismatched.append(f"{cut.id}\t{arr.shape[0]} frames, index cut {src.id} {src.duration:.3f}s, "
                               f"cut {cut.duration:.3f}s")
             continue

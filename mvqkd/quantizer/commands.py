@@ -6,7 +6,7 @@ import dataclasses
 import json
 import logging
 
-from mvqkd.options import add_options, add_parser, from_args
+from mvqkd.options import add_options, add_parser, from_args, user_errors
 from mvqkd.quantizer.config import QuantizerConfig
 
 logger = logging.getLogger("mvqkd.quantizer")
@@ -116,7 +116,7 @@ def register(subparsers) -> None:
     _add_input(p)
     p.add_argument("--out", required=True, help="output quantizer file (.pt)")
     add_options(p, QuantizerConfig)
-    p.set_defaults(func=_handle(_train))
+    p.set_defaults(func=user_errors(1)(_train))
 
     p = add_parser(subparsers, "quantize",
                    help="encode embeddings to codebook indexes (.npy, uint8 (frames, N))",
@@ -126,7 +126,7 @@ def register(subparsers) -> None:
     p.add_argument("--quantizer", required=True, help="quantizer file from train-quantizer")
     _add_input(p)
     p.add_argument("--out", required=True, help="output .npy of codes (frames, N)")
-    p.set_defaults(func=_handle(_quantize))
+    p.set_defaults(func=user_errors(1)(_quantize))
 
     p = add_parser(subparsers, "quantizer-report",
                    help="relative error, entropy/perplexity, dead codewords of a quantizer",
@@ -137,7 +137,7 @@ def register(subparsers) -> None:
     _add_input(p)
     p.add_argument("--plot", default=None, help="write a PNG with the training curve and codeword usage")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.set_defaults(func=_handle(_report))
+    p.set_defaults(func=user_errors(1)(_report))
 
     p = add_parser(
         subparsers, "import-quantizer",
@@ -156,17 +156,4 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="output mvqkd quantizer file")
     p.add_argument("--encoder", choices=["multi_quantization", "mvqkd"], default="multi_quantization",
                    help="how the imported quantizer encodes embeddings")
-    p.set_defaults(func=_handle(_import))
-
-
-def _handle(fn):
-    """Wrap a handler: expected user errors become a logged message and exit code 1."""
-
-    def run(args) -> int:
-        try:
-            return fn(args)
-        except (ValueError, FileNotFoundError) as e:
-            logger.error("%s", e)
-            return 1
-
-    return run
+    p.set_defaults(func=user_errors(1)(_import))

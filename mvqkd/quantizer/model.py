@@ -198,7 +198,8 @@ class Quantizer:
             "mean": self.mean.detach().cpu().clone(),
             "scale": self.scale.detach().cpu().clone(),
             "history": self.history,
-            **({"mq_state": {k: v.detach().cpu() for k, v in self.mq_state.items()}} if self.mq_state is not None else {}),
+            **({"mq_state": {k: v.detach().cpu() for k, v in self.mq_state.items()}}
+               if self.mq_state is not None else {}),
         }
 
     def save(self, path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from mvqkd.options import add_parser, add_teacher_device_options
+from mvqkd.options import add_parser, add_teacher_device_options, user_errors
 
 logger = logging.getLogger("mvqkd.teacher")
 
@@ -17,25 +17,19 @@ def _make(args) -> int:
     return 0
 
 
+@user_errors(1)
 def _check(args) -> int:
     from mvqkd.teacher.model import check_teacher
 
-    try:
-        print(check_teacher(args.teacher, args.layer, device=args.device, dtype=args.dtype))
-    except (OSError, ValueError) as e:
-        logger.error("%s", e)
-        return 1
+    print(check_teacher(args.teacher, args.layer, device=args.device, dtype=args.dtype))
     return 0
 
 
+@user_errors(1)
 def _convert(args) -> int:
     from mvqkd.teacher.fairseq import convert_fairseq
 
-    try:
-        out = convert_fairseq(args.checkpoint, args.out)
-    except (OSError, ValueError) as e:
-        logger.error("%s", e)
-        return 1
+    out = convert_fairseq(args.checkpoint, args.out)
     print(f"transformers teacher -> {out} (use it as --teacher {out})")
     return 0
 

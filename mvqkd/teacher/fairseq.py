@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from mvqkd.conventions import SAMPLE_RATE
 from mvqkd.teacher.safe_load import load_inert, plain
 
 logger = logging.getLogger(__name__)
@@ -232,7 +233,7 @@ def convert_fairseq(checkpoint: str | Path, out_dir: str | Path) -> Path:
         logger.info("dropped %d pre-training-only tensors (%s ...)", len(dropped), ", ".join(dropped[:3]))
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
-    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=normalize,
+    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0, do_normalize=normalize,
                              return_attention_mask=normalize).save_pretrained(out_dir)
     (out_dir / "fairseq_source.json").write_text(json.dumps(
         {"checkpoint": str(checkpoint.resolve()), "kind": kind, "finetuned": finetuned,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from mvqkd.options import add_options, add_parser, from_args
+from mvqkd.options import add_options, add_parser, from_args, user_errors
 from mvqkd.training.config import FinetuneConfig, TrainConfig
 
 logger = logging.getLogger("mvqkd.train")
@@ -31,17 +31,15 @@ FINETUNE_EXAMPLES = """example:
     --size small --max-steps 1800 --num-epochs 100"""
 
 
+@user_errors(1)
 def _train(args) -> int:
     from mvqkd.training.student import train
 
-    try:
-        train(from_args(TrainConfig, args))
-    except (OSError, ValueError) as e:  # bad input: the message names the file / cut / option
-        logger.error("%s", e)
-        return 1
+    train(from_args(TrainConfig, args))
     return 0
 
 
+@user_errors(1)
 def _finetune(args) -> int:
     import torch
 
@@ -51,11 +49,7 @@ def _finetune(args) -> int:
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     cfg = from_args(FinetuneConfig, args, eval_cuts=dict(args.eval_cuts or []))
-    try:
-        out = finetune_teacher(args.train_cuts, args.dev_cuts, args.out, **vars(cfg))
-    except (OSError, ValueError) as e:
-        logger.error("%s", e)
-        return 1
+    out = finetune_teacher(args.train_cuts, args.dev_cuts, args.out, **vars(cfg))
     print(f"CTC teacher -> {out} (greedy WER: {_wer_summary(out / WER_FILE)})")
     return 0
 
@@ -67,15 +61,12 @@ def _wer_summary(path) -> str:
     return ", ".join(f"{k} {v['wer']:.2f}%" for k, v in wers.items() if isinstance(v, dict))
 
 
+@user_errors(1)
 def _average(args) -> int:
     from mvqkd.training.checkpoint import save_averaged
 
-    try:
-        files = save_averaged(args.exp_dir, args.out, epoch=args.epoch, avg=args.avg,
-                              iteration=args.iteration)
-    except (OSError, ValueError) as e:
-        logger.error("%s", e)
-        return 1
+    files = save_averaged(args.exp_dir, args.out, epoch=args.epoch, avg=args.avg,
+                          iteration=args.iteration)
     print(f"averaged {len(files)} checkpoint(s) -> {args.out}")
     return 0
 

@@ -79,7 +79,7 @@ def test_not_a_quantizer_file(tmp_path, gauss):
     np.save(tmp_path / "x.npy", gauss[:5])
     torch.save({"model": torch.zeros(3)}, tmp_path / "ckpt.pt")
     for p in (tmp_path / "x.npy", tmp_path / "ckpt.pt"):
-        with pytest.raises(ValueError, match="is not an mvqkd quantizer file"):
+        with pytest.raises(ValueError, match="is (not|neither) an mvqkd quantizer file"):
             load_quantizer(p)
     with pytest.raises(FileNotFoundError):
         load_quantizer(tmp_path / "missing.pt")
