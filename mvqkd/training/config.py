@@ -81,11 +81,14 @@ class TrainConfig:
     model_override: list = opt(default_factory=list, help="override a TransducerConfig field, "
                                "e.g. num_layers=8 (repeatable)", group="model", action="append",
                                metavar="KEY=VALUE")
-    rnnt_loss: str = opt("full", "transducer loss: full (the whole lattice) or pruned (k2's pruned "
-                                 "RNN-T in PyTorch: a simple trivial-joiner loss picks prune_range=5 "
-                                 "symbols per frame for the full joiner, icefall's warm-up of the "
-                                 "two loss weights over rnnt_warmup_steps=2000; change those with "
-                                 "--model-override)", group="model", choices=["full", "pruned"])
+    rnnt_loss: str = opt("pruned", "transducer loss: pruned (k2's pruned RNN-T in PyTorch, icefall's "
+                                   "default: a simple trivial-joiner loss picks prune_range=5 symbols "
+                                   "per frame for the full joiner, with icefall's warm-up of the two "
+                                   "loss weights over rnnt_warmup_steps=2000; change those with "
+                                   "--model-override) or full (the whole lattice). Pruned trains a "
+                                   "better demo baseline and needs a fraction of the memory at "
+                                   "LibriSpeech shapes (docs/RESULTS.md, docs/benchmarks.md)",
+                         group="model", choices=["pruned", "full"])
     ctc_loss_scale: float = opt(0.0, "scale of an auxiliary CTC loss on the encoder output (0 = "
                                      "off; icefall's --use-ctc)", group="model")
     sigma_reparam: bool = opt(False, "sigma-Reparam on the encoder's linear layers (no LR warmup "

@@ -37,7 +37,7 @@ student_size=demo         # student preset (mvqkd train --model-size)
 num_epochs=5
 max_duration=20           # seconds of audio per student batch
 # extra `mvqkd train` options, the same for every system. Chosen on dev-clean: docs/RESULTS.md.
-student_args="--sigma-reparam --lr 3e-3 --warmup-steps 100 --no-spec-augment --model-override dropout=0.0 --ctc-loss-scale 0.3 --num-workers 0"
+student_args="--sigma-reparam --lr 3e-3 --warmup-steps 100 --no-spec-augment --model-override dropout=0.0 --model-override rnnt_warmup_steps=500 --ctc-loss-scale 0.3 --num-workers 0"
 codebook_loss_scale=""    # MVQ-KD students (mvqkd train --codebook-loss-scale; default 0.1)
 seeds="1 2"               # one student per system and seed; results are averaged over seeds
 student_jobs=2            # students trained (and decoded) at the same time, nj / student_jobs threads each

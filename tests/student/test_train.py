@@ -68,7 +68,8 @@ def test_resumed_run_equals_uninterrupted(data, tmp_path):
 
 @pytest.mark.parametrize("kd", ["cosine", "none"])
 def test_float_kd_and_baseline_modes(data, tmp_path, kd):
-    res = train(_cfg(data, tmp_path / kd, kd=kd, num_epochs=1, max_steps=2, save_every_n=0))
+    # the full loss: the total is then exactly the RNN-T loss plus the KD terms
+    res = train(_cfg(data, tmp_path / kd, kd=kd, num_epochs=1, max_steps=2, save_every_n=0, rnnt_loss="full"))
     hist = res["history"]
     assert len(hist) == 2 and all(h["codebook"] == 0 for h in hist)
     if kd == "cosine":
@@ -86,7 +87,7 @@ def test_validation_on_cuts_without_indexes_reports_rnnt_only(data, tmp_path, ca
     CutSet.from_cuts(fastcopy(c, custom={}) for c in CutSet.from_file(data / "cuts.jsonl.gz")
                      ).to_file(plain)
     with caplog.at_level(logging.INFO, logger="mvqkd"):
-        res = train(_cfg(data, tmp_path / "v", num_epochs=1, valid_cuts=str(plain)))
+        res = train(_cfg(data, tmp_path / "v", num_epochs=1, valid_cuts=str(plain), rnnt_loss="full"))
     assert "validation computes the RNN-T loss only" in caplog.text
     (valid,) = res["valid"]
     assert valid["rnnt"] > 0 and valid["codebook"] == 0 and valid["loss"] == valid["rnnt"]
