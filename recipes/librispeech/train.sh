@@ -36,6 +36,7 @@ model_size=""
 world_size=1
 device=""
 codebook_loss_scale=""
+codebook_label_smoothing=""  # MVQ-KD: label smoothing of the codebook cross-entropy (mvqkd train's default 0)
 quantizer_id=""
 num_codebooks=""
 num_workers=""
@@ -84,6 +85,7 @@ for system in $systems; do
     mvq)
       args=(--kd mvq)
       add_opt args --codebook-loss-scale "$codebook_loss_scale"
+      add_opt args --codebook-label-smoothing "$codebook_label_smoothing"
       add_opt args --quantizer-id "$quantizer_id"
       add_opt args --num-codebooks "$num_codebooks"
       log "MVQ-KD student (${args[*]}) on $mvq_cuts -> $exp_root/mvq"
