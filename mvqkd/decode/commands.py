@@ -63,8 +63,9 @@ def _transcribe(args) -> int:
 
     model, sp = load_recogniser(args.model, args.bpe_model, args.device)
     opts = {"beam_size": args.beam_size} if args.method == "modified_beam_search" else {}
-    for f, text in transcribe(model, sp, args.files, args.method, args.device, **opts):
-        print(f"{f}\t{text}", flush=True)
+    for f, text, *times in transcribe(model, sp, args.files, args.method, args.device, args.timestamps, **opts):
+        stamps = "\t" + " ".join(f"{piece}@{sec:.2f}" for piece, sec in times[0]) if times else ""
+        print(f"{f}\t{text}{stamps}", flush=True)
     return 0
 
 
@@ -113,8 +114,11 @@ def register(subparsers) -> None:
     p = add_parser(subparsers, "transcribe", help="transcribe audio files with a trained student",
                    description="Print FILE<TAB>TEXT for every audio file (any format, rate and number of "
                                "channels), with a checkpoint file, an experiment folder (newest epoch) "
-                               "or an ONNX export folder.",
+                               "or an ONNX export folder; --timestamps adds a third column, "
+                               "PIECE@SECONDS per token (the start of the 40 ms encoder frame it was "
+                               "emitted at, as sherpa-onnx reports it).",
                    epilog="examples:\n  mvqkd transcribe --model exp/mvq/epoch-30.pt a.flac b.wav\n"
+                          "  mvqkd transcribe --model exp/mvq/onnx --timestamps a.flac\n"
                           "  mvqkd transcribe --model exp/mvq/onnx --method modified_beam_search a.mp3")
     p.add_argument("files", nargs="+", help="audio files")
     p.add_argument("--model", required=True, help="checkpoint file, experiment folder or ONNX folder")
@@ -123,6 +127,7 @@ def register(subparsers) -> None:
                                                                  "fast_beam_search"], help="search")
     p.add_argument("--beam-size", type=int, default=BEAM_SIZE, help="modified_beam_search's beam")
     p.add_argument("--device", default="cpu", help="torch device for checkpoints")
+    p.add_argument("--timestamps", action="store_true", help="token start times (greedy_search only)")
     p.set_defaults(func=_transcribe)
 
     p = add_parser(subparsers, "summarize", help="the WER table of a demo run (markdown + PNG)",

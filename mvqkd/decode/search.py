@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-
 from typing import NamedTuple
 
 import torch
@@ -70,11 +69,13 @@ def _setup(model, encoder_out, encoder_out_lens) -> _Setup:
 
 
 @torch.no_grad()
-def greedy_search(model, encoder_out, encoder_out_lens, max_sym_per_frame: int = 1) -> list[list[int]]:
+def greedy_search(model, encoder_out, encoder_out_lens, max_sym_per_frame: int = 1,
+                  return_frames: bool = False):
     """Batched greedy search: at each frame emit the argmax until it is blank
     (at most ``max_sym_per_frame`` symbols per frame).
 
-    encoder_out: (B, T, E); encoder_out_lens: (B,). Returns B token-id lists.
+    encoder_out: (B, T, E); encoder_out_lens: (B,). Returns B token-id lists; with
+    ``return_frames`` also B lists of the encoder frame (0-based) each token was emitted at.
     """
     if max_sym_per_frame < 1:
         raise ValueError(f"max_sym_per_frame must be >= 1, got {max_sym_per_frame}")
@@ -82,6 +83,7 @@ def greedy_search(model, encoder_out, encoder_out_lens, max_sym_per_frame: int =
     lens = encoder_out_lens.to(device)
     contexts = [[blank] * ctx for _ in range(B)]  # last ctx tokens of each hypothesis
     hyps: list[list[int]] = [[] for _ in range(B)]
+    frames: list[list[int]] = [[] for _ in range(B)]
     dec = _decoder_out(model, contexts, device)  # (B, J)
     for t in range(T):
         active = (lens > t).nonzero().flatten().tolist()
@@ -96,11 +98,12 @@ def greedy_search(model, encoder_out, encoder_out_lens, max_sym_per_frame: int =
                 break
             for b, y in emitted:
                 hyps[b].append(y)
+                frames[b].append(t)
                 contexts[b] = contexts[b][1:] + [y] if ctx > 0 else []
             upd = [b for b, _ in emitted]
             dec[torch.tensor(upd, device=device)] = _decoder_out(model, [contexts[b] for b in upd], device)
             active = upd
-    return hyps
+    return (hyps, frames) if return_frames else hyps
 
 
 def _per_utterance(scores: torch.Tensor, counts: list[int], width: int) -> torch.Tensor:

@@ -15,7 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mvqkd.conventions import NUM_MEL_BINS, SAMPLE_RATE
+from mvqkd.conventions import (
+    FBANK_FRAME_SHIFT,
+    NUM_MEL_BINS,
+    SAMPLE_RATE,
+    SUBSAMPLING_FACTOR,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +102,9 @@ class TokenTable:
     def get_piece_size(self) -> int:
         return len(self.pieces)
 
+    def id_to_piece(self, i: int) -> str:
+        return self.pieces[i]
+
     def decode(self, ids) -> str:
         return "".join(self.pieces[i] for i in ids).replace("\u2581", " ").strip()
 
@@ -122,13 +130,28 @@ def load_recogniser(model_path, bpe_model=None, device="cpu"):
     return model, sp
 
 
-@torch.no_grad()
-def transcribe(model, sp, files, method: str = "greedy_search", device="cpu", **search_opts):
-    """Yield ``(file, text)`` for every audio file, one at a time."""
-    from mvqkd.decode.search import search
+def token_times(sp, hyp: list[int], frames: list[int]) -> list[tuple[str, float]]:
+    """(piece, start in seconds) per token: encoder frame x 4 fbank frames x 10 ms, as
+    sherpa-onnx reports its offline transducer's ``timestamps``."""
+    step = FBANK_FRAME_SHIFT * SUBSAMPLING_FACTOR
+    return [(sp.id_to_piece(int(y)), round(t * step, 3)) for y, t in zip(hyp, frames)]
 
+
+@torch.no_grad()
+def transcribe(model, sp, files, method: str = "greedy_search", device="cpu", timestamps: bool = False,
+               **search_opts):
+    """Yield ``(file, text)`` for every audio file, one at a time; with ``timestamps`` (greedy
+    search only) ``(file, text, [(piece, seconds), ...])``."""
+    from mvqkd.decode.search import greedy_search, search
+
+    if timestamps and method != "greedy_search":
+        raise ValueError(f"timestamps come from greedy_search only, not {method}")
     for f in files:
         feats = fbank(load_audio(f)).unsqueeze(0).to(device)
         enc, lens = model.encode(feats, torch.tensor([feats.shape[1]], device=device))
-        (hyp,) = search(method, model, enc, lens, **search_opts)
-        yield str(f), sp.decode(hyp)
+        if timestamps:
+            (hyp,), (frames,) = greedy_search(model, enc, lens, return_frames=True)
+            yield str(f), sp.decode(hyp), token_times(sp, hyp, frames)
+        else:
+            (hyp,) = search(method, model, enc, lens, **search_opts)
+            yield str(f), sp.decode(hyp)

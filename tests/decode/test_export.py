@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
-import torch
 from lhotse import CutSet
 
 from mvqkd.cli import main as cli
@@ -89,6 +88,37 @@ def test_transcribe_reads_every_format_from_checkpoint_and_export(student, tmp_p
         assert [line.split("\t")[0] for line in out[model]] == files
     assert out[ckpt] == out[onnx_dir]  # onnxruntime and torch agree on the same features
     assert cli(["transcribe", "--model", str(ckpt), str(tmp_path / "missing.wav")]) == 2
+
+
+def test_token_timestamps_match_sherpa_onnx(student, capsys):
+    """transcribe --timestamps: the same pieces at the same times as sherpa-onnx's own
+    greedy search reports for the export (``result.tokens`` / ``result.timestamps``)."""
+    ckpt, onnx_dir, test_cuts = student
+    cuts = CutSet.from_file(test_cuts).subset(first=3)
+    files = [c.recording.sources[0].source for c in cuts] + [str(TEST_AUDIO / "2412-153948-0000.flac")]
+    rec = sherpa_onnx.OfflineRecognizer.from_transducer(
+        encoder=str(onnx_dir / "encoder.onnx"), decoder=str(onnx_dir / "decoder.onnx"),
+        joiner=str(onnx_dir / "joiner.onnx"), tokens=str(onnx_dir / "tokens.txt"), num_threads=1)
+    assert cli(["transcribe", "--model", str(ckpt), "--timestamps", *files]) == 0
+    lines = capsys.readouterr().out.rstrip("\n").split("\n")
+    assert len(lines) == len(files)
+    n_tokens = 0
+    for f, line in zip(files, lines):
+        samples, sr = sf.read(f, dtype="float32", always_2d=True)
+        stream = rec.create_stream()
+        stream.accept_waveform(sr, samples.mean(1))
+        rec.decode_stream(stream)
+        cols = line.split("\t")
+        stamps = [s.rpartition("@") for s in cols[2].split()] if len(cols) > 2 else []
+        # sherpa-onnx shows the word-start mark "\u2581" of a BPE piece as a space
+        assert [p.replace("\u2581", " ") for p, _, _ in stamps] == list(stream.result.tokens)
+        assert [float(t) for _, _, t in stamps] == pytest.approx(list(stream.result.timestamps), abs=0.006)
+        times = [float(t) for _, _, t in stamps]
+        assert times == sorted(times) and all(0 <= t < sf.info(f).duration for t in times)
+        n_tokens += len(stamps)
+    assert n_tokens > 10  # a non-trivial comparison
+    assert cli(["transcribe", "--model", str(ckpt), "--timestamps", "--method", "modified_beam_search",
+                files[0]]) == 2
 
 
 def test_int8_export_is_smaller_and_loads(student):

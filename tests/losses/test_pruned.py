@@ -5,36 +5,19 @@ length combination (U = 0 and T = 1 included)."""
 
 from __future__ import annotations
 
-import itertools
-import math
-
 import pytest
 import torch
 
 import mvqkd.losses as losses
-from mvqkd.losses import (do_rnnt_pruning, get_rnnt_prune_ranges, rnnt_loss_pruned, rnnt_loss_simple,
-                          rnnt_loss_smoothed)
+from mvqkd.losses import (
+    do_rnnt_pruning,
+    get_rnnt_prune_ranges,
+    rnnt_loss_pruned,
+    rnnt_loss_simple,
+    rnnt_loss_smoothed,
+)
 from mvqkd.losses.pruned import rnnt_loss as k2_style_full_loss
-
-
-def path_sum(blank, label, T_b, U_b):
-    """-log sum over every alignment of exp(sum of its transition log-probs), by enumeration.
-    blank[t][u], label[t][u]: log-probs of a blank at (t, u) and of label u at (t, u)."""
-    total = []
-    n_sym = T_b - 1 + U_b
-    for label_pos in itertools.combinations(range(n_sym), U_b):
-        t = u = 0
-        lp = 0.0
-        for i in range(n_sym):
-            if i in label_pos:
-                lp += label[t][u]
-                u += 1
-            else:
-                lp += blank[t][u]
-                t += 1
-        total.append(lp + blank[t][u])
-    m = max(total)
-    return -(m + math.log(sum(math.exp(x - m) for x in total)))
+from tests.losses.brute import path_sum
 
 
 def case(seed, C=5, blank=0):

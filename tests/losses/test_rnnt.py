@@ -1,12 +1,11 @@
 """mvqkd.losses.rnnt_loss against brute-force enumeration of alignments."""
 
-import itertools
-import math
 
 import pytest
 import torch
 
 from mvqkd.losses import rnnt_loss, transducer_loss
+from tests.losses.brute import path_sum
 
 
 def brute_force_nll(logits, targets, T_b, U_b, blank):
@@ -17,24 +16,9 @@ def brute_force_nll(logits, targets, T_b, U_b, blank):
     logits: (T, U+1, V) float64 for one sequence.
     """
     logp = torch.log_softmax(logits.double(), dim=-1)
-    total = []
-    # positions of the U_b labels among the first T_b - 1 + U_b symbols
-    n_sym = T_b - 1 + U_b
-    for label_pos in itertools.combinations(range(n_sym), U_b):
-        t = u = 0
-        lp = 0.0
-        for i in range(n_sym):
-            if i in label_pos:
-                lp += float(logp[t, u, targets[u]])
-                u += 1
-            else:
-                lp += float(logp[t, u, blank])
-                t += 1
-        assert (t, u) == (T_b - 1, U_b)
-        lp += float(logp[t, u, blank])
-        total.append(lp)
-    m = max(total)
-    return -(m + math.log(sum(math.exp(x - m) for x in total)))
+    blank_lp = [[float(logp[t, u, blank]) for u in range(U_b + 1)] for t in range(T_b)]
+    label_lp = [[float(logp[t, u, targets[u]]) if u < U_b else 0.0 for u in range(U_b + 1)] for t in range(T_b)]
+    return path_sum(blank_lp, label_lp, T_b, U_b)
 
 
 def random_case(seed, blank=0):
