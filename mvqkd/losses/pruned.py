@@ -181,8 +181,9 @@ def do_rnnt_pruning(am: Tensor, lm: Tensor, ranges: Tensor) -> tuple[Tensor, Ten
     if lm.shape[0] != B or lm.shape[-1] != C or am.shape[:2] != (B, T):
         raise ValueError(f"am (B, T, C) / lm (B, S+1, C) / ranges (B, T, R) disagree: {tuple(am.shape)}, "
                          f"{tuple(lm.shape)}, {tuple(ranges.shape)}")
-    lm_pruned = torch.gather(lm.unsqueeze(1).expand(B, T, lm.shape[1], C), 2,
-                             ranges.unsqueeze(-1).expand(B, T, R, C))
+    # advanced indexing, not gather on an expanded (B, T, S+1, C) view: its backward would
+    # materialise a (B, T, S+1, C) gradient, the memory pruning exists to avoid
+    lm_pruned = lm[torch.arange(B, device=lm.device)[:, None, None], ranges]  # (B, T, R, C)
     return am.unsqueeze(2).expand(B, T, R, C), lm_pruned
 
 
