@@ -89,6 +89,7 @@ def main() -> int:
     ap.add_argument("--whole-up-to", type=float, default=10, help="also extract whole recordings up to this length")
     ap.add_argument("--layer", type=int, default=2)
     ap.add_argument("--keep", default=None, help="work folder to keep (default: a temporary one)")
+    ap.add_argument("--chunk-overlap", type=float, default=5.0, help="seconds of context each side of a window")
     args = ap.parse_args()
     work = Path(args.keep or tempfile.mkdtemp(prefix="bench_long_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -110,7 +111,8 @@ def main() -> int:
                   "--method", method, "--out", str(q))
         quantizers[method] = q
     print(f"long recordings: mvqkd extract, tiny random teacher, layer {args.layer}, CPU "
-          f"threads={os.environ.get('OMP_NUM_THREADS', 'default')}; chunked = 60 s windows with 5 s context")
+          f"threads={os.environ.get('OMP_NUM_THREADS', 'default')}; chunked = 60 s windows with "
+          f"{args.chunk_overlap:g} s context")
     print("| audio | chunked: time, peak RSS | whole: time, peak RSS | codes equal, additive | codes equal, product |")
     print("|---|---|---|---|---|")
     for minutes in args.minutes:
@@ -126,7 +128,8 @@ def main() -> int:
                 continue
             for method, q in quantizers.items():
                 out = work / f"x_{minutes:g}_{mode}_{method}"
-                extra = ["--chunk-seconds", "1e9"] if mode == "whole" else []
+                extra = (["--chunk-seconds", "1e9"] if mode == "whole"
+                         else ["--chunk-overlap", str(args.chunk_overlap)])
                 sec, rss = measured(["extract", "--cuts", str(cuts), "--teacher", str(teacher), "--layer",
                                      str(args.layer), "--quantizer", str(q), "--out-dir", str(out), "--device",
                                      "cpu", "--max-duration", "100000", *extra])
