@@ -28,34 +28,13 @@ import numpy as np
 
 from mvqkd.conventions import SAMPLE_RATE
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.speech import speech  # the recording the chunking test uses
+
 REPO = Path(__file__).resolve().parents[1]
-SPEECH = ["2412-153948-0000.flac", "LJ002-0020.wav", "LJ002-0035.wav"]
 RUSAGE = ("import resource, subprocess, sys, json; p = subprocess.run(sys.argv[1:]); "
           "print(json.dumps({'rc': p.returncode, 'maxrss_mib': "
           "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))")
-
-
-def speech(minutes: float) -> np.ndarray:
-    import soundfile as sf
-
-    parts = []
-    for name in SPEECH:
-        x, sr = sf.read(REPO / "tests" / "data" / name, dtype="float32")
-        parts.append(_resample(x, sr))
-    unit = np.concatenate(parts)
-    n = int(minutes * 60 * SAMPLE_RATE)
-    reps = -(-n // len(unit))
-    gains = 0.8 + 0.4 * np.random.default_rng(0).random(reps)
-    return np.concatenate([unit * g for g in gains])[:n].astype(np.float32)
-
-
-def _resample(x: np.ndarray, sr: int) -> np.ndarray:
-    if sr == SAMPLE_RATE:
-        return x
-    from scipy.signal import resample_poly
-
-    g = np.gcd(SAMPLE_RATE, sr)
-    return resample_poly(x, SAMPLE_RATE // g, sr // g).astype(np.float32)
 
 
 def mvqkd(*args: str) -> None:
@@ -90,6 +69,9 @@ def main() -> int:
     ap.add_argument("--layer", type=int, default=2)
     ap.add_argument("--keep", default=None, help="work folder to keep (default: a temporary one)")
     ap.add_argument("--chunk-overlap", type=float, default=5.0, help="seconds of context each side of a window")
+    ap.add_argument("--sensitivity", action="store_true",
+                    help="then, in-process on the 10-minute recording: codes equal under small noise and "
+                         "under chunking with wider windows, and the additive codes' reconstruction error")
     args = ap.parse_args()
     work = Path(args.keep or tempfile.mkdtemp(prefix="bench_long_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -140,7 +122,43 @@ def main() -> int:
                      if ("whole", m) in got else "-") for m in quantizers}
         print(f"| {minutes:g} min | {row['chunked']} | {row.get('whole', 'not run')} | {agree['lsq']} | "
               f"{agree['product']} |", flush=True)
+    if args.sensitivity:
+        sensitivity(teacher, quantizers, args.layer)
     return 0
+
+
+WINDOWS = [(60, 5), (120, 5), (120, 20), (200, 10), (300, 10)]  # (window, context) seconds
+
+
+def sensitivity(teacher_dir: Path, quantizers: dict, layer: int) -> None:
+    """How much the codes of a 10-minute recording move under small noise on the whole-file
+    embeddings and under chunking with wider windows (one process, no memory figures)."""
+    import torch
+
+    from mvqkd.conventions import TEACHER_FRAME_SHIFT
+    from mvqkd.quantizer.model import load_quantizer
+    from mvqkd.teacher.model import load_teacher
+
+    teacher = load_teacher(teacher_dir, device="cpu")
+    qs = {m: load_quantizer(q) for m, q in quantizers.items()}
+    whole = teacher.extract([speech(10.0)], layer)[0]
+    den = float(((whole - whole.mean(0)) ** 2).sum())
+    ref = {m: q.encode(whole) for m, q in qs.items()}
+    cases = {f"noise {eps:g} std": whole + eps * whole.std(0) * torch.randn(
+        whole.shape, generator=torch.Generator().manual_seed(0)) for eps in (1e-3, 3e-3, 1e-2)}
+    fps = round(1 / TEACHER_FRAME_SHIFT)
+    for win, ctx in WINDOWS:
+        cases[f"chunked {win} s, {ctx} s context"] = teacher.extract_chunked(
+            speech(10.0), layer, win * fps, ctx * fps)
+    print("\n| embeddings vs whole-file pass | rel. sq. error | additive equal | product equal | "
+          "additive codes' error vs whole-file embedding (whole-file codes: "
+          f"{float(((qs['lsq'].decode(ref['lsq']) - whole) ** 2).sum()) / den:.5f}) |")
+    print("|---|---|---|---|---|")
+    for name, x in cases.items():
+        eq = {m: f"{100 * float((q.encode(x) == ref[m]).float().mean()):.2f}%" for m, q in qs.items()}
+        err = float(((qs["lsq"].decode(qs["lsq"].encode(x)) - whole) ** 2).sum()) / den
+        print(f"| {name} | {float(((x - whole) ** 2).sum()) / den:.1e} | {eq['lsq']} | {eq['product']} | "
+              f"{err:.5f} |", flush=True)
 
 
 if __name__ == "__main__":
