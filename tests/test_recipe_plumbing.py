@@ -137,7 +137,7 @@ def test_run_sh_trains_and_decodes_every_student_two_at_a_time(fake_env):
         assert " --kd l2 " in mine["l2"] and " --kd l2 " in mine["l2-pca"] and "data/kd_pca/" in mine["l2-pca"]
         assert all(" --sigma-reparam " in a and " --no-spec-augment " in a for a in mine.values())
         assert "kd-normalize" not in mine["l2"]  # mvqkd train's default: standardised
-        assert " --codebook-loss-scale 0.05 " in mine["mvq"] and " --codebook-label-smoothing 0.1 " in mine["mvq"]
+        assert " --codebook-loss-scale 0.05 " in mine["mvq"] and " --codebook-label-smoothing 0.2 " in mine["mvq"]
         assert "label-smoothing" not in mine["l2"] + mine["baseline"]
         assert f" --seed {seed} " in mine["baseline"] and "data/kd/" in mine["l2"]
     dirs = sorted(c["args"].split(" --exp-dir ")[1].split()[0] for c in decode)
