@@ -91,6 +91,22 @@ def test_train_sh_l2_standardises_by_default_and_passes_only_overrides(fake_env,
         assert flag in call["args"]
 
 
+def test_train_sh_mvq_dec_regresses_the_decoded_indexes(fake_env):
+    """mvq-dec: the MVQ-KD cuts, no codebook cross-entropy, the distill stage's quantizer."""
+    work, env, log = fake_env
+    args = ["--systems", "mvq-dec", "--vocab-size", "256", "--codebook-label-smoothing", "0.2"]
+    proc = _run("train.sh", args, work, env)
+    assert proc.returncode == 1 and "mvq-dec: quantizer not found: data/vq/quantizer.pt" in proc.stderr
+    (work / "data/vq/quantizer.pt").write_bytes(b"")
+    proc = _run("train.sh", args, work, env)
+    assert proc.returncode == 0, proc.stderr
+    (call,) = _calls(log)
+    assert " --train-cuts data/vq/librispeech_cuts_train-clean-100.jsonl.gz " in call["args"]
+    assert " --exp-dir exp/mvq-dec " in call["args"]
+    assert " --kd mvq --codebook-loss-scale 0 --quantizer data/vq/quantizer.pt " in call["args"]
+    assert "label-smoothing" not in call["args"]
+
+
 def test_train_sh_refuses_a_bad_kd_normalize(fake_env):
     work, env, log = fake_env
     proc = _run("train.sh", ["--systems", "l2", "--kd-normalize", "yes", "--vocab-size", "256"], work, env)

@@ -25,6 +25,7 @@ from mvqkd.decode.results import read_wer
 
 TEST_SETS = ("test-clean", "test-other", "dev-clean")
 LABELS = {"baseline": "baseline (no KD)", "mvq": "MVQ-KD (codebook indexes)",
+          "mvq-dec": "MVQ-KD, decoded regression (the same indexes)",
           "l2": "L2-KD (standardised float embeddings)",
           "l2-pca": "L2-KD at the indexes' storage (PCA, float16)"}
 

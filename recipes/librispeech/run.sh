@@ -42,7 +42,7 @@ codebook_loss_scale=""    # MVQ-KD students (mvqkd train --codebook-loss-scale; 
 codebook_label_smoothing=0.2  # MVQ-KD students: label smoothing of the codebook CE (chosen on dev-clean, mean of 2 seeds)
 seeds="1 2"               # one student per system and seed; results are averaged over seeds
 student_jobs=2            # students trained (and decoded) at the same time, nj / student_jobs threads each
-systems="baseline mvq l2 l2-pca"  # l2-pca: L2-KD at the storage of the MVQ indexes
+systems="baseline mvq l2 l2-pca"  # l2-pca: L2-KD at the storage of the MVQ indexes; also: mvq-dec (the indexes regressed through the quantizer's decoder)
 decode_method=modified_beam_search  # or greedy_search, fast_beam_search
 decode_avg=1              # checkpoints averaged for decoding (epochs num_epochs-avg+1 .. num_epochs)
 
@@ -160,7 +160,9 @@ if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
   log "Stage 7: results"
   read -r -a system_list <<< "$systems"
   read -r -a seed_list <<< "$seeds"
+  stores=(--store "mvq=$data_dir/vq/train-clean-100/shards" --store "l2=$data_dir/kd/shards" \
+    --store "l2-pca=$data_dir/kd_pca")
+  [[ " $systems " != *" mvq-dec "* ]] || stores+=(--store "mvq-dec=$data_dir/vq/train-clean-100/shards")
   mvqkd summarize --exp-root "$exp_root" --systems "${system_list[@]}" --seeds "${seed_list[@]}" \
-    --method "$decode_method" --store "mvq=$data_dir/vq/train-clean-100/shards" --store "l2=$data_dir/kd/shards" \
-    --store "l2-pca=$data_dir/kd_pca"
+    --method "$decode_method" "${stores[@]}"
 fi

@@ -2,6 +2,9 @@
 # Train transducer students on LibriSpeech train-clean-100, one per --systems entry:
 #   baseline  no distillation (--kd none) on the fbank cuts          -> EXP_ROOT/baseline
 #   mvq       MVQ-KD on the extracted codebook indexes (--mvq-cuts)  -> EXP_ROOT/mvq
+#   mvq-dec   the same indexes, regressed through the quantizer's decoder (standardised L2
+#             on quantizer.decode(indexes), no codebook cross-entropy; --quantizer, default
+#             DATA/vq/quantizer.pt)                                   -> EXP_ROOT/mvq-dec
 #   l2        L2-KD regressing stored float teacher embeddings (--kd-cuts, written by
 #             `mvqkd dump-embeddings --all`), each dimension standardised over the
 #             training frames (mvqkd train's default; --kd-normalize false: raw) -> EXP_ROOT/l2
@@ -39,6 +42,7 @@ codebook_loss_scale=""
 codebook_label_smoothing=""  # MVQ-KD: label smoothing of the codebook cross-entropy (mvqkd train's default 0)
 quantizer_id=""
 num_codebooks=""
+quantizer=""              # mvq-dec: the quantizer that wrote the indexes (default DATA/vq/quantizer.pt)
 num_workers=""
 seed=""
 extra_args=""   # passed to every `mvqkd train`, e.g. "--sigma-reparam --save-every-n 4000"
@@ -53,6 +57,7 @@ train_cuts=$(fbank_cuts "$train_part")
 [ -n "$kd_cuts" ] || kd_cuts=$(vq_cuts "$data_dir/kd" "$train_part")
 [ -n "$kd_pca_cuts" ] || kd_pca_cuts=$(vq_cuts "$data_dir/kd_pca" "$train_part")
 valid_cuts=$(fbank_cuts "$valid_part")
+[ -n "$quantizer" ] || quantizer="$data_dir/vq/quantizer.pt"
 
 run_train() {  # run_train SYSTEM CUTS ARGS...: train EXP_ROOT/SYSTEM
   local exp_dir="$exp_root/$1" cuts=$2
@@ -90,6 +95,14 @@ for system in $systems; do
       add_opt args --num-codebooks "$num_codebooks"
       log "MVQ-KD student (${args[*]}) on $mvq_cuts -> $exp_root/mvq"
       run_train mvq "$mvq_cuts" "${args[@]}" ;;
+    mvq-dec)
+      [ -f "$quantizer" ] || die "mvq-dec: quantizer not found: $quantizer (distill.sh writes it; or pass --quantizer)"
+      args=(--kd mvq --codebook-loss-scale 0 --quantizer "$quantizer")
+      add_opt args --kd-loss-scale "$kd_loss_scale"
+      add_opt args --quantizer-id "$quantizer_id"
+      add_opt args --num-codebooks "$num_codebooks"
+      log "MVQ-KD, decoded regression (${args[*]}) on $mvq_cuts -> $exp_root/mvq-dec"
+      run_train mvq-dec "$mvq_cuts" "${args[@]}" ;;
     l1 | l2 | cosine)
       args=(--kd "$system")
       add_opt args --kd-loss-scale "$kd_loss_scale"
@@ -102,7 +115,7 @@ for system in $systems; do
       add_flag args --kd-normalize "$kd_normalize"
       log "L2-KD at the indexes' storage (${args[*]}) on $kd_pca_cuts -> $exp_root/l2-pca"
       run_train l2-pca "$kd_pca_cuts" "${args[@]}" ;;
-    *) die "unknown system '$system' (baseline, mvq, l1, l2, cosine, l2-pca)" ;;
+    *) die "unknown system '$system' (baseline, mvq, mvq-dec, l1, l2, cosine, l2-pca)" ;;
   esac
 done
 
