@@ -28,10 +28,10 @@ import numpy as np
 
 from mvqkd.conventions import SAMPLE_RATE
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 from tests.speech import speech  # the recording the chunking test uses
 
-REPO = Path(__file__).resolve().parents[1]
 RUSAGE = ("import resource, subprocess, sys, json; p = subprocess.run(sys.argv[1:]); "
           "print(json.dumps({'rc': p.returncode, 'maxrss_mib': "
           "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))")
@@ -141,25 +141,28 @@ def sensitivity(teacher_dir: Path, quantizers: dict, layer: int) -> None:
 
     teacher = load_teacher(teacher_dir, device="cpu")
     qs = {m: load_quantizer(q) for m, q in quantizers.items()}
-    whole = teacher.extract([speech(10.0)], layer)[0]
+    wav = speech(10.0)
+    whole = teacher.extract([wav], layer)[0]
     den = float(((whole - whole.mean(0)) ** 2).sum())
+
+    def rel(x) -> float:  # relative squared error against the whole-file embeddings
+        return float(((x - whole) ** 2).sum()) / den
+
     ref = {m: q.encode(whole) for m, q in qs.items()}
     cases = {f"noise {eps:g} std": whole + eps * whole.std(0) * torch.randn(
         whole.shape, generator=torch.Generator().manual_seed(0)) for eps in (1e-3, 3e-3, 1e-2)}
     fps = round(1 / TEACHER_FRAME_SHIFT)
     for win, ctx in WINDOWS:
-        cases[f"chunked {win} s, {ctx} s context"] = teacher.extract_chunked(
-            speech(10.0), layer, win * fps, ctx * fps)
+        cases[f"chunked {win} s, {ctx} s context"] = teacher.extract_chunked(wav, layer, win * fps, ctx * fps)
+    additive = qs["lsq"]
     print("\n| embeddings vs whole-file pass | rel. sq. error | additive equal | product equal | "
           "additive codes' error vs whole-file embedding (whole-file codes: "
-          f"{float(((qs['lsq'].decode(ref['lsq']) - whole) ** 2).sum()) / den:.5f}) |")
+          f"{rel(additive.decode(ref['lsq'])):.5f}) |")
     print("|---|---|---|---|---|")
     for name, x in cases.items():
         eq = {m: f"{100 * float((q.encode(x) == ref[m]).float().mean()):.2f}%" for m, q in qs.items()}
-        err = float(((qs["lsq"].decode(qs["lsq"].encode(x)) - whole) ** 2).sum()) / den
-        print(f"| {name} | {float(((x - whole) ** 2).sum()) / den:.1e} | {eq['lsq']} | {eq['product']} | "
-              f"{err:.5f} |", flush=True)
-
+        print(f"| {name} | {rel(x):.1e} | {eq['lsq']} | {eq['product']} | "
+              f"{rel(additive.decode(additive.encode(x))):.5f} |", flush=True)
 
 if __name__ == "__main__":
     sys.exit(main())

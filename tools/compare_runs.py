@@ -75,13 +75,14 @@ def main() -> int:
         a, b = args.run_a / rel, args.run_b / rel
         if not a.is_file() or not b.is_file():
             continue
+        sha_a, sha_b = sha(a), sha(b)
         if a.suffix == ".h5":
             ok, what = same_h5(a, b)
         elif a.suffix == ".pt":
             ok, what = same_pt(a, b)
         else:
-            ok, what = sha(a) == sha(b), f"sha256 {sha(a)}"
-        rows.append((rel, ok, sha(a) == sha(b), what))
+            ok, what = sha_a == sha_b, f"sha256 {sha_a}"
+        rows.append((rel, ok, sha_a == sha_b, what))
     print("| file | contents identical | bytes identical | compared |\n|---|---|---|---|")
     for rel, ok, same_bytes, what in rows:
         print(f"| {rel} | {ok} | {same_bytes} | {what} |")

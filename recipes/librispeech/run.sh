@@ -160,9 +160,9 @@ if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
   log "Stage 7: results"
   read -r -a system_list <<< "$systems"
   read -r -a seed_list <<< "$seeds"
-  stores=(--store "mvq=$data_dir/vq/train-clean-100/shards" --store "l2=$data_dir/kd/shards" \
-    --store "l2-pca=$data_dir/kd_pca")
-  [[ " $systems " != *" mvq-dec "* ]] || stores+=(--store "mvq-dec=$data_dir/vq/train-clean-100/shards")
+  indexes="$data_dir/vq/train-clean-100/shards"  # what mvq and mvq-dec read
+  stores=(--store "mvq=$indexes" --store "l2=$data_dir/kd/shards" --store "l2-pca=$data_dir/kd_pca")
+  [[ " $systems " != *" mvq-dec "* ]] || stores+=(--store "mvq-dec=$indexes")
   mvqkd summarize --exp-root "$exp_root" --systems "${system_list[@]}" --seeds "${seed_list[@]}" \
     --method "$decode_method" "${stores[@]}"
 fi
