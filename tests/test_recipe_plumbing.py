@@ -135,21 +135,25 @@ def _max_overlap(calls: list[dict]) -> int:
 
 def test_run_sh_trains_and_decodes_every_student_two_at_a_time(fake_env):
     work, env, log = fake_env
+    (work / "data/vq").mkdir(parents=True, exist_ok=True)
+    (work / "data/vq/quantizer.pt").write_bytes(b"")  # mvq-dec reads it at training time
     proc = _run("run.sh", ["--stage", "5", "--stop-stage", "6", "--codebook-loss-scale", "0.05"],
                 work, env)
     assert proc.returncode == 0, proc.stderr
     calls = _calls(log)
     train = [c for c in calls if c["args"].startswith(" train ")]
     decode = [c for c in calls if c["args"].startswith(" decode ")]
-    assert len(train) == 8 and len(decode) == 8  # 4 systems x seeds 1 2
+    assert len(train) == 10 and len(decode) == 10  # 5 systems x seeds 1 2
     assert all(c["end"] is not None and c["omp"] == "1" for c in calls)
     assert _max_overlap(train) == 2 and _max_overlap(decode) == 2
     assert max(c["end"] for c in train) < min(c["start"] for c in decode)
     for seed in (1, 2):
         mine = {c["args"].split(" --exp-dir ")[1].split()[0].split("/")[-1]: c["args"] for c in train
                 if f" --exp-dir exp/seed{seed}/" in c["args"]}
-        assert set(mine) == {"baseline", "mvq", "l2", "l2-pca"}
+        assert set(mine) == {"baseline", "mvq", "mvq-dec", "l2", "l2-pca"}
         assert " --kd none " in mine["baseline"] and " --kd mvq " in mine["mvq"]
+        assert " --kd mvq " in mine["mvq-dec"] and " --codebook-loss-scale 0 " in mine["mvq-dec"]
+        assert " --quantizer data/vq/quantizer.pt " in mine["mvq-dec"] and "--quantizer" not in mine["mvq"]
         assert " --kd l2 " in mine["l2"] and " --kd l2 " in mine["l2-pca"] and "data/kd_pca/" in mine["l2-pca"]
         assert all(" --sigma-reparam " in a and " --no-spec-augment " in a for a in mine.values())
         assert "kd-normalize" not in mine["l2"]  # mvqkd train's default: standardised
@@ -157,26 +161,26 @@ def test_run_sh_trains_and_decodes_every_student_two_at_a_time(fake_env):
         assert "label-smoothing" not in mine["l2"] + mine["baseline"]
         assert f" --seed {seed} " in mine["baseline"] and "data/kd/" in mine["l2"]
     dirs = sorted(c["args"].split(" --exp-dir ")[1].split()[0] for c in decode)
-    assert dirs == sorted(f"exp/seed{s}/{m}" for s in (1, 2) for m in ("baseline", "mvq", "l2", "l2-pca"))
+    assert dirs == sorted(f"exp/seed{s}/{m}" for s in (1, 2) for m in ("baseline", "mvq", "mvq-dec", "l2", "l2-pca"))
     assert all(" --epoch 5 " in c["args"] and " --avg 1 " in c["args"] for c in decode)
     assert all((work / d / "decode.out").is_file() for d in dirs)
     # a re-run skips the trained students
     log.unlink()
     proc = _run("run.sh", ["--stage", "5", "--stop-stage", "5"], work, env)
     assert proc.returncode == 0 and not log.exists()
-    assert proc.stdout.count("already trained") == 8
+    assert proc.stdout.count("already trained") == 10
 
 
 def test_run_sh_reports_a_failed_decode(fake_env):
     work, env, log = fake_env
     for s in (1, 2):
-        for m in ("baseline", "mvq", "l2", "l2-pca"):
+        for m in ("baseline", "mvq", "mvq-dec", "l2", "l2-pca"):
             (work / f"exp/seed{s}/{m}").mkdir(parents=True)
     env["FAKE_FAIL"] = "--exp-dir exp/seed2/mvq "
     proc = _run("run.sh", ["--stage", "6", "--stop-stage", "6"], work, env)
     assert proc.returncode != 0
     assert "stage 6 failed for Stage 6: decode mvq seed 2 (log: exp/seed2/mvq/decode.out)" in proc.stderr
-    assert len([c for c in _calls(log) if c["args"].startswith(" decode ")]) == 8  # the rest ran
+    assert len([c for c in _calls(log) if c["args"].startswith(" decode ")]) == 10  # the rest ran
 
 
 def test_run_sh_budgets_are_counts_not_seconds(fake_env):

@@ -42,7 +42,7 @@ codebook_loss_scale=""    # MVQ-KD students (mvqkd train --codebook-loss-scale; 
 codebook_label_smoothing=0.2  # MVQ-KD students: label smoothing of the codebook CE (chosen on dev-clean, mean of 2 seeds)
 seeds="1 2"               # one student per system and seed; results are averaged over seeds
 student_jobs=2            # students trained (and decoded) at the same time, nj / student_jobs threads each
-systems="baseline mvq l2 l2-pca"  # l2-pca: L2-KD at the storage of the MVQ indexes; also: mvq-dec (the indexes regressed through the quantizer's decoder)
+systems="baseline mvq mvq-dec l2 l2-pca"  # mvq-dec: the MVQ indexes regressed through the quantizer's decoder; l2-pca: L2-KD at the storage of the indexes
 decode_method=modified_beam_search  # or greedy_search, fast_beam_search
 decode_avg=1              # checkpoints averaged for decoding (epochs num_epochs-avg+1 .. num_epochs)
 
