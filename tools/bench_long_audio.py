@@ -30,7 +30,7 @@ from mvqkd.conventions import SAMPLE_RATE
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from tests.speech import speech  # the recording the chunking test uses
+from tests.speech import speech  # noqa: E402  (the recording the chunking test uses)
 
 RUSAGE = ("import resource, subprocess, sys, json; p = subprocess.run(sys.argv[1:]); "
           "print(json.dumps({'rc': p.returncode, 'maxrss_mib': "

@@ -30,9 +30,9 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-logger = logging.getLogger(__name__)
-
 from mvqkd.conventions import SAMPLE_RATE, TEACHER_FRAME_SHIFT, TEACHER_MIN_SAMPLES, TEACHER_STRIDE
+
+logger = logging.getLogger(__name__)
 
 _CTC_ARCH_SUFFIXES = ("ForCTC", "ForSequenceClassification", "ForPreTraining", "ForXVector")
 #: transformers model types with a 50 Hz convolutional front-end on the raw waveform

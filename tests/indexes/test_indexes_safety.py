@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 from lhotse import CutSet
 
-from mvqkd.cli import main as cli
 from mvqkd.indexes.run import check_cut_ids, run_extraction
 from mvqkd.indexes.store import OutDirLock
 from mvqkd.indexes.targets import INDEXES, TargetSpec

@@ -20,7 +20,7 @@ def data(tmp_path_factory):
     d = tmp_path_factory.mktemp("traindata")
     make_synthetic_cuts(d, num_cuts=8, min_duration=0.8, max_duration=1.4, num_codebooks=4,
                         codebook_size=16, embedding_dim=6)
-    bpe = train_tiny_bpe([" ".join(WORDS)] * 3, d / "bpe", 30)
+    train_tiny_bpe([" ".join(WORDS)] * 3, d / "bpe", 30)
     return d
 
 
