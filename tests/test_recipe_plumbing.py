@@ -105,6 +105,11 @@ def test_train_sh_mvq_dec_regresses_the_decoded_indexes(fake_env):
     assert " --exp-dir exp/mvq-dec " in call["args"]
     assert " --kd mvq --codebook-loss-scale 0 --quantizer data/vq/quantizer.pt " in call["args"]
     assert "label-smoothing" not in call["args"]
+    assert "--kd-loss-scale" not in call["args"]  # mvqkd train's default
+    log.unlink()
+    proc = _run("train.sh", args + ["--kd-loss-scale", "3", "--mvq-dec-loss-scale", "2.0"], work, env)
+    (call,) = _calls(log)
+    assert proc.returncode == 0 and " --kd-loss-scale 2.0 " in call["args"]  # its own scale wins
 
 
 def test_train_sh_refuses_a_bad_kd_normalize(fake_env):
@@ -154,6 +159,8 @@ def test_run_sh_trains_and_decodes_every_student_two_at_a_time(fake_env):
         assert " --kd none " in mine["baseline"] and " --kd mvq " in mine["mvq"]
         assert " --kd mvq " in mine["mvq-dec"] and " --codebook-loss-scale 0 " in mine["mvq-dec"]
         assert " --quantizer data/vq/quantizer.pt " in mine["mvq-dec"] and "--quantizer" not in mine["mvq"]
+        assert " --kd-loss-scale 2.0 " in mine["mvq-dec"]  # run.sh's choice for mvq-dec only
+        assert not any("--kd-loss-scale" in mine[m] for m in ("baseline", "mvq", "l2", "l2-pca"))
         assert " --kd l2 " in mine["l2"] and " --kd l2 " in mine["l2-pca"] and "data/kd_pca/" in mine["l2-pca"]
         assert all(" --sigma-reparam " in a and " --no-spec-augment " in a for a in mine.values())
         assert "kd-normalize" not in mine["l2"]  # mvqkd train's default: standardised

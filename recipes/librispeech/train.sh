@@ -43,6 +43,7 @@ codebook_label_smoothing=""  # MVQ-KD: label smoothing of the codebook cross-ent
 quantizer_id=""
 num_codebooks=""
 quantizer=""              # mvq-dec: the quantizer that wrote the indexes (default DATA/vq/quantizer.pt)
+mvq_dec_loss_scale=""     # mvq-dec: scale of its regression (default: --kd-loss-scale, else mvqkd train's 1.0)
 num_workers=""
 seed=""
 extra_args=""   # passed to every `mvqkd train`, e.g. "--sigma-reparam --save-every-n 4000"
@@ -98,7 +99,7 @@ for system in $systems; do
     mvq-dec)
       [ -f "$quantizer" ] || die "mvq-dec: quantizer not found: $quantizer (distill.sh writes it; or pass --quantizer)"
       args=(--kd mvq --codebook-loss-scale 0 --quantizer "$quantizer")
-      add_opt args --kd-loss-scale "$kd_loss_scale"
+      add_opt args --kd-loss-scale "${mvq_dec_loss_scale:-$kd_loss_scale}"
       add_opt args --quantizer-id "$quantizer_id"
       add_opt args --num-codebooks "$num_codebooks"
       log "MVQ-KD, decoded regression (${args[*]}) on $mvq_cuts -> $exp_root/mvq-dec"
