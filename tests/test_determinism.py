@@ -38,3 +38,34 @@ def test_quantizer_with_an_iteration_budget_repeats_bit_for_bit():
     assert torch.equal(a.codebooks, b.codebooks) and torch.equal(a.mean, b.mean)
     assert torch.equal(a.encode(x), b.encode(x))
     assert a.history["args"]["iters_done"] == 2
+
+
+def test_passive_openmp_waiting_trains_the_same_quantizer(tmp_path):
+    """``OMP_WAIT_POLICY=PASSIVE`` (the advice for shared machines, docs/RESULTS.md) changes how
+    idle threads wait, not what they compute: a quantizer trained in a fresh process with it
+    and 2 threads equals one trained here."""
+    import os
+    import subprocess
+    import sys
+
+    from mvqkd.quantizer import load_quantizer, train_quantizer
+
+    script = (
+        "import sys, torch\n"
+        "from mvqkd.quantizer import train_quantizer\n"
+        "torch.set_num_threads(2)\n"
+        "x = torch.randn(3000, 24, generator=torch.Generator().manual_seed(0))\n"
+        "train_quantizer(x, 4, 32, iters=2, seed=5, progress=False).save(sys.argv[1])\n"
+    )
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "2"}
+    subprocess.run([sys.executable, "-c", script, str(tmp_path / "q.pt")], env=env, check=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        x = torch.randn(3000, 24, generator=torch.Generator().manual_seed(0))
+        here = train_quantizer(x, 4, 32, iters=2, seed=5, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    there = load_quantizer(tmp_path / "q.pt")
+    assert torch.equal(here.codebooks, there.codebooks) and torch.equal(here.mean, there.mean)
+    assert torch.equal(here.encode(x), there.encode(x))
