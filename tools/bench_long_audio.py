@@ -164,5 +164,6 @@ def sensitivity(teacher_dir: Path, quantizers: dict, layer: int) -> None:
         print(f"| {name} | {rel(x):.1e} | {eq['lsq']} | {eq['product']} | "
               f"{rel(additive.decode(additive.encode(x))):.5f} |", flush=True)
 
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -123,9 +123,12 @@ def summarize(exp_root: Path, systems: list[str], method: str, stores: dict[str,
     md = "\n".join(lines) + "\n"
     if stores:
         md += "\n| teacher labels | bytes on disk | hours of audio | MB per hour |\n|---|---|---|---|\n"
-        sizes = {name: store_size(folder) for name, folder in stores.items()}
+        folders = set(stores.values())  # mvq and mvq-dec read the same indexes: measure them once
+        size_of = {f: store_size(f) for f in folders}
+        hours_of = {f: manifest_hours(f) for f in folders}
+        sizes = {name: size_of[folder] for name, folder in stores.items()}
         for name, folder in stores.items():
-            size, hours = sizes[name], manifest_hours(folder)
+            size, hours = sizes[name], hours_of[folder]
             md += f"| {name} ({folder}) | {size:,} | {hours:.2f} | {size / 1e6 / hours if hours else 0:.2f} |\n"
         if sizes.get("mvq"):
             md += "\n" + "".join(f"{name} labels take {sizes[name] / sizes['mvq']:.2f}x the bytes of the MVQ "
