@@ -1,14 +1,21 @@
 #!/usr/bin/env python
 """Did two runs of the demo (run.sh) produce the same models and labels?
 
-Compares, between two run directories, the teacher (``exp/teacher/model.safetensors`` by
-sha256), every ``.pt`` (tensors by ``torch.equal``, loaded with ``weights_only=True``) and
-``.h5`` file (arrays by ``numpy.array_equal``) under ``data/vq``, ``data/kd`` and
-``data/kd_pca``, and the students' checkpoints ``exp/seed*/*/epoch-*.pt`` (their tensors);
-files missing from the second run are skipped. Contents, not bytes, decide: a quantizer
-file's id or an HDF5 timestamp may differ while every tensor is the same (both are shown).
+Compares, between two run directories, the teacher (``exp/teacher/model.safetensors``),
+every ``.pt`` and ``.h5`` file under ``data/vq``, ``data/kd`` and ``data/kd_pca``, and the
+students' checkpoints ``exp/seed*/*/epoch-*.pt``; files missing from the second run are
+skipped. Contents, not bytes, decide: each file gets a *content digest* (sha256 over its
+tensors' names, dtypes, shapes and values, loaded with ``weights_only=True``; over an HDF5
+file's dataset names and arrays; over the bytes of the safetensors file), so a quantizer
+file's id or an HDF5 timestamp may differ while the contents are the same (byte equality
+is shown too).
 
-    python tools/compare_runs.py RUN_A RUN_B
+A run can also be checked against a *manifest* (one ``path<TAB>content digest`` line per
+file), so that a later run can be compared with one whose directory is gone:
+
+    python tools/compare_runs.py RUN_A RUN_B                  # two run directories
+    python tools/compare_runs.py --write-manifest RUN > M.tsv # record a run's contents
+    python tools/compare_runs.py M.tsv RUN_B                  # a run against a manifest
 Prints a markdown table and "N/M identical"; exit status 1 when any compared file differs.
 """
 
@@ -20,18 +27,17 @@ import sys
 from pathlib import Path
 
 
-def sha(p: Path) -> str:
+def file_sha(p: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()[:16]
 
 
-def same_h5(a: Path, b: Path) -> tuple[bool, str]:
-    import h5py
+def _update(h, name: str, array) -> None:
+    """Feed one named array (numpy) into the hash: its name, dtype, shape and bytes."""
     import numpy as np
 
-    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
-        if sorted(fa) != sorted(fb):
-            return False, "different keys"
-        return all(np.array_equal(fa[k][()], fb[k][()]) for k in fa), f"{len(fa)} arrays"
+    a = np.ascontiguousarray(array)
+    h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+    h.update(a.tobytes())
 
 
 def tensors(obj, prefix=""):
@@ -47,14 +53,32 @@ def tensors(obj, prefix=""):
             yield from tensors(v, f"{prefix}/{i}")
 
 
-def same_pt(a: Path, b: Path) -> tuple[bool, str]:
-    import torch
+def content_digest(p: Path) -> tuple[str, str]:
+    """(digest of the file's contents, what was hashed) for a .pt, .h5 or other file."""
+    h = hashlib.sha256()
+    if p.suffix == ".pt":
+        import torch
 
-    ta = dict(tensors(torch.load(a, map_location="cpu", weights_only=True)))
-    tb = dict(tensors(torch.load(b, map_location="cpu", weights_only=True)))
-    if ta.keys() != tb.keys():
-        return False, "different tensor names"
-    return all(torch.equal(ta[k], tb[k]) for k in ta), f"{len(ta)} tensors"
+        named = dict(tensors(torch.load(p, map_location="cpu", weights_only=True)))
+        for name in sorted(named):
+            t = named[name].detach().cpu()
+            _update(h, name, t.view(torch.uint8) if t.dtype == torch.bfloat16 else t.numpy())
+        return h.hexdigest()[:16], f"{len(named)} tensors"
+    if p.suffix == ".h5":
+        import h5py
+
+        arrays = {}
+
+        def keep(name, obj):
+            if isinstance(obj, h5py.Dataset):
+                arrays[name] = obj[()]
+
+        with h5py.File(p, "r") as f:
+            f.visititems(keep)
+        for name in sorted(arrays):
+            _update(h, name, arrays[name])
+        return h.hexdigest()[:16], f"{len(arrays)} arrays"
+    return file_sha(p), "file bytes"
 
 
 def files_to_compare(run: Path) -> list[Path]:
@@ -62,27 +86,50 @@ def files_to_compare(run: Path) -> list[Path]:
     for d in ("data/vq", "data/kd", "data/kd_pca"):
         rels += sorted(p.relative_to(run) for p in (run / d).rglob("*") if p.suffix in (".h5", ".pt"))
     rels += sorted(p.relative_to(run) for p in run.glob("exp/seed*/*/epoch-*.pt"))
-    return rels
+    return [r for r in rels if (run / r).is_file()]
+
+
+def read_manifest(path: Path) -> dict[str, str]:
+    out = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        parts = line.split("\t")
+        if len(parts) != 2:
+            raise SystemExit(f"ERROR: {path}:{n}: expected 'path<TAB>digest', got {line!r}")
+        out[parts[0]] = parts[1]
+    return out
+
+
+def digests(run: Path) -> dict[str, tuple[str, str, str]]:
+    """path -> (content digest, file sha256, what) for every file of a run directory."""
+    out = {}
+    for rel in files_to_compare(run):
+        digest, what = content_digest(run / rel)
+        out[str(rel)] = (digest, file_sha(run / rel), what)
+    return out
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("run_a", type=Path)
-    ap.add_argument("run_b", type=Path)
+    ap.add_argument("run_a", type=Path, help="a run directory, or a manifest written by --write-manifest")
+    ap.add_argument("run_b", type=Path, nargs="?", help="the run directory to compare with it")
+    ap.add_argument("--write-manifest", action="store_true", help="print RUN_A's manifest instead")
     args = ap.parse_args()
-    rows = []
-    for rel in files_to_compare(args.run_a):
-        a, b = args.run_a / rel, args.run_b / rel
-        if not a.is_file() or not b.is_file():
-            continue
-        sha_a, sha_b = sha(a), sha(b)
-        if a.suffix == ".h5":
-            ok, what = same_h5(a, b)
-        elif a.suffix == ".pt":
-            ok, what = same_pt(a, b)
-        else:
-            ok, what = sha_a == sha_b, f"sha256 {sha_a}"
-        rows.append((rel, ok, sha_a == sha_b, what))
+    if args.write_manifest:
+        print("# path\tcontent digest (tools/compare_runs.py)")
+        for rel, (digest, _, _) in digests(args.run_a).items():
+            print(f"{rel}\t{digest}")
+        return 0
+    if args.run_b is None:
+        ap.error("give two runs (or a manifest and a run), or --write-manifest RUN")
+    if args.run_a.is_file():
+        a = {rel: (d, None, "manifest") for rel, d in read_manifest(args.run_a).items()}
+    else:
+        a = digests(args.run_a)
+    b = digests(args.run_b)
+    rows = [(rel, a[rel][0] == b[rel][0], a[rel][1] == b[rel][1] if a[rel][1] else "-", b[rel][2])
+            for rel in a if rel in b]
     print("| file | contents identical | bytes identical | compared |\n|---|---|---|---|")
     for rel, ok, same_bytes, what in rows:
         print(f"| {rel} | {ok} | {same_bytes} | {what} |")
