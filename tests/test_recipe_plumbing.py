@@ -178,6 +178,16 @@ def test_run_sh_trains_and_decodes_every_student_two_at_a_time(fake_env):
     assert proc.stdout.count("already trained") == 10
 
 
+def test_run_sh_results_read_the_decode_of_its_own_checkpoints(fake_env):
+    """Stage 7 names the checkpoints stage 6 decoded (epoch, avg), so a folder that also holds
+    a decode with other checkpoints (a re-run with another --decode-avg) is read right."""
+    work, env, log = fake_env
+    proc = _run("run.sh", ["--stage", "7", "--stop-stage", "7", "--decode-avg", "2"], work, env)
+    assert proc.returncode == 0, proc.stderr
+    (summarize,) = [c["args"] for c in _calls(log) if c["args"].startswith(" summarize ")]
+    assert " --checkpoints epoch-5-avg-2 " in summarize and " --method modified_beam_search " in summarize
+
+
 def test_run_sh_reports_a_failed_decode(fake_env):
     work, env, log = fake_env
     for s in (1, 2):

@@ -165,5 +165,5 @@ if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
   stores=(--store "mvq=$indexes" --store "l2=$data_dir/kd/shards" --store "l2-pca=$data_dir/kd_pca")
   [[ " $systems " != *" mvq-dec "* ]] || stores+=(--store "mvq-dec=$indexes")
   mvqkd summarize --exp-root "$exp_root" --systems "${system_list[@]}" --seeds "${seed_list[@]}" \
-    --method "$decode_method" "${stores[@]}"
+    --method "$decode_method" --checkpoints "epoch-$num_epochs-avg-$decode_avg" "${stores[@]}"
 fi

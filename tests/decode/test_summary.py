@@ -62,3 +62,21 @@ def test_equal_storage_row_dev_ratio_and_storage(tool, tmp_path):
     assert "| 40.00 | - | 45.00 |" in rows["L2-KD at the indexes' storage (PCA, float16)"]
     assert "l2 labels take 24.00x the bytes of the MVQ indexes." in md
     assert "l2-pca labels take 1.00x the bytes of the MVQ indexes." in md
+
+
+def test_checkpoints_pick_one_decode_among_several(tool, tmp_path):
+    """A folder decoded from epoch 5 alone and from epochs 4-5 averaged: --checkpoints chooses
+    by the file suffix's leading epoch-E-avg-A; without it the choice is refused."""
+    folder = tmp_path / "mvq" / "modified_beam_search"
+    folder.mkdir(parents=True)
+    for avg, wer in ((1, 30.0), (2, 27.5)):
+        write_wer_summary(folder / f"wer-summary-test-clean-epoch-5-avg-{avg}-modified_beam_search-beam-size-4.txt",
+                          {"beam_size_4": wer})
+    _, wers = tool.summarize(tmp_path, ["mvq"], "modified_beam_search", {}, checkpoints="epoch-5-avg-2")
+    assert wers["mvq"]["test-clean"] == [27.5]
+    _, wers = tool.summarize(tmp_path, ["mvq"], "modified_beam_search", {}, checkpoints="epoch-5-avg-1")
+    assert wers["mvq"]["test-clean"] == [30.0]
+    _, wers = tool.summarize(tmp_path, ["mvq"], "modified_beam_search", {}, checkpoints="epoch-4-avg-1")
+    assert wers["mvq"]["test-clean"] == []
+    with pytest.raises(ValueError, match="several decodes of test-clean"):
+        tool.summarize(tmp_path, ["mvq"], "modified_beam_search", {})
