@@ -70,8 +70,8 @@ def test_checkpoints_pick_one_decode_among_several(tool, tmp_path):
     folder = tmp_path / "mvq" / "modified_beam_search"
     folder.mkdir(parents=True)
     for avg, wer in ((1, 30.0), (2, 27.5)):
-        write_wer_summary(folder / f"wer-summary-test-clean-epoch-5-avg-{avg}-modified_beam_search-beam-size-4.txt",
-                          {"beam_size_4": wer})
+        name = f"wer-summary-test-clean-epoch-5-avg-{avg}-modified_beam_search-beam-size-4.txt"
+        write_wer_summary(folder / name, {"beam_size_4": wer})
     _, wers = tool.summarize(tmp_path, ["mvq"], "modified_beam_search", {}, checkpoints="epoch-5-avg-2")
     assert wers["mvq"]["test-clean"] == [27.5]
     _, wers = tool.summarize(tmp_path, ["mvq"], "modified_beam_search", {}, checkpoints="epoch-5-avg-1")
