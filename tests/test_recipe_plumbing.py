@@ -186,6 +186,22 @@ def test_run_sh_results_read_the_decode_of_its_own_checkpoints(fake_env):
     assert proc.returncode == 0, proc.stderr
     (summarize,) = [c["args"] for c in _calls(log) if c["args"].startswith(" summarize ")]
     assert " --checkpoints epoch-5-avg-2 " in summarize and " --method modified_beam_search " in summarize
+    assert "averaged" not in summarize
+
+
+def test_run_sh_decodes_and_reads_the_averaged_model_when_asked(fake_env):
+    work, env, log = fake_env
+    for s in (1, 2):
+        for m in ("baseline", "mvq"):
+            (work / f"exp/seed{s}/{m}").mkdir(parents=True)
+    proc = _run("run.sh", ["--stage", "6", "--stop-stage", "7", "--systems", "baseline mvq",
+                           "--decode-avg", "3", "--decode-averaged-model", "true"], work, env)
+    assert proc.returncode == 0, proc.stderr
+    calls = [c["args"] for c in _calls(log)]
+    decode = [a for a in calls if a.startswith(" decode ")]
+    assert len(decode) == 4 and all(" --avg 3 " in a and " --use-averaged-model " in a for a in decode)
+    (summarize,) = [a for a in calls if a.startswith(" summarize ")]
+    assert " --checkpoints epoch-5-avg-3 --use-averaged-model " in summarize
 
 
 def test_run_sh_reports_a_failed_decode(fake_env):

@@ -74,7 +74,8 @@ def _summarize(args) -> int:
 
     stores = dict((kv.split("=", 1)[0], Path(kv.split("=", 1)[1])) for kv in args.store)
     md, out = write_summary(Path(args.exp_root), args.systems, args.method, stores, args.seeds,
-                            Path(args.out) if args.out else None, args.suffix, args.checkpoints)
+                            Path(args.out) if args.out else None, args.suffix, args.checkpoints,
+                            args.use_averaged_model)
     print(md)
     print(f"(written to {out.with_suffix('.md')} and {out.with_suffix('.png')})")
     return 0
@@ -149,6 +150,9 @@ def register(subparsers) -> None:
     p.add_argument("--checkpoints", default=None, metavar="LABEL",
                    help="read the decode of these checkpoints, the suffix's leading epoch-E-avg-A or "
                         "iter-N-avg-A (e.g. epoch-5-avg-2), whatever its search settings")
+    p.add_argument("--use-averaged-model", action="store_true",
+                   help="with --checkpoints: read the decode of the averaged model (mvqkd decode "
+                        "--use-averaged-model) instead of the plain checkpoints'")
     p.add_argument("--store", action="append", default=[], metavar="NAME=DIR",
                    help="a teacher-label store to measure (HDF5 shards under DIR)")
     p.add_argument("--out", default=None, help="output prefix (default: EXP_ROOT/results)")

@@ -43,6 +43,11 @@ class DecodeConfig:
     iteration: int | None = opt(None, "decode with the --avg newest checkpoint-STEP.pt with STEP <= "
                                       "ITER averaged", flag="--iter")
     avg: int = opt(1, "number of checkpoints to average")
+    use_averaged_model: bool = opt(False, "decode the mean of the weights sampled during training "
+                                          "(mvqkd train --average-period) between epoch E-avg and E "
+                                          "(or the --avg-th step file before --iter's), icefall's "
+                                          "--use-averaged-model; the file suffix ends in "
+                                          "-use-averaged-model")
     bpe_model: str = opt("", help="sentencepiece model (default: the one stored in the checkpoint "
                                   "by mvqkd train; needed for checkpoints of mvqkd < 0.2)")
     method: list = opt(default_factory=lambda: ["greedy_search"], nargs="+", metavar="METHOD",
@@ -68,6 +73,9 @@ class DecodeConfig:
         if not self.exp_dir and not self.checkpoint:
             raise ValueError("give --exp-dir (checkpoints selected by --epoch / --iter / --avg) or "
                              "--checkpoint FILE")
+        if self.use_averaged_model and self.checkpoint:
+            raise ValueError("--use-averaged-model reads two checkpoints of --exp-dir (their running "
+                             "means); it cannot be used with --checkpoint")
         if self.checkpoint and not Path(self.checkpoint).is_file():
             raise FileNotFoundError(f"--checkpoint not found: {self.checkpoint}")
         names = [n for n, _ in self.cuts]

@@ -153,11 +153,16 @@ def run_decode(cfg: DecodeConfig) -> dict[str, dict[str, float]]:
     from mvqkd.student import checkpoint
 
     cfg.check()
-    files = [cfg.checkpoint] if cfg.checkpoint else checkpoint.select_checkpoints(
-        cfg.exp_dir, epoch=cfg.epoch, avg=cfg.avg, iteration=cfg.iteration)
+    if cfg.use_averaged_model:
+        start, end = checkpoint.averaged_checkpoint_pair(cfg.exp_dir, epoch=cfg.epoch, avg=cfg.avg,
+                                                         iteration=cfg.iteration)
+        files = [end]  # names the label; the log says which span was averaged
+    else:
+        files = [cfg.checkpoint] if cfg.checkpoint else checkpoint.select_checkpoints(
+            cfg.exp_dir, epoch=cfg.epoch, avg=cfg.avg, iteration=cfg.iteration)
     model, mcfg, last = checkpoint.load_model_for_decoding(
         cfg.exp_dir, epoch=cfg.epoch, avg=cfg.avg, iteration=cfg.iteration, device=cfg.device,
-        checkpoint=cfg.checkpoint, return_checkpoint=True)
+        checkpoint=cfg.checkpoint, return_checkpoint=True, use_averaged_model=cfg.use_averaged_model)
     sp = load_bpe(cfg.bpe_model) if cfg.bpe_model else checkpoint.checkpoint_bpe(last)
     if sp is None:
         raise ValueError(f"{files[-1]}: this checkpoint holds no BPE model (written by mvqkd < 0.2); "
@@ -170,9 +175,11 @@ def run_decode(cfg: DecodeConfig) -> dict[str, dict[str, float]]:
             out_dir = out_dir / method
         out_dir.mkdir(parents=True, exist_ok=True)
         sfx = suffix(label, method, cfg.beam_size, mcfg.context_size, **cfg.search_opts())
+        sfx += "-use-averaged-model" if cfg.use_averaged_model else ""  # icefall's
         with FileLog(out_dir / f"log-decode-{sfx}-{time.strftime('%Y-%m-%d-%H-%M-%S')}.txt"):
             logger.info("decoding with %s, %s averaged from %s", method, label,
-                        ", ".join(str(f) for f in files))
+                        f"the weights sampled between {start or 'the first step'} and {end}"
+                        if cfg.use_averaged_model else ", ".join(str(f) for f in files))
             out[method] = decode_and_score(model, dict(cfg.cuts), sp, out_dir, method=method,
                                            beam_size=cfg.beam_size, max_duration=cfg.max_duration,
                                            device=cfg.device, file_suffix=sfx, cer=cfg.cer,

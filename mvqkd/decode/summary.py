@@ -60,16 +60,18 @@ def run_dirs(exp_root: Path, system: str, seeds: list[str] | None) -> list[Path]
 
 
 def find_summary(folder: Path, test_set: str, suffix: str | None = None,
-                 checkpoints: str | None = None) -> Path | None:
+                 checkpoints: str | None = None, averaged: bool = False) -> Path | None:
     """``wer-summary-<set>-<suffix>.txt`` in ``folder``; with ``checkpoints`` (the suffix's
     leading ``epoch-E-avg-A`` / ``iter-N-avg-A``) the only summary of the set decoded from
-    those checkpoints; with neither, the only summary of the set there. Several candidates:
-    an error asking for the suffix. None when there is none."""
+    those checkpoints, with the averaged model (suffix ending ``-use-averaged-model``) or
+    without it as ``averaged`` says; with neither, the only summary of the set there.
+    Several candidates: an error asking for the suffix. None when there is none."""
     if suffix:
         path = folder / f"wer-summary-{test_set}-{suffix}.txt"
         return path if path.is_file() else None
     if checkpoints:
-        found = sorted(folder.glob(f"wer-summary-{test_set}-{checkpoints}-*.txt"))
+        found = [p for p in sorted(folder.glob(f"wer-summary-{test_set}-{checkpoints}-*.txt"))
+                 if p.stem.endswith("-use-averaged-model") == averaged]
     else:
         found = sorted(folder.glob(f"wer-summary-{test_set}-*.txt")) + sorted(
             folder.glob(f"wer-summary-{test_set}.txt"))
@@ -81,13 +83,14 @@ def find_summary(folder: Path, test_set: str, suffix: str | None = None,
 
 def mean_wers(exp_root: Path, systems: list[str], seeds: list[str] | None, method: str,
               suffix: str | None = None,
-              checkpoints: str | None = None) -> dict[str, dict[str, list[float]]]:
+              checkpoints: str | None = None, averaged: bool = False) -> dict[str, dict[str, list[float]]]:
     """system -> set -> [WER of each run that has one]."""
     out = {}
     for s in systems:
         out[s] = {}
         for t in TEST_SETS:
-            paths = [find_summary(d / method, t, suffix, checkpoints) for d in run_dirs(exp_root, s, seeds)]
+            paths = [find_summary(d / method, t, suffix, checkpoints, averaged)
+                     for d in run_dirs(exp_root, s, seeds)]
             out[s][t] = [w for p in paths if p and (w := read_wer(p)) is not None]
     return out
 
@@ -108,8 +111,8 @@ def _ratio(wers: dict, a: str, b: str, test_set: str = "test-clean") -> str:
 
 def summarize(exp_root: Path, systems: list[str], method: str, stores: dict[str, Path],
               seeds: list[str] | None = None, suffix: str | None = None,
-              checkpoints: str | None = None) -> tuple[str, dict]:
-    wers = mean_wers(exp_root, systems, seeds, method, suffix, checkpoints)
+              checkpoints: str | None = None, averaged: bool = False) -> tuple[str, dict]:
+    wers = mean_wers(exp_root, systems, seeds, method, suffix, checkpoints, averaged)
     n_runs = len(seeds) if seeds else 1
     runs = f", mean of seeds {' '.join(seeds)} (each seed)" if seeds and len(seeds) > 1 else ""
     lines = [f"| system ({method}{runs}) | " + " | ".join(TEST_SETS)
@@ -190,10 +193,11 @@ def plot(exp_root: Path, systems: list[str], wers: dict, out_png: Path,
 
 def write_summary(exp_root: Path, systems: list[str], method: str, stores: dict[str, Path],
                   seeds: list[str] | None = None, out: Path | None = None,
-                  suffix: str | None = None, checkpoints: str | None = None) -> tuple[str, Path]:
+                  suffix: str | None = None, checkpoints: str | None = None,
+                  averaged: bool = False) -> tuple[str, Path]:
     """Write ``OUT.md`` and ``OUT.png`` (default ``EXP_ROOT/results``); returns (markdown, OUT)."""
     out = out or exp_root / "results"
-    md, wers = summarize(exp_root, systems, method, stores, seeds, suffix, checkpoints)
+    md, wers = summarize(exp_root, systems, method, stores, seeds, suffix, checkpoints, averaged)
     out.with_suffix(".md").write_text(md)
     plot(exp_root, systems, wers, out.with_suffix(".png"), seeds)
     return md, out

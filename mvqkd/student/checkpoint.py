@@ -4,7 +4,9 @@ Files (docs/FORMATS.md): ``EXP/checkpoint-STEP.pt`` (every N steps) and ``EXP/ep
 (end of epoch E), each one ``torch.save`` dict with ``model`` (state dict), ``config``
 (``asdict`` of TransducerConfig), ``format_version``, ``optimizer``, ``scheduler``,
 ``sampler``, ``rng``, ``epoch``, ``step``, ``epoch_done``, ``train_info`` and, from format 2
-on, ``bpe_model`` (the tokenizer: its path and serialized bytes).
+on, ``bpe_model`` (the tokenizer: its path and serialized bytes); with ``mvqkd train
+--average-period`` also ``model_avg``, ``model_avg_count`` and ``average_period`` (the running
+mean of the weights, :mod:`mvqkd.training.averaging`).
 
 Every checkpoint is read with ``torch.load(weights_only=True)``: tensors and plain
 containers only, so a file cannot run code when it is loaded. A file that needs more (a
@@ -146,6 +148,64 @@ def select_checkpoints(exp_dir, epoch=None, avg=1, iteration=None) -> list[Path]
     return files
 
 
+def averaged_checkpoint_pair(exp_dir, epoch=None, avg=1, iteration=None) -> tuple[Path | None, Path]:
+    """The two files whose running means ``--use-averaged-model`` subtracts (icefall's rule):
+    with ``epoch``, ``epoch-(E-avg).pt`` (None for E - avg = 0: from the first step) and
+    ``epoch-E.pt``; with ``iteration``, the newest ``checkpoint-STEP.pt`` with STEP <= ITER and
+    the one ``avg`` files before it; with neither, the newest epoch file and ``avg`` before."""
+    exp_dir = Path(exp_dir)
+    if avg < 1:
+        raise ValueError(f"avg must be >= 1, got {avg}")
+    if iteration is not None:
+        files = [p for s, p in step_checkpoints(exp_dir) if s <= iteration]
+        if len(files) < avg + 1:
+            raise FileNotFoundError(f"--use-averaged-model --iter {iteration} --avg {avg} needs {avg + 1} "
+                                    f"checkpoint-STEP.pt files with STEP <= {iteration}; {exp_dir} has "
+                                    f"{len(files)}")
+        return files[-avg - 1], files[-1]
+    if epoch is None:
+        have = epoch_checkpoints(exp_dir)
+        if not have:
+            raise FileNotFoundError(f"{exp_dir}: no epoch-E.pt to decode with --use-averaged-model")
+        epoch = have[-1][0]
+    start, end = epoch - avg, exp_dir / f"epoch-{epoch}.pt"
+    if start < 0:
+        raise ValueError(f"--use-averaged-model --epoch {epoch} --avg {avg}: avg must be <= epoch")
+    needed = [end] + ([exp_dir / f"epoch-{start}.pt"] if start else [])
+    missing = [str(p) for p in needed if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"--use-averaged-model --epoch {epoch} --avg {avg} needs "
+                                f"{', '.join(missing)}")
+    return (exp_dir / f"epoch-{start}.pt" if start else None), end
+
+
+def averaged_model_between(start: str | Path | None, end: str | Path) -> dict:
+    """The mean of the weights sampled after ``start``'s step up to ``end``'s (``start`` None:
+    from the first step), from the two checkpoints' running means (``model_avg``, written
+    with ``mvqkd train --average-period``; :mod:`mvqkd.training.averaging`). Returned in the
+    dtypes of ``end``'s ``model``."""
+    last = load_checkpoint_file(end)
+    first = load_checkpoint_file(start) if start is not None else None
+    for path, ckpt in ((end, last), (start, first)):
+        if ckpt is not None and "model_avg" not in ckpt:
+            raise CheckpointError(f"{path} holds no averaged model: train with --average-period N "
+                                  f"(icefall's 200) to decode with --use-averaged-model, or leave it out")
+    n_end, n_start = int(last["model_avg_count"]), int(first["model_avg_count"]) if first else 0
+    if n_end <= n_start:
+        raise CheckpointError(f"no averaged sample between {start or 'the first step'} ({n_start} samples) "
+                              f"and {end} ({n_end}): lower --average-period or average more epochs")
+    out = {}
+    for k, ref in last["model"].items():
+        if not ref.is_floating_point():
+            out[k] = ref
+            continue
+        total = last["model_avg"][k].to(torch.float64) * n_end
+        if first is not None:
+            total = total - first["model_avg"][k].to(torch.float64) * n_start
+        out[k] = (total / (n_end - n_start)).to(ref.dtype)
+    return out
+
+
 def checkpoint_bpe(ckpt: dict):
     """The sentencepiece processor stored in a checkpoint (format 2), or None."""
     bpe = ckpt.get("bpe_model")
@@ -157,9 +217,12 @@ def checkpoint_bpe(ckpt: dict):
 
 
 def load_model_for_decoding(exp_dir, epoch=None, avg=1, iteration=None, device="cpu",
-                            checkpoint=None, return_checkpoint: bool = False):
+                            checkpoint=None, return_checkpoint: bool = False,
+                            use_averaged_model: bool = False):
     """Build the model of ``exp_dir`` with the average of the selected checkpoints (or the
-    single file ``checkpoint``, e.g. written by ``mvqkd average-checkpoints``).
+    single file ``checkpoint``, e.g. written by ``mvqkd average-checkpoints``); with
+    ``use_averaged_model``, the mean of the weights sampled over the same span instead
+    (:func:`averaged_checkpoint_pair`, :func:`averaged_model_between`).
 
     Returns ``(model in eval mode on device, TransducerConfig)``, plus the checkpoint dict
     of the last file with ``return_checkpoint``; see :func:`select_checkpoints` for which
@@ -168,12 +231,21 @@ def load_model_for_decoding(exp_dir, epoch=None, avg=1, iteration=None, device="
     from mvqkd.student import build_model
     from mvqkd.student.config import TransducerConfig
 
-    files = [Path(checkpoint)] if checkpoint else select_checkpoints(
-        exp_dir, epoch=epoch, avg=avg, iteration=iteration)
-    logger.info("averaging %d checkpoint(s): %s", len(files), ", ".join(str(p) for p in files))
-    last = load_checkpoint_file(files[-1])
+    if use_averaged_model:
+        if checkpoint:
+            raise ValueError("--use-averaged-model selects two checkpoints in --exp-dir; it cannot "
+                             "be used with --checkpoint")
+        start, end = averaged_checkpoint_pair(exp_dir, epoch=epoch, avg=avg, iteration=iteration)
+        logger.info("averaged model between %s and %s", start or "the first step", end)
+        last, weights = load_checkpoint_file(end), averaged_model_between(start, end)
+    else:
+        files = [Path(checkpoint)] if checkpoint else select_checkpoints(
+            exp_dir, epoch=epoch, avg=avg, iteration=iteration)
+        logger.info("averaging %d checkpoint(s): %s", len(files), ", ".join(str(p) for p in files))
+        last = load_checkpoint_file(files[-1])
+        weights = average_checkpoints(files) if len(files) > 1 else last["model"]
     model = build_model(last["config"])
-    model.load_state_dict(average_checkpoints(files) if len(files) > 1 else last["model"])
+    model.load_state_dict(weights)
     model.to(device).eval()
     cfg = TransducerConfig.from_dict(last["config"])
     return (model, cfg, last) if return_checkpoint else (model, cfg)

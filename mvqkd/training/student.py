@@ -54,6 +54,7 @@ class Run:
     first_sampler: object = None  # --sorta-grad: epoch 1 from the shortest cuts up
     start_epoch: int = 1
     step: int = 0
+    averager: object = None  # --average-period: RunningAverage of the weights (rank 0)
 
     def sampler_for(self, epoch: int):
         return self.first_sampler if epoch == 1 and self.first_sampler is not None else self.sampler
@@ -191,7 +192,26 @@ def build_or_resume(cfg: TrainConfig, data: TrainData, dinfo) -> Run:
         _restore(ckpt, run, dinfo, path)
     else:
         torch.manual_seed(cfg.seed + dinfo.rank)  # per-rank augmentation / dropout
+    if cfg.average_period > 0 and dinfo.is_main:
+        run.averager = _averager(cfg, model, ckpt, path)
     return run
+
+
+def _averager(cfg: TrainConfig, model, ckpt: dict | None, path):
+    """The running average of ``--average-period``, continued from the resumed checkpoint."""
+    from mvqkd.training.averaging import RunningAverage
+    from mvqkd.training.checkpoint import unwrap
+
+    if ckpt is not None and "model_avg" in ckpt:
+        if int(ckpt.get("average_period", cfg.average_period)) != cfg.average_period:
+            raise ValueError(f"resume from {path}: its averaged model samples every "
+                             f"{ckpt['average_period']} steps, not --average-period {cfg.average_period}; "
+                             f"pass --average-period {ckpt['average_period']}")
+        return RunningAverage(unwrap(model), cfg.average_period, ckpt)
+    if ckpt is not None:
+        logger.warning("resume from %s: it holds no averaged model; the average starts at step %d "
+                       "(--use-averaged-model can only decode intervals after it)", path, int(ckpt["step"]))
+    return RunningAverage(unwrap(model), cfg.average_period)
 
 
 class Saver:
@@ -217,10 +237,11 @@ class Saver:
             rngs = gathered
         if self.dinfo.is_main:
             r = self.run
+            averaged = r.averager.state_dict() if r.averager is not None else {}
             save_checkpoint(path, model=r.model, config=r.model_config, optimizer=r.optimizer,
                             scheduler=r.scheduler, sampler=sampler_state, rng=rngs, epoch=epoch,
                             step=step, epoch_done=epoch_done, train_info=self.train_info,
-                            bpe_model=self.bpe)
+                            bpe_model=self.bpe, **averaged)
             logger.info("saved %s", path)
         barrier(self.dinfo)
 
@@ -270,6 +291,8 @@ def train_epochs(cfg: TrainConfig, data: TrainData, run: Run, dinfo, monitor) ->
     stepper = Stepper(run.model, run.optimizer, run.scheduler, cfg.grad_clip, cfg.max_nan_batches,
                       run.step, all_finite=lambda ok: all_true(ok, dinfo), scaler=scaler)
     budget = Budget(cfg.num_epochs, cfg.max_steps, cfg.time_budget)
+    from mvqkd.training.checkpoint import unwrap
+
     saver = Saver(cfg, run, data, dinfo)
     history, valid_hist, current = [], [], {}
 
@@ -299,6 +322,8 @@ def train_epochs(cfg: TrainConfig, data: TrainData, run: Run, dinfo, monitor) ->
             rec.update(step=run.step, epoch=epoch, grad_norm=out["grad_norm"], lr=stepper.lr,
                        cut_ids=list(batch["cut_ids"]), batch_size=len(batch["cut_ids"]))
             history.append(rec)
+            if run.averager is not None:
+                run.averager.update(unwrap(run.model), run.step)
             monitor.log_step(rec, out.get("attn_entropy"), cfg.log_interval)
             if cfg.save_every_n > 0 and run.step % cfg.save_every_n == 0:
                 saver.save_step(epoch, run.step, current["sampler"])
@@ -313,8 +338,6 @@ def train_epochs(cfg: TrainConfig, data: TrainData, run: Run, dinfo, monitor) ->
             valid_hist.append(run_validation(run, data, cfg, dinfo, monitor, epoch))
         saver.save(Path(cfg.exp_dir) / f"epoch-{epoch}.pt", epoch, run.step, True,
                    sampler.state_dict())
-    from mvqkd.training.checkpoint import unwrap
-
     return {"history": history, "valid": valid_hist, "final_step": run.step,
             "filter": dict(data.stats.dropped), "rank": dinfo.rank, "model": unwrap(run.model)}
 

@@ -46,6 +46,8 @@ student_jobs=2            # students trained (and decoded) at the same time, nj 
 systems="baseline mvq mvq-dec l2 l2-pca"  # mvq-dec: the MVQ indexes regressed through the quantizer's decoder; l2-pca: L2-KD at the storage of the indexes
 decode_method=modified_beam_search  # or greedy_search, fast_beam_search
 decode_avg=1              # checkpoints averaged for decoding (epochs num_epochs-avg+1 .. num_epochs)
+decode_averaged_model=false  # true: decode the running mean of the weights over those epochs
+                          # (needs students trained with --average-period N in student_args)
 
 . "$(dirname "$0")/parse_options.sh"
 . "$(dirname "$0")/local/common.sh"
@@ -135,7 +137,7 @@ train_students() {
 decode_one() {  # decode_one EXP_DIR
   OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads "$recipe/decode.sh" --exp-dir "$1" \
     --epoch "$num_epochs" --avg "$decode_avg" --method "$decode_method" --data-dir "$data_dir" \
-    --test-sets "test-clean test-other dev-clean"
+    --use-averaged-model "$decode_averaged_model" --test-sets "test-clean test-other dev-clean"
 }
 decode_students() {
   for seed_ in $seeds; do
@@ -164,6 +166,8 @@ if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
   indexes="$data_dir/vq/train-clean-100/shards"  # what mvq and mvq-dec read
   stores=(--store "mvq=$indexes" --store "l2=$data_dir/kd/shards" --store "l2-pca=$data_dir/kd_pca")
   [[ " $systems " != *" mvq-dec "* ]] || stores+=(--store "mvq-dec=$indexes")
+  averaged=(); [ "$decode_averaged_model" != true ] || averaged=(--use-averaged-model)
   mvqkd summarize --exp-root "$exp_root" --systems "${system_list[@]}" --seeds "${seed_list[@]}" \
-    --method "$decode_method" --checkpoints "epoch-$num_epochs-avg-$decode_avg" "${stores[@]}"
+    --method "$decode_method" --checkpoints "epoch-$num_epochs-avg-$decode_avg" "${averaged[@]}" \
+    "${stores[@]}"
 fi

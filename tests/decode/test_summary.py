@@ -80,3 +80,15 @@ def test_checkpoints_pick_one_decode_among_several(tool, tmp_path):
     assert wers["mvq"]["test-clean"] == []
     with pytest.raises(ValueError, match="several decodes of test-clean"):
         tool.summarize(tmp_path, ["mvq"], "modified_beam_search", {})
+
+
+def test_the_averaged_model_decode_is_read_only_when_asked(tool, tmp_path):
+    folder = tmp_path / "mvq" / "modified_beam_search"
+    folder.mkdir(parents=True)
+    base = "wer-summary-test-clean-epoch-5-avg-2-modified_beam_search-beam-size-4"
+    write_wer_summary(folder / f"{base}.txt", {"beam_size_4": 30.0})
+    write_wer_summary(folder / f"{base}-use-averaged-model.txt", {"beam_size_4": 26.0})  # icefall's suffix
+    _, plain = tool.summarize(tmp_path, ["mvq"], "modified_beam_search", {}, checkpoints="epoch-5-avg-2")
+    _, avg = tool.summarize(tmp_path, ["mvq"], "modified_beam_search", {}, checkpoints="epoch-5-avg-2",
+                            averaged=True)
+    assert plain["mvq"]["test-clean"] == [30.0] and avg["mvq"]["test-clean"] == [26.0]
