@@ -26,6 +26,32 @@ COMMAND_MODULES = [
 ]
 
 
+#: what ``MVQKD_PORTABLE_KERNELS=1`` sets (a value already in the environment wins): torch's
+#: own CPU kernels at AVX2 and MKL's conditional numerical reproducibility mode at AVX2
+PORTABLE_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT"}
+
+
+def portable_kernels() -> bool:
+    """With ``MVQKD_PORTABLE_KERNELS=1``: the same CPU float results on every x86-64 processor
+    with AVX2, whatever its newer instructions (AVX-512, AMX). torch's kernels, MKL and oneDNN
+    otherwise pick code paths by processor, and a model trained with the same command and seed
+    comes out different on another CPU (docs/RESULTS.md, "Repeatability across processors").
+    Sets :data:`PORTABLE_ENV` and turns oneDNN off (its convolutions then run as torch's own
+    im2col + MKL GEMM). Must run before torch is imported; returns whether it applied."""
+    if os.environ.get("MVQKD_PORTABLE_KERNELS", "0") in ("", "0"):
+        return False
+    if "torch" in sys.modules:
+        raise RuntimeError("MVQKD_PORTABLE_KERNELS=1 must take effect before torch is imported")
+    for key, value in PORTABLE_ENV.items():
+        os.environ.setdefault(key, value)
+    import torch
+
+    torch.backends.mkldnn.enabled = False
+    logging.getLogger(__name__).info("portable CPU kernels: %s, oneDNN off",
+                                     ", ".join(f"{k}={os.environ[k]}" for k in PORTABLE_ENV))
+    return True
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mvqkd",
@@ -56,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    portable_kernels()
     rc = args.func(args)
     return int(rc or 0)
 

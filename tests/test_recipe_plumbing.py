@@ -204,6 +204,20 @@ def test_run_sh_decodes_and_reads_the_averaged_model_when_asked(fake_env):
     assert " --checkpoints epoch-5-avg-3 --use-averaged-model " in summarize
 
 
+@pytest.mark.parametrize("flag, want", [(None, ""), ("true", "1"), ("false", "")])
+def test_run_sh_portable_kernels_reach_every_command(fake_env, flag, want):
+    work, env, log = fake_env
+    seen = log.with_name("portable.log")
+    fake = Path(env["PATH"].split(":")[0]) / "mvqkd"
+    fake.write_text(fake.read_text().replace("sleep 0.3", f'echo "[${{MVQKD_PORTABLE_KERNELS:-}}]" >> {seen}'))
+    args = ["--stage", "7", "--stop-stage", "7"] + (["--portable-kernels", flag] if flag else [])
+    proc = _run("run.sh", args, work, env)
+    assert proc.returncode == 0, proc.stderr
+    assert seen.read_text().split() == [f"[{want}]"]
+    bad = _run("run.sh", ["--stage", "7", "--stop-stage", "7", "--portable-kernels", "yes"], work, env)
+    assert bad.returncode != 0 and "--portable-kernels must be true or false" in bad.stderr
+
+
 def test_run_sh_reports_a_failed_decode(fake_env):
     work, env, log = fake_env
     for s in (1, 2):

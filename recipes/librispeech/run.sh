@@ -45,6 +45,8 @@ seeds="1 2"               # one student per system and seed; results are average
 student_jobs=2            # students trained (and decoded) at the same time, nj / student_jobs threads each
 systems="baseline mvq mvq-dec l2 l2-pca"  # mvq-dec: the MVQ indexes regressed through the quantizer's decoder; l2-pca: L2-KD at the storage of the indexes
 decode_method=modified_beam_search  # or greedy_search, fast_beam_search
+portable_kernels=false    # true: the same models on every x86-64 CPU with AVX2 (MVQKD_PORTABLE_KERNELS=1:
+                          # AVX2 kernels, MKL's reproducibility mode, no oneDNN; docs/RESULTS.md)
 decode_avg=1              # checkpoints averaged for decoding (epochs num_epochs-avg+1 .. num_epochs)
 decode_averaged_model=false  # true: decode the running mean of the weights over those epochs
                           # (needs students trained with --average-period N in student_args)
@@ -52,6 +54,11 @@ decode_averaged_model=false  # true: decode the running mean of the weights over
 . "$(dirname "$0")/parse_options.sh"
 . "$(dirname "$0")/local/common.sh"
 
+case "$portable_kernels" in
+  true) export MVQKD_PORTABLE_KERNELS=1 ;;
+  false) ;;
+  *) die "--portable-kernels must be true or false, got '$portable_kernels'" ;;
+esac
 recipe=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$exp_root"
 times="$exp_root/stage_times.tsv"

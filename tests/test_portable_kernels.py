@@ -1,0 +1,69 @@
+"""MVQKD_PORTABLE_KERNELS=1: a small conv + linear model trained for three Adam steps comes out
+bit for bit the same when each library is restricted to what an AVX2-only processor offers
+(torch's kernels: ATEN_CPU_CAPABILITY, MKL: MKL_ENABLE_INSTRUCTIONS, oneDNN:
+ONEDNN_MAX_CPU_ISA), while without it each restriction changes the weights on a processor
+with AVX-512 (the dependence the setting removes)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+TRAIN = r"""
+import hashlib, sys
+from mvqkd.cli import portable_kernels
+applied = portable_kernels()
+import torch
+torch.manual_seed(0)
+torch.set_num_threads(2)
+conv = torch.nn.Sequential(torch.nn.Conv1d(1, 64, 10, stride=5), torch.nn.GELU(),
+                           torch.nn.Conv1d(64, 64, 3, stride=2), torch.nn.GELU())
+head = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.LayerNorm(256), torch.nn.Linear(256, 32))
+params = list(conv.parameters()) + list(head.parameters())
+opt = torch.optim.Adam(params, 1e-3)
+x = torch.randn(4, 1, 16000)  # (batch, 1, samples)
+for _ in range(3):
+    loss = head(conv(x).transpose(1, 2)).log_softmax(-1).mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in params)).hexdigest()
+print(digest, applied, torch.backends.cpu.get_cpu_capability(), torch.backends.mkldnn.enabled)
+"""
+
+RESTRICTIONS = [{}, {"ATEN_CPU_CAPABILITY": "avx2"}, {"MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+                {"ONEDNN_MAX_CPU_ISA": "AVX2"}]
+
+
+def train(portable: bool, **restrict) -> list[str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA",
+                        "MVQKD_PORTABLE_KERNELS")}
+    env.update(restrict, MVQKD_PORTABLE_KERNELS="1" if portable else "0", OMP_NUM_THREADS="2")
+    out = subprocess.run([sys.executable, "-c", TRAIN], env=env, capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+def test_portable_kernels_give_the_same_weights_under_every_restriction():
+    runs = [train(True, **r) for r in RESTRICTIONS]
+    assert all(r[1:] == ["True", "AVX2", "False"] for r in runs), runs  # applied, AVX2 kernels, oneDNN off
+    assert len({r[0] for r in runs}) == 1, runs
+
+
+@pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() != "AVX512",
+                    reason="the restrictions change nothing on a processor without AVX-512")
+def test_without_them_each_restriction_changes_the_weights():
+    runs = [train(False, **r) for r in RESTRICTIONS]
+    assert runs[0][1:3] == ["False", "AVX512"]
+    assert len({r[0] for r in runs}) == len(RESTRICTIONS), runs
+
+
+def test_it_refuses_to_apply_after_torch_is_imported():
+    code = ("import os, torch\nos.environ['MVQKD_PORTABLE_KERNELS'] = '1'\n"
+            "from mvqkd.cli import portable_kernels\nportable_kernels()")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode != 0 and "before torch is imported" in out.stderr
