@@ -209,7 +209,8 @@ def test_run_sh_portable_kernels_reach_every_command(fake_env, flag, want):
     work, env, log = fake_env
     seen = log.with_name("portable.log")
     fake = Path(env["PATH"].split(":")[0]) / "mvqkd"
-    fake.write_text(fake.read_text().replace("sleep 0.3", f'echo "[${{MVQKD_PORTABLE_KERNELS:-}}]" >> {seen}'))
+    record = f'echo "[${{MVQKD_PORTABLE_KERNELS:-}}]" >> {seen}'
+    fake.write_text(fake.read_text().replace("sleep 0.3", record))
     args = ["--stage", "7", "--stop-stage", "7"] + (["--portable-kernels", flag] if flag else [])
     proc = _run("run.sh", args, work, env)
     assert proc.returncode == 0, proc.stderr
