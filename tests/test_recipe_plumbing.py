@@ -215,6 +215,8 @@ def test_run_sh_portable_kernels_reach_every_command(fake_env, flag, want):
     proc = _run("run.sh", args, work, env)
     assert proc.returncode == 0, proc.stderr
     assert seen.read_text().split() == [f"[{want}]"]
+    recorded = (work / "exp" / "environment.txt").read_text()  # what the run's floats depend on
+    assert "cpu flags:" in recorded and f"MVQKD_PORTABLE_KERNELS={want} " in recorded and "packages:" in recorded
     bad = _run("run.sh", ["--stage", "7", "--stop-stage", "7", "--portable-kernels", "yes"], work, env)
     assert bad.returncode != 0 and "--portable-kernels must be true or false" in bad.stderr
 

@@ -62,6 +62,7 @@ esac
 recipe=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$exp_root"
 times="$exp_root/stage_times.tsv"
+record_environment "$exp_root/environment.txt"
 all_parts="train-clean-360 train-clean-100 dev-clean test-clean test-other"
 pool_size=$student_jobs
 threads=$(( nj / student_jobs > 0 ? nj / student_jobs : 1 ))  # intra-op threads of a pool job

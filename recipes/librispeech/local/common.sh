@@ -26,6 +26,33 @@ add_flag() {
   esac
 }
 
+# record_environment FILE: what a run's float results depend on besides the command and seed:
+# the processor (model, the torch kernels it gets), the portable-kernels setting, mvqkd's commit,
+# the Python packages and espeak-ng. Written at the start of a run; compare two runs' files
+# before their models (docs/RESULTS.md, "Repeatability across processors").
+record_environment() {
+  {
+    echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+    echo "cpu: $(grep -m1 '^model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ //') ($(nproc) cores)"
+    echo "cpu family / model: $(grep -m1 '^cpu family' /proc/cpuinfo | cut -d: -f2) /$(grep -m1 '^model\s*:' /proc/cpuinfo | cut -d: -f2)"
+    echo "cpu flags: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|avx512f|avx512_bf16|avx512_fp16|amx_tile|fma)$' | tr '\n' ' ')"
+    echo "mvqkd commit: $(git -C "$(dirname "${BASH_SOURCE[0]}")" rev-parse HEAD 2>/dev/null || echo unknown)"
+    echo "MVQKD_PORTABLE_KERNELS=${MVQKD_PORTABLE_KERNELS:-} OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-}"
+    python - <<'PY' 2>/dev/null || echo "torch: not importable with mvqkd by $(command -v python)"
+import os, sys
+from mvqkd.cli import portable_kernels
+portable_kernels()
+import torch
+print(f"python {sys.version.split()[0]}; torch {torch.__version__}, kernels "
+      f"{torch.backends.cpu.get_cpu_capability()}, oneDNN {'on' if torch.backends.mkldnn.enabled else 'off'}, "
+      f"MKL_CBWR={os.environ.get('MKL_CBWR', '')}")
+PY
+    echo "espeak-ng: $(espeak-ng --version 2>/dev/null | head -1)"
+    echo "packages:"
+    python -m pip freeze --exclude-editable 2>/dev/null | sed 's/^/  /'
+  } > "$1"
+}
+
 # Paths of the data folder (DATA = $data_dir); CORPUS = $corpus (--corpus; librispeech by
 # default) names the manifests, so recipes/mycorpus runs the same stages on your corpus.
 manifest_path() { echo "$data_dir/manifests/${corpus:-librispeech}_$1_$2.jsonl.gz"; }  # KIND PART
