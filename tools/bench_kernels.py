@@ -1,0 +1,88 @@
+#!/usr/bin/env python
+"""What ``MVQKD_PORTABLE_KERNELS=1`` (processor-independent floats: AVX2 kernels, MKL's
+reproducibility mode, no oneDNN) costs: a training step of the demo teacher (2 threads, as
+run.sh's stage 2) and of the demo student (1 thread, as each of run.sh's two student jobs),
+with the processor's native kernels and with the portable ones, each case in a fresh process
+(the setting is read once, before torch loads), alternating native / portable --rounds times.
+
+    python tools/bench_kernels.py --steps 6 --rounds 2
+Prints one line per case and round (best step of --steps after 2 warm-up steps) and the
+portable / native ratio of the medians; run it on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+
+PRELUDE = "from mvqkd.cli import portable_kernels\nportable_kernels()\nimport json, time, torch\n"
+TEACHER = PRELUDE + r"""
+from mvqkd.teacher.ctc import build_ctc_model
+torch.set_num_threads(2)
+torch.manual_seed(0)
+model, _ = build_ctc_model("small", 0, None)
+model.train()
+audio = torch.randn(4, 96000)  # (batch, samples): 4 x 6 s at 16 kHz
+opt = torch.optim.AdamW(model.parameters(), 1e-4)
+def step():
+    model(audio).logits.float().pow(2).mean().backward()
+    opt.step()
+    opt.zero_grad()
+"""
+STUDENT = PRELUDE + r"""
+from mvqkd.student import build_model, preset_config
+torch.set_num_threads(1)
+torch.manual_seed(0)
+model = build_model(preset_config("demo", 256, num_codebooks=8, codebook_size=256, dropout=0.0,
+                                  rnnt_warmup_steps=0)).train()
+opt = torch.optim.AdamW(model.parameters(), 1e-4)
+g = torch.Generator().manual_seed(0)
+feats, lens = torch.randn(6, 330, 80, generator=g), torch.full((6,), 330)  # 6 x 3.3 s: a 20 s batch
+tokens = [torch.randint(3, 256, (12,), generator=g).tolist() for _ in range(6)]
+idx = torch.randint(0, 256, (6, 165, 8), generator=g)
+def step():
+    model(feats, lens, tokens, codebook_indexes=idx)["loss"].backward()
+    opt.step()
+    opt.zero_grad()
+"""
+TIMING = r"""
+for _ in range(2):
+    step()
+times = []
+for _ in range(STEPS):
+    t0 = time.perf_counter()
+    step()
+    times.append(time.perf_counter() - t0)
+print(json.dumps(min(times)))
+"""
+
+
+def seconds(code: str, steps: int, portable: bool, threads: int) -> float:
+    env = {**os.environ, "MVQKD_PORTABLE_KERNELS": "1" if portable else "0", "OMP_NUM_THREADS": str(threads)}
+    out = subprocess.run([sys.executable, "-c", code + TIMING.replace("STEPS", str(steps))], env=env,
+                         capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=6, help="timed steps per case (default 6)")
+    ap.add_argument("--rounds", type=int, default=2, help="native / portable pairs per model (default 2)")
+    args = ap.parse_args()
+    for name, code, threads in (("demo teacher", TEACHER, 2), ("demo student", STUDENT, 1)):
+        got = {False: [], True: []}
+        for r in range(args.rounds):
+            for portable in (False, True):
+                t = seconds(code, args.steps, portable, threads)
+                got[portable].append(t)
+                print(f"{name:13s} round {r + 1} {'portable' if portable else 'native':8s} {t:.3f} s/step",
+                      flush=True)
+        print(f"{name:13s} portable / native: {statistics.median(got[True]) / statistics.median(got[False]):.2f}x",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
