@@ -15,15 +15,16 @@ import torch
 
 
 class RunningAverage:
-    """The mean of the model's state dict over every ``period``-th optimiser step."""
+    """The mean of the model's state dict over every ``period``-th optimiser step, kept on
+    the CPU (a GPU model's copy costs no GPU memory)."""
 
     def __init__(self, model: torch.nn.Module, period: int, state: dict | None = None):
         if period < 1:
             raise ValueError(f"--average-period must be >= 1 to average, got {period}")
         self.period = period
         if state is None:
-            self.avg = {k: v.detach().to(torch.float64, copy=True) if v.is_floating_point()
-                        else v.detach().clone() for k, v in model.state_dict().items()}
+            self.avg = {k: v.detach().to("cpu", torch.float64, copy=True) if v.is_floating_point()
+                        else v.detach().cpu().clone() for k, v in model.state_dict().items()}
             self.count = 0
         else:
             self.avg, self.count = dict(state["model_avg"]), int(state["model_avg_count"])
@@ -36,9 +37,9 @@ class RunningAverage:
         with torch.no_grad():
             for k, v in model.state_dict().items():
                 if v.is_floating_point():
-                    self.avg[k] += (v.detach().to(torch.float64) - self.avg[k]) / self.count
+                    self.avg[k] += (v.detach().to("cpu", torch.float64) - self.avg[k]) / self.count
                 else:
-                    self.avg[k] = v.detach().clone()
+                    self.avg[k] = v.detach().cpu().clone()
 
     def state_dict(self) -> dict:
         """The checkpoint entries: ``model_avg`` (float64 state dict), ``model_avg_count`` and
