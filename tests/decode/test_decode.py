@@ -125,7 +125,8 @@ def _fake_exp(monkeypatch, tmp_path, bpe, calls=None):
     proto = torch.frombuffer(bytearray(bpe.serialized_model_proto()), dtype=torch.uint8)
 
     def fake_load(exp_dir, epoch=None, avg=1, iteration=None, device="cpu", checkpoint=None,
-                  return_checkpoint=False):
+                  return_checkpoint=False, use_averaged_model=False):
+        assert not use_averaged_model  # these tests decode plain checkpoints
         if calls is not None:
             calls.append((str(exp_dir), epoch, avg, iteration, device))
         model = spelling_model(bpe.get_piece_size())
