@@ -18,20 +18,10 @@ import statistics
 import subprocess
 import sys
 
+from bench_omp_wait import TEACHER_SETUP  # tools/ is on the path of a script run from it
+
 PRELUDE = "from mvqkd.cli import portable_kernels\nportable_kernels()\nimport json, time, torch\n"
-TEACHER = PRELUDE + r"""
-from mvqkd.teacher.ctc import build_ctc_model
-torch.set_num_threads(2)
-torch.manual_seed(0)
-model, _ = build_ctc_model("small", 0, None)
-model.train()
-audio = torch.randn(4, 96000)  # (batch, samples): 4 x 6 s at 16 kHz
-opt = torch.optim.AdamW(model.parameters(), 1e-4)
-def step():
-    model(audio).logits.float().pow(2).mean().backward()
-    opt.step()
-    opt.zero_grad()
-"""
+TEACHER = PRELUDE + "torch.manual_seed(0)\n" + TEACHER_SETUP
 STUDENT = PRELUDE + r"""
 from mvqkd.student import build_model, preset_config
 torch.set_num_threads(1)

@@ -20,8 +20,8 @@ import subprocess
 import sys
 import time
 
-STEP = r"""
-import json, time, torch
+#: the demo teacher on 2 threads and its ``step()`` (also timed by tools/bench_kernels.py)
+TEACHER_SETUP = r"""
 from mvqkd.teacher.ctc import build_ctc_model
 torch.set_num_threads(2)
 model, _ = build_ctc_model("small", 0, None)
@@ -32,6 +32,8 @@ def step():
     model(audio).logits.float().pow(2).mean().backward()
     opt.step()
     opt.zero_grad()
+"""
+STEP = "import json, time, torch\n" + TEACHER_SETUP + r"""
 for _ in range(2):
     step()
 start = time.perf_counter()

@@ -82,8 +82,8 @@ def find_summary(folder: Path, test_set: str, suffix: str | None = None,
 
 
 def mean_wers(exp_root: Path, systems: list[str], seeds: list[str] | None, method: str,
-              suffix: str | None = None,
-              checkpoints: str | None = None, averaged: bool = False) -> dict[str, dict[str, list[float]]]:
+              suffix: str | None = None, checkpoints: str | None = None,
+              averaged: bool = False) -> dict[str, dict[str, list[float]]]:
     """system -> set -> [WER of each run that has one]."""
     out = {}
     for s in systems:

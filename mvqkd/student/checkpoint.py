@@ -184,7 +184,11 @@ def averaged_model_between(start: str | Path | None, end: str | Path) -> dict:
     from the first step), from the two checkpoints' running means (``model_avg``, written
     with ``mvqkd train --average-period``; :mod:`mvqkd.training.averaging`). Returned in the
     dtypes of ``end``'s ``model``."""
-    last = load_checkpoint_file(end)
+    return _interval_mean(start, end, load_checkpoint_file(end))
+
+
+def _interval_mean(start: str | Path | None, end: str | Path, last: dict) -> dict:
+    """:func:`averaged_model_between` with ``end``'s checkpoint dict ``last`` already loaded."""
     first = load_checkpoint_file(start) if start is not None else None
     for path, ckpt in ((end, last), (start, first)):
         if ckpt is not None and "model_avg" not in ckpt:
@@ -237,7 +241,8 @@ def load_model_for_decoding(exp_dir, epoch=None, avg=1, iteration=None, device="
                              "be used with --checkpoint")
         start, end = averaged_checkpoint_pair(exp_dir, epoch=epoch, avg=avg, iteration=iteration)
         logger.info("averaged model between %s and %s", start or "the first step", end)
-        last, weights = load_checkpoint_file(end), averaged_model_between(start, end)
+        last = load_checkpoint_file(end)
+        weights = _interval_mean(start, end, last)
     else:
         files = [Path(checkpoint)] if checkpoint else select_checkpoints(
             exp_dir, epoch=epoch, avg=avg, iteration=iteration)

@@ -3,8 +3,8 @@ weights, sampled every ``period`` optimiser steps, kept next to the model in flo
 
 After ``n`` samples (steps ``p, 2p, ..., np``) ``model_avg`` is their mean, and a checkpoint
 stores it with ``model_avg_count = n`` and ``average_period = p``. The mean over any
-interval between two checkpoints then follows from their two running means (``(n_e * avg_e - n_s * avg_s) / (n_e - n_s)``),
-which is what ``mvqkd decode --use-averaged-model`` reads
+interval between two checkpoints then follows from their two running means,
+``(n_e * avg_e - n_s * avg_s) / (n_e - n_s)``, which is what ``mvqkd decode --use-averaged-model`` reads
 (:func:`mvqkd.student.checkpoint.averaged_model_between`). Sampling never touches the model,
 the optimiser or an RNG: a run trains the same weights with or without it.
 """
