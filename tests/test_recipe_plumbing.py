@@ -112,6 +112,22 @@ def test_train_sh_mvq_dec_regresses_the_decoded_indexes(fake_env):
     assert proc.returncode == 0 and " --kd-loss-scale 2.0 " in call["args"]  # its own scale wins
 
 
+def test_train_sh_mvq_neighbour_smoothing_passes_the_quantizer(fake_env):
+    """mvq with a smoothing temperature: the quantizer's codebooks, no decoded regression; with
+    none (or 0), the plain MVQ-KD call."""
+    work, env, log = fake_env
+    args = ["--systems", "mvq", "--vocab-size", "256", "--codebook-label-smoothing", "0.2"]
+    proc = _run("train.sh", args + ["--codebook-smoothing-temperature", "0.3"], work, env)
+    assert proc.returncode == 1 and "needs the quantizer: not found: data/vq/quantizer.pt" in proc.stderr
+    (work / "data/vq/quantizer.pt").write_bytes(b"")
+    assert _run("train.sh", args + ["--codebook-smoothing-temperature", "0.3"], work, env).returncode == 0
+    assert _run("train.sh", args + ["--codebook-smoothing-temperature", "0"], work, env).returncode == 0
+    with_t, zero = (c["args"] for c in _calls(log))
+    assert (" --codebook-label-smoothing 0.2 --codebook-smoothing-temperature 0.3 "
+            "--quantizer data/vq/quantizer.pt --kd-loss-scale 0 ") in with_t
+    assert "temperature" not in zero and "--quantizer" not in zero and "--kd-loss-scale" not in zero
+
+
 def test_train_sh_refuses_a_bad_kd_normalize(fake_env):
     work, env, log = fake_env
     proc = _run("train.sh", ["--systems", "l2", "--kd-normalize", "yes", "--vocab-size", "256"], work, env)

@@ -11,4 +11,5 @@ Public API (imported lazily so that ``mvqkd --help`` does not import torch)::
 from mvqkd._lazy import lazy_exports
 
 __getattr__, __all__ = lazy_exports(__name__, {"Quantizer": "model", "load_quantizer": "model",
-                                               "train_quantizer": "train"})
+                                               "train_quantizer": "train",
+                                               "codeword_neighbours": "metrics"})

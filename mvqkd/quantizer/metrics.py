@@ -102,3 +102,39 @@ def plot_training(quantizer, out_png, counts: Tensor | None = None) -> None:
     fig.tight_layout()
     fig.savefig(out_png, dpi=100)
     plt.close(fig)
+
+
+def codeword_neighbours(codebooks: Tensor, temperature: float) -> Tensor:
+    """Soft "runner-up" distributions over each codebook's other codewords.
+
+    Swapping codeword ``i`` of codebook m for ``k`` moves a reconstruction by
+    ``d = C[m, k] - C[m, i]``, whatever the other codebooks chose. Row ``(m, i)`` weighs the
+    other codewords by how little that swap costs::
+
+        q[m, i, k] = exp(-||d||^2 / (T s_m)) / sum_{k' != i} exp(-||C[m, k'] - C[m, i]||^2 / (T s_m))
+        q[m, i, i] = 0
+
+    with ``s_m`` the mean squared distance between two distinct codewords of codebook m, so
+    the temperature ``T`` is dimensionless: ``T -> inf`` spreads the mass evenly over the
+    other K - 1 codewords, ``T -> 0`` puts it all on the nearest one (the runner-up when the
+    residual is small).
+
+    Args:
+        codebooks: (N, K, D) codewords (in the quantizer's normalised space).
+        temperature: T > 0.
+    Returns:
+        (N, K, K) float32, rows sum to 1, zero diagonal.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    c = codebooks.double()
+    N, K, _ = c.shape
+    if K < 2:
+        raise ValueError("codeword neighbours need at least 2 codewords per codebook")
+    sq = (c * c).sum(-1)
+    dist = (sq[:, :, None] + sq[:, None, :] - 2.0 * c @ c.transpose(1, 2)).clamp_min(0.0)  # (N, K, K)
+    scale = (dist.sum((1, 2)) / (K * (K - 1))).clamp_min(1e-30)  # (N,) mean over distinct pairs
+    logits = -dist / (temperature * scale[:, None, None])
+    eye = torch.eye(K, dtype=torch.bool, device=c.device)
+    logits = logits.masked_fill(eye, float("-inf"))
+    return logits.softmax(-1).float()

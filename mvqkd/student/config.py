@@ -52,7 +52,10 @@ class TransducerConfig:
     or ``"joint"`` (each codebook also conditioned on the previous ones, as
     ``multi_quantization.JointCodebookLoss``). ``kd_mode`` (``"l1"|"l2"|"cosine"``)
     regresses onto float teacher embeddings of dimension ``kd_dim`` instead
-    (standardised per dimension first with ``kd_normalize``).
+    (standardised per dimension first with ``kd_normalize``). ``codebook_label_smoothing``
+    eps smooths the codebook targets uniformly, or, with ``codebook_smoothing_temperature``
+    T > 0, over the codewords nearest the target's in the quantizer's codebook
+    (:class:`mvqkd.student.heads.CodebookHead`; the table comes from the quantizer).
 
     ``loss_norm`` says how the distillation losses are normalised: ``"utterance"`` (default)
     sums over frames and codebooks and divides by the batch size, the same per-utterance
@@ -84,6 +87,7 @@ class TransducerConfig:
     codebook_hidden_dim: int = 512
     codebook_mlp_dim: int = 0
     codebook_label_smoothing: float = 0.0
+    codebook_smoothing_temperature: float = 0.0
     kd_mode: Optional[str] = None
     kd_dim: int = 0
     kd_loss_scale: float = 1.0
@@ -126,6 +130,8 @@ class TransducerConfig:
             bad("num_codebooks", "must be >= 0 (0 = no codebook head)")
         if not 0.0 <= self.codebook_label_smoothing < 1.0:
             bad("codebook_label_smoothing", "must be in [0, 1)")
+        if self.codebook_smoothing_temperature < 0:
+            bad("codebook_smoothing_temperature", "must be >= 0 (0 = uniform label smoothing)")
         if self.codebook_mlp_dim < 0:
             bad("codebook_mlp_dim", "must be >= 0 (0 = linear head)")
         if self.codebook_loss not in CODEBOOK_LOSSES:

@@ -93,19 +93,28 @@ class CodebookHead(nn.Module):
 
     ``mlp_dim > 0`` puts one hidden layer (``mlp_dim`` units, SiLU) before the per-codebook
     linear layers. ``label_smoothing`` eps trains on ``(1 - eps) * onehot + eps / K``
-    (PyTorch's ``cross_entropy(label_smoothing=eps)``).
+    (PyTorch's ``cross_entropy(label_smoothing=eps)``), or, with ``neighbour_codebooks`` N
+    (> 0), on ``(1 - eps) * onehot(i) + eps * q[c % N, i]``: the smoothing mass goes to the
+    codewords nearest the target's in the quantizer's codebook
+    (:func:`mvqkd.quantizer.codeword_neighbours`, the buffer ``neighbours`` (N, K, K) set by
+    :meth:`set_neighbours`; head codebook c = j N + n reads teacher codebook n).
     """
 
     def __init__(self, input_dim: int, num_codebooks: int, codebook_size: int,
                  joint: bool = False, hidden_dim: int = 512, mlp_dim: int = 0,
-                 label_smoothing: float = 0.0):
+                 label_smoothing: float = 0.0, neighbour_codebooks: int = 0):
         super().__init__()
         if num_codebooks < 1:
             raise ValueError("CodebookHead needs num_codebooks >= 1")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        if neighbour_codebooks < 0 or (neighbour_codebooks and num_codebooks % neighbour_codebooks):
+            raise ValueError(f"neighbour_codebooks={neighbour_codebooks} must divide the head's "
+                             f"{num_codebooks} codebooks")
         self.num_codebooks, self.codebook_size, self.joint = num_codebooks, codebook_size, joint
         self.label_smoothing = label_smoothing
+        self.register_buffer("neighbours", torch.zeros(neighbour_codebooks, codebook_size,
+                                                       codebook_size) if neighbour_codebooks else None)
         self.pre = None
         if mlp_dim > 0:
             self.pre = nn.Sequential(nn.Linear(input_dim, mlp_dim), nn.SiLU())
@@ -140,16 +149,43 @@ class CodebookHead(nn.Module):
             out = out + torch.einsum("...ch,ckh->...ck", torch.relu(h), self.hidden_weight)
         return out
 
+    def set_neighbours(self, table: torch.Tensor) -> None:
+        """The smoothing distributions (N, K, K) of :func:`mvqkd.quantizer.codeword_neighbours`."""
+        if self.neighbours is None:
+            raise RuntimeError("this codebook head was built without neighbour smoothing")
+        if table.shape != self.neighbours.shape:
+            raise ValueError(f"neighbour table must have shape {tuple(self.neighbours.shape)} "
+                             f"(codebooks, K, K), got {tuple(table.shape)}")
+        self.neighbours.copy_(table)
+
     def forward(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Sum of per-codebook cross-entropies over the entries of ``targets`` (B, T, C)
         that are not -100 (a scalar; normalised by the caller)."""
         if targets.shape[-1] != self.num_codebooks:
             raise ValueError(f"codebook targets have {targets.shape[-1]} codebooks per frame, "
                              f"the head predicts {self.num_codebooks}")
-        logits = self.logits(x, targets)
-        return F.cross_entropy(logits.reshape(-1, self.codebook_size).float(),
-                               targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum",
-                               label_smoothing=self.label_smoothing)
+        logits = self.logits(x, targets).reshape(-1, self.codebook_size).float()
+        flat = targets.reshape(-1)
+        if self.neighbours is None:
+            return F.cross_entropy(logits, flat, ignore_index=IGNORE_INDEX, reduction="sum",
+                                   label_smoothing=self.label_smoothing)
+        return self._neighbour_smoothed(logits, flat)
+
+    def _neighbour_smoothed(self, logits: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+        """logits (M, K), targets (M,) with rows in (B, T, C) order -> summed
+        ``-(1 - eps) log p(i) - eps sum_k q[c % N, i, k] log p(k)`` over the valid rows."""
+        if not bool(self.neighbours.sum() > 0):
+            raise RuntimeError("the neighbour table is empty: call set_neighbours() with the "
+                               "quantizer's codeword_neighbours before training")
+        valid = flat != IGNORE_INDEX
+        idx = flat.clamp(min=0)
+        logp = logits.log_softmax(-1)
+        nll = -logp.gather(1, idx[:, None]).squeeze(1)
+        book = (torch.arange(flat.numel(), device=flat.device) % self.num_codebooks
+                ) % self.neighbours.shape[0]
+        smooth = -(self.neighbours[book, idx] * logp).sum(-1)
+        eps = self.label_smoothing
+        return ((1.0 - eps) * nll + eps * smooth).masked_fill(~valid, 0.0).sum()
 
 
 class KDHead(nn.Module):

@@ -64,10 +64,17 @@ class TrainConfig:
     codebook_label_smoothing: float = opt(0.0, "label smoothing eps of the codebook "
                                                "cross-entropy: targets (1 - eps) one-hot + eps / K",
                                           group="distillation")
-    quantizer: str | None = opt(None, "with --kd mvq: also regress the quantizer's reconstruction of "
-                                      "the indexes (quantizer.decode, standardised per dimension, L2, "
-                                      "weight --kd-loss-scale): float-KD's dense target at MVQ's "
-                                      "storage. --codebook-loss-scale 0 regresses it alone",
+    codebook_smoothing_temperature: float = opt(
+        0.0, "0: uniform label smoothing; T > 0: the smoothing mass goes to the codewords nearest "
+             "the target's in the quantizer's codebook, weights exp(-squared distance / (T x the "
+             "mean squared distance between its codewords)) (needs --quantizer)",
+        group="distillation")
+    quantizer: str | None = opt(None, "with --kd mvq: the quantizer that wrote the indexes. With "
+                                      "--kd-loss-scale > 0 the student also regresses its "
+                                      "reconstruction of the indexes (quantizer.decode, standardised "
+                                      "per dimension, L2, weight --kd-loss-scale): float-KD's dense "
+                                      "target at MVQ's storage; --codebook-loss-scale 0 regresses it "
+                                      "alone. --codebook-smoothing-temperature reads its codebooks",
                                 group="distillation")
     skip_bad_indexes: bool = opt(False, "skip cuts whose label file is missing or whose labels do "
                                         "not verify when read (shape, dtype, range, checksum), "

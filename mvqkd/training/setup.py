@@ -33,7 +33,7 @@ class TrainData:
     stats: object
     valid_cuts: object = None
     valid_kd: str = "none"
-    quantizer: object = None  # --quantizer: decodes the indexes for the decoded-regression head
+    quantizer: object = None  # --quantizer: decoded regression, neighbour smoothing
 
 
 def parse_overrides(items) -> dict:
@@ -76,12 +76,13 @@ def build_model_config(cfg: TrainConfig, vocab_size: int, stats):
         kd_loss_scale=cfg.kd_loss_scale,
         rnnt_loss=cfg.rnnt_loss,
         codebook_label_smoothing=cfg.codebook_label_smoothing,
+        codebook_smoothing_temperature=cfg.codebook_smoothing_temperature,
     )
     if cfg.kd == "mvq":
         info = stats.index_info
         kw.update(num_codebooks=int(info["num_codebooks"]),
                   codebook_size=int(info.get("codebook_size", 256)))
-        if cfg.quantizer:  # decoded regression: an L2 head on the reconstruction as well
+        if decoded_regression(cfg):  # an L2 head on the reconstruction as well
             kw.update(kd_mode="l2", kd_dim=int(stats.decoded_dim), kd_normalize=True)
     elif cfg.kd in FLOAT_KD_MODES:
         kw.update(kd_mode=cfg.kd, kd_dim=int(stats.kd_dim), kd_normalize=cfg.kd_normalize)
@@ -136,8 +137,23 @@ def prepare_data(cfg: TrainConfig) -> TrainData:
     return data
 
 
+def decoded_regression(cfg: TrainConfig) -> bool:
+    """Whether the student regresses the quantizer's reconstruction of the indexes."""
+    return bool(cfg.quantizer) and cfg.kd_loss_scale > 0
+
+
 def _decoding_quantizer(cfg: TrainConfig, stats):
-    """The quantizer of ``--quantizer`` (decoded regression), checked against the indexes."""
+    """The quantizer of ``--quantizer`` (decoded regression, neighbour smoothing), checked
+    against the indexes."""
+    if cfg.codebook_smoothing_temperature > 0 and not cfg.quantizer:
+        raise ValueError("--codebook-smoothing-temperature needs --quantizer (the quantizer that "
+                         "wrote the indexes: its codebooks give the neighbours)")
+    if cfg.codebook_smoothing_temperature > 0 and cfg.codebook_label_smoothing <= 0:
+        raise ValueError("--codebook-smoothing-temperature spreads the label-smoothing mass: set "
+                         "--codebook-label-smoothing > 0 too")
+    if cfg.quantizer and not decoded_regression(cfg) and cfg.codebook_smoothing_temperature <= 0:
+        raise ValueError(f"--quantizer {cfg.quantizer} with --kd-loss-scale 0 and no "
+                         "--codebook-smoothing-temperature is not used; drop it")
     if not cfg.quantizer:
         return None
     from mvqkd.quantizer import load_quantizer

@@ -135,6 +135,21 @@ def _set_kd_stats(model, cuts, device, quantizer=None) -> None:
                 float(mean.abs().mean()), float(std.min()), float(std.max()), len(std))
 
 
+def _init_label_heads(model, model_cfg: dict, data: TrainData, device) -> None:
+    """What a fresh model's distillation heads take from the data: the standardisation of
+    the regression targets, the codeword-neighbour table of the codebook head."""
+    if model_cfg.get("kd_normalize"):
+        _set_kd_stats(model, data.cuts, device, data.quantizer)
+    temperature = float(model_cfg.get("codebook_smoothing_temperature") or 0.0)
+    if temperature > 0:
+        from mvqkd.quantizer import codeword_neighbours
+
+        model.codebook_head.set_neighbours(
+            codeword_neighbours(data.quantizer.codebooks, temperature).to(device))
+        logger.info("codebook targets smoothed over codeword neighbours (temperature %g, "
+                    "quantizer %s)", temperature, data.quantizer.id)
+
+
 def _restore(ckpt: dict, run: Run, dinfo, path) -> None:
     """Optimiser, scheduler, sampler position and RNG states from a checkpoint."""
     from mvqkd.training.checkpoint import set_rng_state
@@ -173,8 +188,8 @@ def build_or_resume(cfg: TrainConfig, data: TrainData, dinfo) -> Run:
     model = build_model(model_cfg).to(dinfo.device)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
-    elif model_cfg.get("kd_normalize"):
-        _set_kd_stats(model, data.cuts, dinfo.device, data.quantizer)
+    else:
+        _init_label_heads(model, model_cfg, data, dinfo.device)
     logger.info("model: %.2fM parameters, config %s",
                 sum(p.numel() for p in model.parameters()) / 1e6, model_cfg)
     if dinfo.world_size > 1:
@@ -294,6 +309,7 @@ def train_epochs(cfg: TrainConfig, data: TrainData, run: Run, dinfo, monitor) ->
     from mvqkd.training.checkpoint import unwrap
 
     saver = Saver(cfg, run, data, dinfo)
+    decode = data.quantizer is not None and unwrap(run.model).kd_head is not None  # decoded regression
     history, valid_hist, current = [], [], {}
 
     def loss_fn(batch):
@@ -301,7 +317,7 @@ def train_epochs(cfg: TrainConfig, data: TrainData, run: Run, dinfo, monitor) ->
         if batch is None:  # every cut of it skipped (--skip-bad-indexes)
             return None
         batch = move_batch(batch, dinfo.device)
-        if data.quantizer is not None:
+        if decode:
             batch[TEACHER_EMBEDDINGS], batch["teacher_lens"] = decode_indexes(
                 data.quantizer, batch[CODEBOOK_INDEXES])
         if specaug is not None:

@@ -40,6 +40,7 @@ max_duration=20           # seconds of audio per student batch
 student_args="--sigma-reparam --lr 3e-3 --warmup-steps 100 --no-spec-augment --model-override dropout=0.0 --model-override rnnt_warmup_steps=500 --ctc-loss-scale 0.3 --num-workers 0"
 codebook_loss_scale=""    # MVQ-KD students (mvqkd train --codebook-loss-scale; default 0.1)
 codebook_label_smoothing=0.2  # MVQ-KD students: label smoothing of the codebook CE (chosen on dev-clean, mean of 2 seeds)
+codebook_smoothing_temperature=0  # MVQ-KD students: > 0 spreads that smoothing over the nearest codewords (0: uniform)
 mvq_dec_loss_scale=2.0    # mvq-dec students: scale of the decoded regression (chosen on dev-clean, mean of 3 seeds)
 seeds="1 2"               # one student per system and seed; results are averaged over seeds
 student_jobs=2            # students trained (and decoded) at the same time, nj / student_jobs threads each
@@ -128,7 +129,8 @@ train_one() {  # train_one SYSTEM SEED
     --data-dir "$data_dir" --vocab-size "$vocab_size" --exp-root "$exp_root/seed$2" \
     --model-size "$student_size" --num-epochs "$num_epochs" --max-duration "$max_duration" \
     --seed "$2" --extra-args "$student_args" --codebook-loss-scale "$codebook_loss_scale" \
-    --codebook-label-smoothing "$codebook_label_smoothing" --mvq-dec-loss-scale "$mvq_dec_loss_scale"
+    --codebook-label-smoothing "$codebook_label_smoothing" --mvq-dec-loss-scale "$mvq_dec_loss_scale" \
+    --codebook-smoothing-temperature "$codebook_smoothing_temperature"
 }
 train_students() {
   local dir

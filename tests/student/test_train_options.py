@@ -1,7 +1,8 @@
 """The training options for the demo's levers, each against an independent computation:
-SortaGrad's first epoch is sorted by duration, label-smoothed codebook CE equals the
-hand-written formula, and the decoded-regression head regresses the quantizer's
-reconstruction of the stored indexes (standardised with numpy's statistics)."""
+SortaGrad's first epoch is sorted by duration, label-smoothed codebook CE (uniform and over
+codeword neighbours) equals the hand-written formula, and the decoded-regression head
+regresses the quantizer's reconstruction of the stored indexes (standardised with numpy's
+statistics)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 from lhotse import CutSet
 
 from mvqkd.data.synthetic import WORDS, make_synthetic_cuts, train_tiny_bpe
-from mvqkd.quantizer import Quantizer
+from mvqkd.quantizer import Quantizer, codeword_neighbours
 from mvqkd.student.heads import CodebookHead
 from mvqkd.training.student import train
 
@@ -75,6 +76,91 @@ def test_label_smoothing_equals_the_formula(eps):
                 lp = logp[b, t, c]
                 want += (1 - eps) * -float(lp[y]) + eps * -float(lp.mean())
     assert float(got) == pytest.approx(want, rel=1e-5)
+
+
+def _brute_neighbours(codebooks: np.ndarray, temperature: float) -> np.ndarray:
+    """codeword_neighbours with loops: weights exp(-d^2 / (T mean d^2 of distinct pairs))."""
+    n_books, k, _ = codebooks.shape
+    out = np.zeros((n_books, k, k))
+    for m in range(n_books):
+        d2 = np.array([[np.sum((codebooks[m, a] - codebooks[m, b]) ** 2) for b in range(k)]
+                       for a in range(k)])
+        mean = d2.sum() / (k * (k - 1))
+        for a in range(k):
+            w = np.array([0.0 if b == a else np.exp(-d2[a, b] / (temperature * mean)) for b in range(k)])
+            out[m, a] = w / w.sum()
+    return out
+
+
+@pytest.mark.parametrize("temperature", [0.05, 0.3, 2.0])
+def test_codeword_neighbours_equal_the_brute_force_weights(temperature):
+    books = torch.randn(3, 7, 5, generator=torch.Generator().manual_seed(1))
+    got = codeword_neighbours(books, temperature).numpy()
+    np.testing.assert_allclose(got, _brute_neighbours(books.double().numpy(), temperature), rtol=1e-5, atol=1e-7)
+
+
+def test_codeword_neighbours_limits():
+    books = torch.randn(2, 9, 4, generator=torch.Generator().manual_seed(2))
+    flat = codeword_neighbours(books, 1e6)  # T -> inf: even over the K - 1 others
+    off = ~torch.eye(9, dtype=torch.bool)
+    assert torch.allclose(flat[:, off], torch.full_like(flat[:, off], 1 / 8), atol=1e-5)
+    assert float(flat.diagonal(dim1=1, dim2=2).abs().max()) == 0.0
+    sharp = codeword_neighbours(books, 1e-4)  # T -> 0: all on the nearest other codeword
+    d2 = torch.cdist(books, books) ** 2 + torch.eye(9) * 1e9
+    assert torch.equal(sharp.argmax(-1), d2.argmin(-1)) and float(sharp.max(-1).values.min()) > 0.999
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        codeword_neighbours(books, 0.0)
+
+
+@pytest.mark.parametrize("eps", [0.1, 0.4])
+def test_neighbour_smoothing_equals_the_formula(eps):
+    """Head codebook c = j N + n (two teacher frames per student frame) reads teacher codebook
+    n's table; the loss is -sum_k target(k) log p(k) with the explicit soft target."""
+    torch.manual_seed(0)
+    n_teacher, k = 3, 5
+    head = CodebookHead(8, 2 * n_teacher, k, label_smoothing=eps, neighbour_codebooks=n_teacher)
+    table = codeword_neighbours(torch.randn(n_teacher, k, 4), 0.5)
+    head.set_neighbours(table)
+    x = torch.randn(2, 4, 8)
+    targets = torch.randint(0, k, (2, 4, 2 * n_teacher))
+    targets[1, 3] = -100
+    targets[0, 1, 4] = -100
+    got = head(x, targets)
+    logp = head.logits(x).log_softmax(-1)
+    want = 0.0
+    for b in range(2):
+        for t in range(4):
+            for c in range(2 * n_teacher):
+                y = int(targets[b, t, c])
+                if y < 0:
+                    continue
+                soft = [(1 - eps) * (kk == y) + eps * float(table[c % n_teacher, y, kk]) for kk in range(k)]
+                want += -sum(soft[kk] * float(logp[b, t, c, kk]) for kk in range(k))
+    assert float(got) == pytest.approx(want, rel=1e-5)
+    fresh = CodebookHead(8, 2 * n_teacher, k, label_smoothing=eps, neighbour_codebooks=n_teacher)
+    with pytest.raises(RuntimeError, match="call set_neighbours"):
+        fresh(x, targets)
+
+
+def test_neighbour_smoothing_training_takes_the_quantizers_table(data, tmp_path):
+    from mvqkd.quantizer import load_quantizer
+    from mvqkd.student.checkpoint import load_checkpoint_file
+
+    q = load_quantizer(data / "q.pt")
+    res = train(_cfg(data, tmp_path / "nb", quantizer=str(data / "q.pt"), kd_loss_scale=0.0,
+                     codebook_label_smoothing=0.2, codebook_smoothing_temperature=0.3, num_epochs=1))
+    model = res["model"]
+    assert model.kd_head is None  # --kd-loss-scale 0: no decoded regression
+    assert torch.allclose(model.codebook_head.neighbours, codeword_neighbours(q.codebooks, 0.3))
+    assert all(h["codebook"] > 0 and h["kd"] == 0 for h in res["history"])
+    saved = load_checkpoint_file(tmp_path / "nb" / "epoch-1.pt")["model"]
+    assert torch.equal(saved["codebook_head.neighbours"], model.codebook_head.neighbours)
+    with pytest.raises(ValueError, match="--codebook-smoothing-temperature needs --quantizer"):
+        train(_cfg(data, tmp_path / "x1", codebook_label_smoothing=0.2, codebook_smoothing_temperature=0.3))
+    with pytest.raises(ValueError, match="set --codebook-label-smoothing > 0"):
+        train(_cfg(data, tmp_path / "x2", quantizer=str(data / "q.pt"), codebook_smoothing_temperature=0.3))
+    with pytest.raises(ValueError, match="is not used; drop it"):
+        train(_cfg(data, tmp_path / "x3", quantizer=str(data / "q.pt"), kd_loss_scale=0.0))
 
 
 def test_decoded_regression_regresses_the_reconstruction(data, tmp_path):
