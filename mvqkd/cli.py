@@ -27,8 +27,9 @@ COMMAND_MODULES = [
 
 
 #: what ``MVQKD_PORTABLE_KERNELS=1`` sets (a value already in the environment wins): torch's
-#: own CPU kernels at AVX2 and MKL's conditional numerical reproducibility mode at AVX2
-PORTABLE_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT"}
+#: own CPU kernels at AVX2, MKL's conditional numerical reproducibility mode at AVX2, and the
+#: AVX2 (Haswell) kernels of numpy's OpenBLAS (the PCA's SVD of ``reduce-embeddings``)
+PORTABLE_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT", "OPENBLAS_CORETYPE": "Haswell"}
 
 
 def portable_kernels() -> bool:
@@ -37,11 +38,13 @@ def portable_kernels() -> bool:
     otherwise pick code paths by processor, and a model trained with the same command and seed
     comes out different on another CPU (docs/RESULTS.md, "Repeatability across processors").
     Sets :data:`PORTABLE_ENV` and turns oneDNN off (its convolutions then run as torch's own
-    im2col + MKL GEMM). Must run before torch is imported; returns whether it applied."""
+    im2col + MKL GEMM). Must run before torch and numpy are imported; returns whether it
+    applied."""
     if os.environ.get("MVQKD_PORTABLE_KERNELS", "0") in ("", "0"):
         return False
-    if "torch" in sys.modules:
-        raise RuntimeError("MVQKD_PORTABLE_KERNELS=1 must take effect before torch is imported")
+    for lib in ("torch", "numpy"):
+        if lib in sys.modules:
+            raise RuntimeError(f"MVQKD_PORTABLE_KERNELS=1 must take effect before {lib} is imported")
     for key, value in PORTABLE_ENV.items():
         os.environ.setdefault(key, value)
     import torch

@@ -2,7 +2,9 @@
 bit for bit the same when each library is restricted to what an AVX2-only processor offers
 (torch's kernels: ATEN_CPU_CAPABILITY, MKL: MKL_ENABLE_INSTRUCTIONS, oneDNN:
 ONEDNN_MAX_CPU_ISA), while without it each restriction changes the weights on a processor
-with AVX-512 (the dependence the setting removes)."""
+with AVX-512 (the dependence the setting removes). numpy's OpenBLAS (the PCA's float64 SVD)
+runs its Haswell (AVX2) kernels under the setting: the same SVD as a process told so
+explicitly, where the processor's own kernels round differently on AVX-512."""
 
 from __future__ import annotations
 
@@ -62,8 +64,36 @@ def test_without_them_each_restriction_changes_the_weights():
     assert len({r[0] for r in runs}) == len(RESTRICTIONS), runs
 
 
+SVD = r"""
+import hashlib
+from mvqkd.cli import portable_kernels
+applied = portable_kernels()
+import numpy as np
+x = np.random.default_rng(0).standard_normal((3000, 64)) @ np.random.default_rng(1).standard_normal((64, 64))
+_, s, vt = np.linalg.svd(x - x.mean(0), full_matrices=False)
+print(hashlib.sha256(np.concatenate([s, vt.ravel()]).tobytes()).hexdigest(), applied)
+"""
+
+
+def svd_digest(portable: bool, **env_extra) -> list[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "MVQKD_PORTABLE_KERNELS")}
+    env.update(env_extra, MVQKD_PORTABLE_KERNELS="1" if portable else "0")
+    out = subprocess.run([sys.executable, "-c", SVD], env=env, capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+def test_portable_kernels_run_numpys_openblas_at_avx2():
+    portable, haswell, native = svd_digest(True), svd_digest(False, OPENBLAS_CORETYPE="Haswell"), svd_digest(False)
+    assert portable == [haswell[0], "True"]
+    if torch.backends.cpu.get_cpu_capability() == "AVX512":  # OpenBLAS picks its SkylakeX kernels here
+        assert native[0] != haswell[0]
+
+
 def test_it_refuses_to_apply_after_torch_is_imported():
     code = ("import os, torch\nos.environ['MVQKD_PORTABLE_KERNELS'] = '1'\n"
             "from mvqkd.cli import portable_kernels\nportable_kernels()")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode != 0 and "before torch is imported" in out.stderr
+    code = code.replace("import os, torch", "import os, numpy")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode != 0 and "before numpy is imported" in out.stderr

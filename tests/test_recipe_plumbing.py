@@ -220,7 +220,7 @@ def test_run_sh_decodes_and_reads_the_averaged_model_when_asked(fake_env):
     assert " --checkpoints epoch-5-avg-3 --use-averaged-model " in summarize
 
 
-@pytest.mark.parametrize("flag, want", [(None, ""), ("true", "1"), ("false", "")])
+@pytest.mark.parametrize("flag, want", [(None, "1"), ("true", "1"), ("false", "0")])
 def test_run_sh_portable_kernels_reach_every_command(fake_env, flag, want):
     work, env, log = fake_env
     seen = log.with_name("portable.log")

@@ -11,7 +11,8 @@
 #   stage 6: decode test-clean / test-other / dev-clean (decode.sh)          -> EXP/seed<K>/<system>/<method>
 #   stage 7: results table (mean over seeds, markdown) + PNG                -> EXP/results.{md,png}
 # Every budget is counted (teacher steps, quantizer iterations, student epochs): the same
-# command gives the same models on a faster or a busier machine. Wall times are measured
+# command gives the same models on a faster or a busier machine, and, with the default
+# --portable-kernels true, on another x86-64 processor with AVX2. Wall times are measured
 # into EXP/stage_times.tsv. Every stage resumes / is a no-op when re-run. Needs bash >= 5.1.
 # Usage: recipes/librispeech/run.sh [--stage N] [--stop-stage M] [--hours 6] [--seeds "1 2"] ...
 #   a short deterministic run: run.sh --hours 0.1 --teacher-steps 30 --quantizer-iters 2 --stop-stage 3
@@ -46,8 +47,9 @@ seeds="1 2"               # one student per system and seed; results are average
 student_jobs=2            # students trained (and decoded) at the same time, nj / student_jobs threads each
 systems="baseline mvq mvq-dec l2 l2-pca"  # mvq-dec: the MVQ indexes regressed through the quantizer's decoder; l2-pca: L2-KD at the storage of the indexes
 decode_method=modified_beam_search  # or greedy_search, fast_beam_search
-portable_kernels=false    # true: the same models on every x86-64 CPU with AVX2 (MVQKD_PORTABLE_KERNELS=1:
-                          # AVX2 kernels, MKL's reproducibility mode, no oneDNN; docs/RESULTS.md)
+portable_kernels=true     # the same models on every x86-64 CPU with AVX2 (MVQKD_PORTABLE_KERNELS=1: AVX2
+                          # kernels, MKL's reproducibility mode, no oneDNN; docs/RESULTS.md). false: the
+                          # processor's fastest kernels (1.1-1.4x faster steps, floats differ by CPU)
 decode_avg=1              # checkpoints averaged for decoding (epochs num_epochs-avg+1 .. num_epochs)
 decode_averaged_model=false  # true: decode the running mean of the weights over those epochs
                           # (needs students trained with --average-period N in student_args)
@@ -57,7 +59,7 @@ decode_averaged_model=false  # true: decode the running mean of the weights over
 
 case "$portable_kernels" in
   true) export MVQKD_PORTABLE_KERNELS=1 ;;
-  false) ;;
+  false) export MVQKD_PORTABLE_KERNELS=0 ;;
   *) die "--portable-kernels must be true or false, got '$portable_kernels'" ;;
 esac
 recipe=$(cd "$(dirname "$0")" && pwd)
