@@ -6,8 +6,11 @@ with the processor's native kernels and with the portable ones, each case in a f
 (the setting is read once, before torch loads), alternating native / portable --rounds times.
 
     python tools/bench_kernels.py --steps 6 --rounds 2
+    python tools/bench_kernels.py --steps 5 --rounds 2 --each   # also each setting alone
 Prints one line per case and round (best step of --steps after 2 warm-up steps) and the
-portable / native ratio of the medians; run it on an otherwise idle machine.
+case / native ratio of the medians; run it on an otherwise idle machine. ``--each`` adds one
+case per part of the setting (torch's AVX2 kernels, MKL's reproducibility mode, numpy's
+OpenBLAS at Haswell, oneDNN off), to show where the cost comes from.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import sys
 
 from bench_omp_wait import TEACHER_SETUP  # tools/ is on the path of a script run from it
 
-PRELUDE = "from mvqkd.cli import portable_kernels\nportable_kernels()\nimport json, time, torch\n"
+PRELUDE = ("import os\nfrom mvqkd.cli import portable_kernels\nportable_kernels()\nimport json, time, torch\n"
+           "if os.environ.get('BENCH_ONEDNN_OFF'):\n    torch.backends.mkldnn.enabled = False\n")
 TEACHER = PRELUDE + "torch.manual_seed(0)\n" + TEACHER_SETUP
 STUDENT = PRELUDE + r"""
 from mvqkd.student import build_model, preset_config
@@ -50,8 +54,18 @@ print(json.dumps(min(times)))
 """
 
 
-def seconds(code: str, steps: int, portable: bool, threads: int) -> float:
-    env = {**os.environ, "MVQKD_PORTABLE_KERNELS": "1" if portable else "0", "OMP_NUM_THREADS": str(threads)}
+#: the cases: the processor's own kernels, the whole portable setting, and (--each) its parts alone
+NATIVE, PORTABLE = {"MVQKD_PORTABLE_KERNELS": "0"}, {"MVQKD_PORTABLE_KERNELS": "1"}
+PARTS = {"ATEN_CPU_CAPABILITY=avx2": {"ATEN_CPU_CAPABILITY": "avx2"},
+         "MKL_CBWR=AVX2,STRICT": {"MKL_CBWR": "AVX2,STRICT"},
+         "OPENBLAS_CORETYPE=Haswell": {"OPENBLAS_CORETYPE": "Haswell"},
+         "oneDNN off": {"BENCH_ONEDNN_OFF": "1"}}
+
+
+def seconds(code: str, steps: int, case: dict, threads: int) -> float:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MVQKD_PORTABLE_KERNELS", "BENCH_ONEDNN_OFF", *PARTS)}
+    env.update(NATIVE, **case, OMP_NUM_THREADS=str(threads))
     out = subprocess.run([sys.executable, "-c", code + TIMING.replace("STEPS", str(steps))], env=env,
                          capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
@@ -60,18 +74,20 @@ def seconds(code: str, steps: int, portable: bool, threads: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=6, help="timed steps per case (default 6)")
-    ap.add_argument("--rounds", type=int, default=2, help="native / portable pairs per model (default 2)")
+    ap.add_argument("--rounds", type=int, default=2, help="passes over the cases per model (default 2)")
+    ap.add_argument("--each", action="store_true", help="also time each part of the setting alone")
     args = ap.parse_args()
+    cases = {"native": NATIVE, "portable": PORTABLE, **(PARTS if args.each else {})}
     for name, code, threads in (("demo teacher", TEACHER, 2), ("demo student", STUDENT, 1)):
-        got = {False: [], True: []}
+        got = {case: [] for case in cases}
         for r in range(args.rounds):
-            for portable in (False, True):
-                t = seconds(code, args.steps, portable, threads)
-                got[portable].append(t)
-                print(f"{name:13s} round {r + 1} {'portable' if portable else 'native':8s} {t:.3f} s/step",
-                      flush=True)
-        print(f"{name:13s} portable / native: {statistics.median(got[True]) / statistics.median(got[False]):.2f}x",
-              flush=True)
+            for case, env in cases.items():
+                t = seconds(code, args.steps, env, threads)
+                got[case].append(t)
+                print(f"{name:13s} round {r + 1} {case:26s} {t:.3f} s/step", flush=True)
+        base = statistics.median(got["native"])
+        for case in list(cases)[1:]:
+            print(f"{name:13s} {case} / native: {statistics.median(got[case]) / base:.2f}x", flush=True)
 
 
 if __name__ == "__main__":
