@@ -62,9 +62,12 @@ PARTS = {"ATEN_CPU_CAPABILITY=avx2": {"ATEN_CPU_CAPABILITY": "avx2"},
          "oneDNN off": {"BENCH_ONEDNN_OFF": "1"}}
 
 
+#: every variable a case may set, cleared from the inherited environment first
+CASE_VARIABLES = {key for case in (NATIVE, PORTABLE, *PARTS.values()) for key in case}
+
+
 def seconds(code: str, steps: int, case: dict, threads: int) -> float:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("MVQKD_PORTABLE_KERNELS", "BENCH_ONEDNN_OFF", *PARTS)}
+    env = {k: v for k, v in os.environ.items() if k not in CASE_VARIABLES}
     env.update(NATIVE, **case, OMP_NUM_THREADS=str(threads))
     out = subprocess.run([sys.executable, "-c", code + TIMING.replace("STEPS", str(steps))], env=env,
                          capture_output=True, text=True, check=True)
