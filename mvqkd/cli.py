@@ -37,9 +37,10 @@ def portable_kernels() -> bool:
     with AVX2, whatever its newer instructions (AVX-512, AMX). torch's kernels, MKL and oneDNN
     otherwise pick code paths by processor, and a model trained with the same command and seed
     comes out different on another CPU (docs/RESULTS.md, "Repeatability across processors").
-    Sets :data:`PORTABLE_ENV` and turns oneDNN off (its convolutions then run as torch's own
-    im2col + MKL GEMM). Must run before torch and numpy are imported; returns whether it
-    applied."""
+    Sets :data:`PORTABLE_ENV` and turns oneDNN and NNPACK off (their convolutions then run as
+    torch's own im2col + MKL GEMM; NNPACK, which torch picks for a batch of 16 or more, is a
+    separate kernel library whose sums round differently and which MKL's mode does not cover).
+    Must run before torch and numpy are imported; returns whether it applied."""
     if os.environ.get("MVQKD_PORTABLE_KERNELS", "0") in ("", "0"):
         return False
     for lib in ("torch", "numpy"):
@@ -50,7 +51,8 @@ def portable_kernels() -> bool:
     import torch
 
     torch.backends.mkldnn.enabled = False
-    logging.getLogger(__name__).info("portable CPU kernels: %s, oneDNN off",
+    torch.backends.nnpack.set_flags(False)
+    logging.getLogger(__name__).info("portable CPU kernels: %s, oneDNN and NNPACK off",
                                      ", ".join(f"{k}={os.environ[k]}" for k in PORTABLE_ENV))
     return True
 

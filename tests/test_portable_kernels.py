@@ -97,3 +97,31 @@ def test_it_refuses_to_apply_after_torch_is_imported():
     code = code.replace("import os, torch", "import os, numpy")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode != 0 and "before numpy is imported" in out.stderr
+
+
+NNPACK = r"""
+from mvqkd.cli import portable_kernels
+applied = portable_kernels()
+import torch
+torch.manual_seed(0)
+conv = torch.nn.Conv2d(64, 64, 3, stride=2, padding=1)  # the student's second subsampling layer
+x = torch.randn(16, 64, 50, 40)  # a batch of 16: where torch would pick NNPACK
+with torch.no_grad():
+    y = conv(x)
+    with torch.backends.nnpack.flags(enabled=False), torch.backends.mkldnn.flags(enabled=False):
+        im2col = conv(x)
+print(applied, torch.backends.nnpack.is_available(), torch._C._get_nnpack_enabled(), torch.equal(y, im2col))
+"""
+
+
+def nnpack_run(portable: bool) -> list[str]:
+    env = dict(os.environ, MVQKD_PORTABLE_KERNELS="1" if portable else "0")
+    out = subprocess.run([sys.executable, "-c", NNPACK], env=env, capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+def test_portable_kernels_turn_nnpack_off():
+    assert nnpack_run(True)[0::2] == ["True", "False"] and nnpack_run(True)[3] == "True"
+    native = nnpack_run(False)
+    if native[1] == "True":  # NNPACK's sums round differently from the im2col + GEMM path
+        assert native[2:] == ["True", "False"], native

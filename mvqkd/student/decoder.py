@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mvqkd.student.depthwise import depthwise_conv1d
+
 
 class Decoder(nn.Module):
     """Stateless predictor: ``y`` (N, U) long -> (N, U, decoder_dim).
@@ -42,7 +44,7 @@ class Decoder(nn.Module):
                              f"tokens, got {tuple(y.shape)}")
         emb = self.embedding(y)  # (N, U + context_size - 1, D)
         if self.context_size > 1:
-            emb = self.conv(emb.transpose(1, 2)).transpose(1, 2)  # (N, U, D)
+            emb = depthwise_conv1d(self.conv, emb.transpose(1, 2)).transpose(1, 2)  # (N, U, D)
         return torch.relu(emb)
 
 

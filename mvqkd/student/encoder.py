@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from mvqkd.conventions import SUBSAMPLING_FACTOR
+from mvqkd.student.depthwise import depthwise_conv1d
 
 from .sigma_reparam import make_linear
 
@@ -163,7 +164,7 @@ class ConvModule(nn.Module):
     def forward(self, x: torch.Tensor, pad: torch.Tensor):
         y = nn.functional.glu(self.pw1(self.norm_in(x)), dim=-1)
         y = y.masked_fill(pad[:, :, None], 0.0)
-        y = self.depthwise(y.transpose(1, 2)).transpose(1, 2)
+        y = depthwise_conv1d(self.depthwise, y.transpose(1, 2)).transpose(1, 2)
         y = self.pw2(nn.functional.silu(self.norm_mid(y)))
         return self.dropout(y)
 

@@ -1,0 +1,112 @@
+"""mvqkd.student.depthwise: the inference loop of the student's depthwise convolutions equals
+``nn.Conv1d`` where it replaces it (no autograd, CPU, oneDNN off), bit for bit under
+``MVQKD_PORTABLE_KERNELS=1`` (MKL at AVX2 sums the per-channel GEMM in kernel order with fused
+multiply-adds, as the loop does; MKL's AVX-512 kernels round a few sums differently), and is
+not used where it would change training or an export."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from mvqkd.student.decoder import Decoder
+from mvqkd.student.depthwise import _uses_loop, depthwise_conv1d
+
+SHAPES = [  # (N, C, L, K, padding, bias): the predictor's step, the Conformer module's, edge cases
+    (64, 144, 2, 2, 0, False), (4, 144, 125, 15, 7, True), (3, 8, 1, 15, 7, True), (2, 5, 9, 3, 0, True)]
+
+
+@pytest.fixture
+def onednn_off():
+    with torch.backends.mkldnn.flags(enabled=False), torch.backends.nnpack.flags(enabled=False):
+        yield
+
+
+@pytest.mark.parametrize("N,C,L,K,pad,bias", SHAPES)
+def test_loop_equals_conv1d(onednn_off, N, C, L, K, pad, bias):
+    torch.manual_seed(0)
+    conv = nn.Conv1d(C, C, K, groups=C, padding=pad, bias=bias)
+    x = torch.randn(N, C, L)
+    with torch.no_grad():
+        assert _uses_loop(conv, x)
+        y = depthwise_conv1d(conv, x)
+        ref = conv(x)
+    assert y.shape == ref.shape == (N, C, L + 2 * pad - K + 1)
+    torch.testing.assert_close(y, ref, rtol=0, atol=1e-6)
+
+
+def test_against_a_hand_computed_sum(onednn_off):
+    conv = nn.Conv1d(2, 2, 3, groups=2, padding=1)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([[[1.0, 2.0, 3.0]], [[0.5, 0.0, -1.0]]]))
+        conv.bias.copy_(torch.tensor([10.0, 0.0]))
+        x = torch.tensor([[[1.0, 2.0, 3.0, 4.0], [1.0, 1.0, 2.0, 2.0]]])
+        y = depthwise_conv1d(conv, x)
+    # channel 0: 10 + 1 x[t-1] + 2 x[t] + 3 x[t+1]; channel 1: 0.5 x[t-1] - x[t+1] (zeros outside)
+    expected = torch.tensor([[[10 + 2 + 6, 10 + 1 + 4 + 9, 10 + 2 + 6 + 12, 10 + 3 + 8],
+                              [-1.0, 0.5 - 2, 0.5 - 2, 1.0]]])
+    assert torch.equal(y, expected)
+
+
+def test_training_tracing_and_other_convolutions_keep_conv1d(onednn_off):
+    depthwise = nn.Conv1d(4, 4, 3, groups=4)
+    x = torch.randn(2, 4, 6)
+    assert not _uses_loop(depthwise, x)  # autograd on: training keeps the convolution's backward
+    with torch.no_grad():
+        assert _uses_loop(depthwise, x)
+        assert not _uses_loop(nn.Conv1d(4, 4, 3, groups=2), x)
+        assert not _uses_loop(nn.Conv1d(4, 4, 3, groups=4, stride=2), x)
+        assert not _uses_loop(nn.Conv1d(4, 4, 3, groups=4, dilation=2), x)
+        assert not _uses_loop(nn.Conv1d(4, 4, 3, groups=4, padding=1, padding_mode="reflect"), x)
+        with torch.backends.mkldnn.flags(enabled=True):
+            assert not _uses_loop(depthwise, x)  # oneDNN's own depthwise kernel is fast
+        traced = torch.jit.trace(_Wrap(depthwise), x)
+    assert any(n.kind() == "aten::_convolution" for n in traced.inlined_graph.nodes())
+
+
+class _Wrap(nn.Module):
+    def __init__(self, conv):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x):
+        return depthwise_conv1d(self.conv, x)
+
+
+def test_predictor_gives_the_same_output_with_and_without_autograd(onednn_off):
+    torch.manual_seed(0)
+    dec = Decoder(vocab_size=50, decoder_dim=16, blank_id=0, context_size=2)
+    y = torch.randint(0, 50, (7, 5))
+    with_grad = dec(y)
+    with torch.no_grad():
+        without = dec(y)
+        step = dec(y[:, -2:], need_pad=False)
+    assert torch.equal(with_grad.detach(), without)
+    assert torch.equal(step[:, 0], without[:, -1])
+
+
+PORTABLE = r"""
+from mvqkd.cli import portable_kernels
+assert portable_kernels()
+import torch
+from mvqkd.student.depthwise import _uses_loop, depthwise_conv1d
+torch.manual_seed(0)
+conv = torch.nn.Conv1d(144, 144, 15, groups=144, padding=7)
+x = torch.randn(20, 144, 300)
+pred = torch.nn.Conv1d(144, 144, 2, groups=144, bias=False)  # the predictor's, one beam-search step
+h = torch.randn(64, 144, 2)
+with torch.no_grad():
+    print(_uses_loop(conv, x), torch.equal(depthwise_conv1d(conv, x), conv(x)),
+          torch.equal(depthwise_conv1d(pred, h), pred(h)))
+"""
+
+
+def test_the_portable_setting_takes_the_loop_with_the_same_floats():
+    env = dict(os.environ, MVQKD_PORTABLE_KERNELS="1")
+    out = subprocess.run([sys.executable, "-c", PORTABLE], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True", "True"]
