@@ -7,10 +7,15 @@ with the processor's native kernels and with the portable ones, each case in a f
 
     python tools/bench_kernels.py --steps 6 --rounds 2
     python tools/bench_kernels.py --steps 5 --rounds 2 --each   # also each setting alone
+    python tools/bench_kernels.py --decode EXP/seed1/baseline data/fbank/librispeech_cuts_dev-clean.jsonl.gz \
+        data/lang_bpe_256/bpe.model --decode-cuts 60 --steps 2 --rounds 2
 Prints one line per case and round (best step of --steps after 2 warm-up steps) and the
 case / native ratio of the medians; run it on an otherwise idle machine. ``--each`` adds one
 case per part of the setting (torch's AVX2 kernels, MKL's reproducibility mode, numpy's
-OpenBLAS at Haswell, oneDNN off), to show where the cost comes from.
+OpenBLAS at Haswell, oneDNN off), to show where the cost comes from. ``--decode`` times
+instead one modified beam search (beam 4, one thread, as run.sh's decoding jobs) of the first
+--decode-cuts cuts with a trained student (its last epoch-N.pt): native, portable, and portable
+as before commit 83daea1 (NNPACK on, torch's per-channel depthwise convolutions).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import os
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 
 from bench_omp_wait import TEACHER_SETUP  # tools/ is on the path of a script run from it
 
@@ -42,6 +48,23 @@ def step():
     opt.step()
     opt.zero_grad()
 """
+DECODE = PRELUDE + r"""
+import sentencepiece as spm
+from lhotse import load_manifest
+from mvqkd.decode.decode import decode_dataset
+from mvqkd.student.checkpoint import epoch_checkpoints, load_model_for_decoding
+torch.set_num_threads(1)
+if os.environ.get("BENCH_PER_CHANNEL_CONV"):  # the portable setting before 83daea1
+    import mvqkd.student.depthwise as depthwise
+    depthwise._uses_loop = lambda conv, x: False
+    torch.backends.nnpack.set_flags(True)
+exp, cuts, bpe, n = os.environ["BENCH_DECODE"].split("|")
+model, _ = load_model_for_decoding(exp, epoch=epoch_checkpoints(exp)[-1][0])
+sp = spm.SentencePieceProcessor(model_file=bpe)
+cuts = load_manifest(cuts).subset(first=int(n)).to_eager()
+def step():
+    decode_dataset(model, cuts, sp, "modified_beam_search", 4, max_duration=300)
+"""
 TIMING = r"""
 for _ in range(2):
     step()
@@ -54,6 +77,8 @@ print(json.dumps(min(times)))
 """
 
 
+REPO = Path(__file__).resolve().parents[1]
+
 #: the cases: the processor's own kernels, the whole portable setting, and (--each) its parts alone
 NATIVE, PORTABLE = {"MVQKD_PORTABLE_KERNELS": "0"}, {"MVQKD_PORTABLE_KERNELS": "1"}
 PARTS = {"ATEN_CPU_CAPABILITY=avx2": {"ATEN_CPU_CAPABILITY": "avx2"},
@@ -63,14 +88,18 @@ PARTS = {"ATEN_CPU_CAPABILITY=avx2": {"ATEN_CPU_CAPABILITY": "avx2"},
 
 
 #: every variable a case may set, cleared from the inherited environment first
-CASE_VARIABLES = {key for case in (NATIVE, PORTABLE, *PARTS.values()) for key in case}
+CASE_VARIABLES = {key for case in (NATIVE, PORTABLE, *PARTS.values()) for key in case} | {"BENCH_PER_CHANNEL_CONV"}
 
 
 def seconds(code: str, steps: int, case: dict, threads: int) -> float:
     env = {k: v for k, v in os.environ.items() if k not in CASE_VARIABLES}
     env.update(NATIVE, **case, OMP_NUM_THREADS=str(threads))
+    # from the repository root: ``-c`` puts the working directory first on sys.path, and another
+    # checkout's ``mvqkd/`` there would be timed instead of this one
     out = subprocess.run([sys.executable, "-c", code + TIMING.replace("STEPS", str(steps))], env=env,
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True, cwd=REPO)
+    if out.returncode:
+        sys.exit(f"bench_kernels: the case {case} failed:\n{out.stderr[-3000:]}")
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -79,15 +108,24 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6, help="timed steps per case (default 6)")
     ap.add_argument("--rounds", type=int, default=2, help="passes over the cases per model (default 2)")
     ap.add_argument("--each", action="store_true", help="also time each part of the setting alone")
+    ap.add_argument("--decode", nargs=3, metavar=("EXP_DIR", "CUTS", "BPE_MODEL"),
+                    help="time decoding with this student instead of training steps")
+    ap.add_argument("--decode-cuts", type=int, default=60, help="cuts decoded per step (default 60)")
     args = ap.parse_args()
     cases = {"native": NATIVE, "portable": PORTABLE, **(PARTS if args.each else {})}
-    for name, code, threads in (("demo teacher", TEACHER, 2), ("demo student", STUDENT, 1)):
+    models = (("demo teacher", TEACHER, 2), ("demo student", STUDENT, 1))
+    if args.decode:
+        os.environ["BENCH_DECODE"] = "|".join([*(str(Path(p).resolve()) for p in args.decode),
+                                               str(args.decode_cuts)])
+        cases["portable before 83daea1"] = {**PORTABLE, "BENCH_PER_CHANNEL_CONV": "1"}
+        models = (("decode", DECODE, 1),)
+    for name, code, threads in models:
         got = {case: [] for case in cases}
         for r in range(args.rounds):
             for case, env in cases.items():
                 t = seconds(code, args.steps, env, threads)
                 got[case].append(t)
-                print(f"{name:13s} round {r + 1} {case:26s} {t:.3f} s/step", flush=True)
+                print(f"{name:13s} round {r + 1} {case:26s} {t:.3f} s/step", flush=True)  # decode: s/pass
         base = statistics.median(got["native"])
         for case in list(cases)[1:]:
             print(f"{name:13s} {case} / native: {statistics.median(got[case]) / base:.2f}x", flush=True)

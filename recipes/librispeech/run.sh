@@ -48,7 +48,7 @@ student_jobs=2            # students trained (and decoded) at the same time, nj 
 systems="baseline mvq mvq-dec l2 l2-pca"  # mvq-dec: the MVQ indexes regressed through the quantizer's decoder; l2-pca: L2-KD at the storage of the indexes
 decode_method=modified_beam_search  # or greedy_search, fast_beam_search
 portable_kernels=true     # the same models on every x86-64 CPU with AVX2 (MVQKD_PORTABLE_KERNELS=1: AVX2
-                          # kernels, MKL's reproducibility mode, OpenBLAS at Haswell, no oneDNN;
+                          # kernels, MKL's reproducibility mode, OpenBLAS at Haswell, no oneDNN or NNPACK;
                           # docs/RESULTS.md). false: the
                           # processor's fastest kernels (1.1-1.4x faster steps, floats differ by CPU)
 decode_avg=1              # checkpoints averaged for decoding (epochs num_epochs-avg+1 .. num_epochs)
