@@ -115,6 +115,10 @@ class CodebookHead(nn.Module):
         self.label_smoothing = label_smoothing
         self.register_buffer("neighbours", torch.zeros(neighbour_codebooks, codebook_size,
                                                        codebook_size) if neighbour_codebooks else None)
+        # whether ``neighbours`` holds a table: set by set_neighbours() and when a state dict
+        # is loaded (checked there once, not on every step: the check is a device sync)
+        self.neighbours_ready = False
+        self.register_load_state_dict_post_hook(CodebookHead._check_loaded_neighbours)
         self.pre = None
         if mlp_dim > 0:
             self.pre = nn.Sequential(nn.Linear(input_dim, mlp_dim), nn.SiLU())
@@ -157,6 +161,12 @@ class CodebookHead(nn.Module):
             raise ValueError(f"neighbour table must have shape {tuple(self.neighbours.shape)} "
                              f"(codebooks, K, K), got {tuple(table.shape)}")
         self.neighbours.copy_(table)
+        self.neighbours_ready = bool(table.sum() > 0)
+
+    @staticmethod
+    def _check_loaded_neighbours(module: "CodebookHead", incompatible_keys) -> None:
+        if module.neighbours is not None:
+            module.neighbours_ready = bool(module.neighbours.sum() > 0)
 
     def forward(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Sum of per-codebook cross-entropies over the entries of ``targets`` (B, T, C)
@@ -174,7 +184,7 @@ class CodebookHead(nn.Module):
     def _neighbour_smoothed(self, logits: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
         """logits (M, K), targets (M,) with rows in (B, T, C) order -> summed
         ``-(1 - eps) log p(i) - eps sum_k q[c % N, i, k] log p(k)`` over the valid rows."""
-        if not bool(self.neighbours.sum() > 0):
+        if not self.neighbours_ready:
             raise RuntimeError("the neighbour table is empty: call set_neighbours() with the "
                                "quantizer's codeword_neighbours before training")
         valid = flat != IGNORE_INDEX

@@ -140,6 +140,15 @@ def test_neighbour_smoothing_equals_the_formula(eps):
     fresh = CodebookHead(8, 2 * n_teacher, k, label_smoothing=eps, neighbour_codebooks=n_teacher)
     with pytest.raises(RuntimeError, match="call set_neighbours"):
         fresh(x, targets)
+    # a state dict carries the table (checked once, at load): the loaded head gives the same loss,
+    # one loaded from an empty table refuses as the fresh one does
+    wrapper = torch.nn.Sequential(fresh)
+    wrapper.load_state_dict(torch.nn.Sequential(head).state_dict())
+    assert fresh.neighbours_ready and float(fresh(x, targets)) == pytest.approx(float(got), rel=1e-6)
+    empty = CodebookHead(8, 2 * n_teacher, k, label_smoothing=eps, neighbour_codebooks=n_teacher)
+    fresh.load_state_dict(empty.state_dict())
+    with pytest.raises(RuntimeError, match="call set_neighbours"):
+        fresh(x, targets)
 
 
 def test_neighbour_smoothing_training_takes_the_quantizers_table(data, tmp_path):
