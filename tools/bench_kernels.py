@@ -81,6 +81,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 #: the cases: the processor's own kernels, the whole portable setting, and (--each) its parts alone
 NATIVE, PORTABLE = {"MVQKD_PORTABLE_KERNELS": "0"}, {"MVQKD_PORTABLE_KERNELS": "1"}
+PORTABLE_BEFORE_83DAEA1 = {**PORTABLE, "BENCH_PER_CHANNEL_CONV": "1"}  # --decode only
 PARTS = {"ATEN_CPU_CAPABILITY=avx2": {"ATEN_CPU_CAPABILITY": "avx2"},
          "MKL_CBWR=AVX2,STRICT": {"MKL_CBWR": "AVX2,STRICT"},
          "OPENBLAS_CORETYPE=Haswell": {"OPENBLAS_CORETYPE": "Haswell"},
@@ -88,7 +89,8 @@ PARTS = {"ATEN_CPU_CAPABILITY=avx2": {"ATEN_CPU_CAPABILITY": "avx2"},
 
 
 #: every variable a case may set, cleared from the inherited environment first
-CASE_VARIABLES = {key for case in (NATIVE, PORTABLE, *PARTS.values()) for key in case} | {"BENCH_PER_CHANNEL_CONV"}
+CASE_VARIABLES = {key for case in (NATIVE, PORTABLE, PORTABLE_BEFORE_83DAEA1, *PARTS.values())
+                  for key in case}
 
 
 def seconds(code: str, steps: int, case: dict, threads: int) -> float:
@@ -117,7 +119,7 @@ def main() -> None:
     if args.decode:
         os.environ["BENCH_DECODE"] = "|".join([*(str(Path(p).resolve()) for p in args.decode),
                                                str(args.decode_cuts)])
-        cases["portable before 83daea1"] = {**PORTABLE, "BENCH_PER_CHANNEL_CONV": "1"}
+        cases["portable before 83daea1"] = PORTABLE_BEFORE_83DAEA1
         models = (("decode", DECODE, 1),)
     for name, code, threads in models:
         got = {case: [] for case in cases}
