@@ -179,6 +179,7 @@ def test_run_sh_trains_and_decodes_every_student_two_at_a_time(fake_env):
         assert not any("--kd-loss-scale" in mine[m] for m in ("baseline", "mvq", "l2", "l2-pca"))
         assert " --kd l2 " in mine["l2"] and " --kd l2 " in mine["l2-pca"] and "data/kd_pca/" in mine["l2-pca"]
         assert all(" --sigma-reparam " in a and " --no-spec-augment " in a for a in mine.values())
+        assert all(" --valid-every 0 " in a for a in mine.values())  # dev loss after the last epoch
         assert "kd-normalize" not in mine["l2"]  # mvqkd train's default: standardised
         assert " --codebook-loss-scale 0.05 " in mine["mvq"] and " --codebook-label-smoothing 0.2 " in mine["mvq"]
         assert "label-smoothing" not in mine["l2"] + mine["baseline"]

@@ -26,8 +26,11 @@ class TrainConfig:
              "codebook_indexes (written by mvqkd extract)", group="data")
     bpe_model: str = opt("", required=True, help="sentencepiece model (DATA/lang_bpe_V/bpe.model); it is stored "
                               "in every checkpoint", group="data")
-    valid_cuts: str | None = opt(None, "CutSet for the validation loss computed at each epoch end",
-                                 group="data")
+    valid_cuts: str | None = opt(None, "CutSet for the validation loss computed at epoch ends "
+                                       "(--valid-every)", group="data")
+    valid_every: int = opt(1, "validation loss on --valid-cuts after every N-th epoch and after the "
+                              "last one; 0: after the last epoch only (it changes no model: "
+                              "validation draws no random numbers)", group="data")
     max_duration: float = opt(200.0, "seconds of audio per batch (lhotse DynamicBucketingSampler)",
                               group="data")
     num_buckets: int = opt(30, "duration buckets of the sampler", group="data")

@@ -63,6 +63,7 @@ class _Run:
 def _build_or_resume(cfg: FinetuneConfig, train_cuts, out: Path) -> _Run:
     from mvqkd.student.checkpoint import load_checkpoint_file
     from mvqkd.training.checkpoint import set_rng_state
+    from mvqkd.training.optim import adamw, load_optimizer_state
 
     model, do_norm = build_ctc_model(cfg.size, cfg.seed, cfg.init_from)
     with_mask = model.config.feat_extract_norm == "layer"
@@ -74,8 +75,7 @@ def _build_or_resume(cfg: FinetuneConfig, train_cuts, out: Path) -> _Run:
     total = steps_per_epoch * cfg.num_epochs
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps)
-    opt_ = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98),
-                             weight_decay=cfg.weight_decay)
+    opt_ = adamw(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt_, _lr_lambda(min(cfg.warmup_steps, total // 3 + 1),
                                                                 total))
     run = _Run(model, do_norm, with_mask, opt_, sched, steps_per_epoch)
@@ -83,7 +83,7 @@ def _build_or_resume(cfg: FinetuneConfig, train_cuts, out: Path) -> _Run:
     if state_path.is_file():
         st = load_checkpoint_file(state_path)
         model.load_state_dict(st["model"])
-        opt_.load_state_dict(st["optimizer"])
+        load_optimizer_state(opt_, st["optimizer"])
         sched.load_state_dict(st["scheduler"])
         set_rng_state(st["rng"])
         run.start_epoch, run.step = int(st["epoch"]) + 1, int(st["step"])

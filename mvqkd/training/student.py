@@ -2,7 +2,7 @@
 
 ``train(config)`` takes a :class:`TrainConfig`, an ``argparse.Namespace`` or a dict of the
 same fields, and returns a summary dict (``history``: one dict per optimiser step with the
-losses; ``valid``: per-epoch validation losses; ``final_step``; ``model``).
+losses; ``valid``: the validation losses of the epochs ``--valid-every`` picks; ``final_step``; ``model``).
 
 Named steps, in order:
 
@@ -15,7 +15,7 @@ Named steps, in order:
    :mod:`mvqkd.training.loop` (non-finite batches skipped, gradient clipping, budgets in
    epochs / ``--max-steps``, wall clock only with ``--time-budget``), step checkpoints
    every ``--save-every-n`` steps (the newest ``--keep-last-k`` kept), an epoch checkpoint
-   and the validation losses after each epoch.
+   and the validation losses after each epoch (``--valid-every``: every N-th and the last).
 
 Logs: ``EXP/log/log-train-*.txt`` (fatal errors included), tensorboard, periodic lines.
 Checkpoints (``weights_only``-safe, docs/FORMATS.md) also carry the BPE model.
@@ -153,8 +153,9 @@ def _init_label_heads(model, model_cfg: dict, data: TrainData, device) -> None:
 def _restore(ckpt: dict, run: Run, dinfo, path) -> None:
     """Optimiser, scheduler, sampler position and RNG states from a checkpoint."""
     from mvqkd.training.checkpoint import set_rng_state
+    from mvqkd.training.optim import load_optimizer_state
 
-    run.optimizer.load_state_dict(ckpt["optimizer"])
+    load_optimizer_state(run.optimizer, ckpt["optimizer"])
     run.scheduler.load_state_dict(ckpt["scheduler"])
     run.step = int(ckpt["step"])
     if ckpt.get("epoch_done"):
@@ -290,6 +291,11 @@ def run_validation(run: Run, data: TrainData, cfg: TrainConfig, dinfo, monitor, 
     return res
 
 
+def validates_after(epoch: int, cfg: TrainConfig) -> bool:
+    """Whether the validation loss is computed after ``epoch`` (``--valid-every``)."""
+    return epoch == cfg.num_epochs or (cfg.valid_every > 0 and epoch % cfg.valid_every == 0)
+
+
 def train_epochs(cfg: TrainConfig, data: TrainData, run: Run, dinfo, monitor) -> dict:
     """The epochs of a run (see the module docstring); returns the summary dict."""
     from mvqkd.data.dataset import KDDataset
@@ -350,7 +356,7 @@ def train_epochs(cfg: TrainConfig, data: TrainData, run: Run, dinfo, monitor) ->
             saver.save_step(epoch, run.step, current["sampler"])
             break
         monitor.end_epoch(epoch)
-        if data.valid_cuts is not None:
+        if data.valid_cuts is not None and validates_after(epoch, cfg):
             valid_hist.append(run_validation(run, data, cfg, dinfo, monitor, epoch))
         saver.save(Path(cfg.exp_dir) / f"epoch-{epoch}.pt", epoch, run.step, True,
                    sampler.state_dict())
@@ -363,6 +369,8 @@ def train(config) -> dict:
     from mvqkd.training.distributed import cleanup_distributed, setup_distributed
 
     cfg = TrainConfig.from_any(config)
+    if cfg.valid_every < 0:
+        raise ValueError(f"--valid-every must be >= 0 (0: after the last epoch only), got {cfg.valid_every}")
     dinfo = setup_distributed(cfg.device)
     Path(cfg.exp_dir).mkdir(parents=True, exist_ok=True)
     monitor = TrainMonitor(Path(cfg.exp_dir), dinfo, cfg.tensorboard, LOSS_KEYS)

@@ -94,6 +94,29 @@ def test_validation_on_cuts_without_indexes_reports_rnnt_only(data, tmp_path, ca
     assert all(h["codebook"] > 0 for h in res["history"])  # training still distils
 
 
+def _validated_epochs(exp):
+    log = next((exp / "log").glob("log-train-*.txt")).read_text()
+    return [int(line.split(" epoch ")[1].split()[0]) for line in log.splitlines() if " validation: " in line]
+
+
+def test_valid_every_picks_the_epochs_and_changes_no_model(data, tmp_path):
+    runs = {}
+    for every in (1, 2, 0):
+        exp = tmp_path / f"every{every}"
+        res = train(_cfg(data, exp, valid_cuts=str(data / "cuts.jsonl.gz"), num_epochs=3,
+                         valid_every=every))
+        runs[every] = (res, _validated_epochs(exp))
+    assert runs[1][1] == [1, 2, 3] and runs[2][1] == [2, 3] and runs[0][1] == [3]
+    assert [len(r["valid"]) for r, _ in runs.values()] == [3, 2, 1]
+    assert runs[0][0]["valid"][-1] == runs[1][0]["valid"][-1]  # the last epoch's losses
+    ref = runs[1][0]["model"].state_dict()
+    for every in (2, 0):  # validation draws no random numbers: the same weights, bit for bit
+        got = runs[every][0]["model"].state_dict()
+        assert all(torch.equal(ref[k], got[k]) for k in ref)
+    with pytest.raises(ValueError, match="--valid-every must be >= 0"):
+        train(_cfg(data, tmp_path / "bad", valid_every=-1))
+
+
 @pytest.mark.parametrize("sigma", [False, True])
 def test_warmup_only_without_sigma_reparam(data, tmp_path, sigma):
     res = train(_cfg(data, tmp_path / str(sigma), kd="none", sigma_reparam=sigma, max_steps=2,
