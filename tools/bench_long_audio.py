@@ -39,14 +39,15 @@ RUSAGE = ("import resource, subprocess, sys, json; p = subprocess.run(sys.argv[1
 
 def mvqkd(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "mvqkd.cli", "--log-level", "WARNING", *args], check=True,
-                   stdout=subprocess.DEVNULL)
+                   stdout=subprocess.DEVNULL, cwd=REPO)
 
 
 def measured(args: list[str]) -> tuple[float, float]:
     """(seconds, peak RSS MiB) of `mvqkd ARGS` in a fresh process."""
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", RUSAGE, sys.executable, "-m", "mvqkd.cli", "--log-level",
-                          "WARNING", *args], capture_output=True, text=True, check=False)
+                          "WARNING", *args], capture_output=True, text=True, check=False,
+                         cwd=REPO)
     res = json.loads(out.stdout.strip().splitlines()[-1])
     if res["rc"] != 0:
         raise RuntimeError(f"mvqkd {' '.join(args)} failed: {out.stderr.strip()[-500:]}")
@@ -73,7 +74,7 @@ def main() -> int:
                     help="then, in-process on the 10-minute recording: codes equal under small noise and "
                          "under chunking with wider windows, and the additive codes' reconstruction error")
     args = ap.parse_args()
-    work = Path(args.keep or tempfile.mkdtemp(prefix="bench_long_"))
+    work = Path(args.keep or tempfile.mkdtemp(prefix="bench_long_")).resolve()  # children run in REPO
     work.mkdir(parents=True, exist_ok=True)
     teacher = work / "teacher"
     if not (teacher / "config.json").is_file():

@@ -19,6 +19,11 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+#: the children run from here, so that `python -c` imports this checkout's mvqkd (with the
+#: working directory first on sys.path, a run from another checkout timed that one's)
+REPO = Path(__file__).resolve().parents[1]
 
 #: the demo teacher on 2 threads and its ``step()`` (also timed by tools/bench_kernels.py)
 TEACHER_SETUP = r"""
@@ -53,7 +58,7 @@ def seconds_per_step(steps: int, policy: str | None, loaded: bool) -> float:
         if policy:
             env = {**env, "OMP_WAIT_POLICY": policy}
         out = subprocess.run([sys.executable, "-c", STEP.replace("STEPS", str(steps))], env=env,
-                             capture_output=True, text=True, check=True)
+                             capture_output=True, text=True, check=True, cwd=REPO)
     finally:
         if load:
             load.kill()
