@@ -19,7 +19,8 @@ def adamw(params, **kwargs) -> torch.optim.AdamW:
     """``torch.optim.AdamW(params, **kwargs)`` with the multi-tensor (``foreach``) update on every
     device. torch picks it for CUDA only; on CPU it does the same element-wise arithmetic as the
     per-parameter loop, bit for bit (tests/student/test_optim.py), in one call per operation
-    instead of one per parameter: ~5% of a demo student's step was that loop's Python overhead."""
+    instead of one per parameter. A profile put ~5% of a demo student's step in that loop, but
+    a timed epoch came out the same either way (docs/benchmarks.md, "Student steps")."""
     return torch.optim.AdamW(params, foreach=True, **kwargs)
 
 
