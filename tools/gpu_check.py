@@ -2,8 +2,9 @@
 """The CUDA path in a few minutes: each check runs on --device and on the CPU and compares.
 
 Checks (one PASS / FAIL line each):
-  extract     tiny teacher + quantizer: codebook indexes of synthetic speech-like audio on the
-              device vs on the CPU (float32): >= 99% of code entries equal
+  extract     tiny teacher + quantizer: codebook indexes of the test suite's real recordings
+              (tests/data: flac, wav, mp3, stereo; the first 4 s of each) on the device vs on
+              the CPU (float32): >= 99% of code entries equal
   quantizer   train a quantizer on the device and on the CPU (same seed): codes of the
               device's quantizer equal on >= 99% of entries, relative errors within 1%
   losses      full and pruned RNN-T losses (and gradients) on the device vs the CPU: 1e-4
@@ -32,6 +33,8 @@ import torch
 
 from mvqkd.conventions import SAMPLE_RATE
 
+TEST_AUDIO = Path(__file__).resolve().parents[1] / "tests" / "data"
+
 
 def audio(seconds: float, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
@@ -41,20 +44,31 @@ def audio(seconds: float, seed: int) -> np.ndarray:
     return (0.1 * x + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
 
 
+def test_recordings(quick):
+    """The first 4 s of each of the test suite's real recordings (mono 16 kHz); 2 with --quick.
+    Synthetic speech-like audio where the checkout has no tests/data."""
+    from mvqkd.decode.transcribe import load_audio
+
+    files = sorted(p for p in TEST_AUDIO.glob("*") if p.suffix in (".flac", ".wav", ".mp3"))
+    if not files:
+        return [audio(s, i) for i, s in enumerate([1.5, 2.3, 3.1, 4.0])][: 2 if quick else 4]
+    return [load_audio(f)[: 4 * SAMPLE_RATE] for f in files][: 2 if quick else None]
+
+
 def check_extract(dev, quick, tmp):
     from mvqkd.quantizer import train_quantizer
     from mvqkd.teacher.make import make_teacher
     from mvqkd.teacher.model import load_teacher
 
     path = make_teacher(Path(tmp) / "t", "tiny", seed=0)
-    wavs = [audio(s, i) for i, s in enumerate([1.5, 2.3, 3.1, 4.0][: 2 if quick else 4])]
+    wavs = test_recordings(quick)
     cpu = load_teacher(path, device="cpu", dtype="float32")
     gpu = load_teacher(path, device=dev, dtype="float32")
     a = torch.cat(cpu.extract(wavs, 2))
     b = torch.cat(gpu.extract(wavs, 2))
     q = train_quantizer(a, 4, 16, iters=1, progress=False)
     eq = float((q.encode(a) == q.encode(b)).float().mean())
-    return eq >= 0.99, f"codes equal on {100 * eq:.2f}% of entries"
+    return eq >= 0.99, f"codes of {len(wavs)} recordings ({a.shape[0]} frames) equal on {100 * eq:.2f}% of entries"
 
 
 def check_quantizer(dev, quick, tmp):
