@@ -44,7 +44,7 @@ def audio(seconds: float, seed: int) -> np.ndarray:
     return (0.1 * x + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
 
 
-def test_recordings(quick):
+def recordings(quick):
     """The first 4 s of each of the test suite's real recordings (mono 16 kHz); 2 with --quick.
     Synthetic speech-like audio where the checkout has no tests/data."""
     from mvqkd.decode.transcribe import load_audio
@@ -52,7 +52,7 @@ def test_recordings(quick):
     files = sorted(p for p in TEST_AUDIO.glob("*") if p.suffix in (".flac", ".wav", ".mp3"))
     if not files:
         return [audio(s, i) for i, s in enumerate([1.5, 2.3, 3.1, 4.0])][: 2 if quick else 4]
-    return [load_audio(f)[: 4 * SAMPLE_RATE] for f in files][: 2 if quick else None]
+    return [load_audio(f)[: 4 * SAMPLE_RATE] for f in files[: 2 if quick else None]]
 
 
 def check_extract(dev, quick, tmp):
@@ -61,7 +61,7 @@ def check_extract(dev, quick, tmp):
     from mvqkd.teacher.model import load_teacher
 
     path = make_teacher(Path(tmp) / "t", "tiny", seed=0)
-    wavs = test_recordings(quick)
+    wavs = recordings(quick)
     cpu = load_teacher(path, device="cpu", dtype="float32")
     gpu = load_teacher(path, device=dev, dtype="float32")
     a = torch.cat(cpu.extract(wavs, 2))
