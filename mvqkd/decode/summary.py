@@ -132,6 +132,8 @@ def summarize(exp_root: Path, systems: list[str], method: str, stores: dict[str,
             f"{flat[t]:.2f}" if isinstance(flat.get(t), (int, float)) else "-" for t in TEST_SETS)
             + " | - | - | - |")
     md = "\n".join(lines) + "\n"
+    missing = {name: folder for name, folder in stores.items() if not folder.exists()}
+    stores = {name: folder for name, folder in stores.items() if name not in missing}
     if stores:
         md += "\n| teacher labels | bytes on disk | hours of audio | MB per hour |\n|---|---|---|---|\n"
         folders = set(stores.values())  # mvq and mvq-dec read the same indexes: measure them once
@@ -144,6 +146,9 @@ def summarize(exp_root: Path, systems: list[str], method: str, stores: dict[str,
         if sizes.get("mvq"):
             md += "\n" + "".join(f"{name} labels take {sizes[name] / sizes['mvq']:.2f}x the bytes of the MVQ "
                                   "indexes.\n" for name in sizes if name != "mvq" and sizes[name])
+    if missing:  # a store this run did not build (e.g. `run.sh --systems mvq`): no row of zeros
+        md += "\n" + "".join(f"{name} labels: {folder} not found, not listed.\n"
+                              for name, folder in missing.items())
     times = exp_root / "stage_times.tsv"
     if times.is_file():
         md += "\n| stage | wall time (min) |\n|---|---|\n"

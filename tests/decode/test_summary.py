@@ -64,6 +64,20 @@ def test_equal_storage_row_dev_ratio_and_storage(tool, tmp_path):
     assert "l2-pca labels take 1.00x the bytes of the MVQ indexes." in md
 
 
+def test_store_that_was_not_built_is_named_not_listed_as_zero(tool, tmp_path):
+    """`run.sh --systems mvq` passes the L2 stores too; a folder that does not exist gets no
+    table row of zero bytes and zero hours, but a line saying it was not found."""
+    write_summary(tmp_path / "mvq" / "greedy_search", "test-clean", 30.0)
+    d = tmp_path / "labels" / "mvq"
+    d.mkdir(parents=True)
+    (d / "a.h5").write_bytes(b"\0" * 500)
+    absent = tmp_path / "labels" / "kd"
+    md, _ = tool.summarize(tmp_path, ["mvq"], "greedy_search", {"mvq": d, "l2": absent})
+    assert f"| mvq ({d}) | 500 |" in md
+    assert f"| l2 ({absent})" not in md
+    assert f"l2 labels: {absent} not found, not listed." in md
+
+
 def test_checkpoints_pick_one_decode_among_several(tool, tmp_path):
     """A folder decoded from epoch 5 alone and from epochs 4-5 averaged: --checkpoints chooses
     by the file suffix's leading epoch-E-avg-A; without it the choice is refused."""
