@@ -26,15 +26,26 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 PIP="$VENV/bin/python -m pip"
+# pip compiles each file to bytecode on one core; --no-compile and one parallel compileall at the
+# end does the same work on all cores (measured: setup 55 s instead of 61-67 s on 2 cores)
+installed=""
 if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
   log "installing $TORCH_SPEC"
-  $PIP install -q "$TORCH_SPEC"
+  $PIP install -q --no-compile "$TORCH_SPEC"
+  installed=1
 fi
 if ! "$VENV/bin/python" -c "import mvqkd, pytest, multi_quantization, sherpa_onnx, onnxruntime" >/dev/null 2>&1 \
    || [ pyproject.toml -nt "$VENV/.mvqkd-installed" ]; then
   log "installing mvqkd[dev] (editable)"
-  $PIP install -q -e ".[dev]"
+  $PIP install -q --no-compile -e ".[dev]"
   touch "$VENV/.mvqkd-installed"
+  installed=1
+fi
+if [ -n "$installed" ]; then
+  # -qq and "|| true": like pip, skip the few files that are not valid Python 3 (test data inside
+  # packages); bytecode is only a cache, so a failure here costs start-up time, not correctness
+  site=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_path('purelib'))")
+  "$VENV/bin/python" -m compileall -qq -j 0 "$site" || true
 fi
 "$VENV/bin/python" - <<'PY'
 import importlib, sys
