@@ -27,7 +27,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PIP="$VENV/bin/python -m pip"
 # pip compiles each file to bytecode on one core; --no-compile and one parallel compileall at the
-# end does the same work on all cores (measured: setup 55 s instead of 61-67 s on 2 cores)
+# end does the same work on all cores (8-11 s less on 2 cores: tools/bench_setup.sh, docs/benchmarks.md)
 installed=""
 if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
   log "installing $TORCH_SPEC"
