@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 rev=${1:?usage: bench_setup.sh REV [ROUNDS]}; rounds=${2:-2}
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 git show "$rev:tools/setup.sh" | sed "s|^cd \"\$(dirname \"\$0\")/..\"|cd \"$PWD\"|" > "$tmp/old.sh"
+grep -qx "cd \"$PWD\"" "$tmp/old.sh" || {  # it would otherwise install from the wrong folder
+  echo "bench_setup.sh: $rev:tools/setup.sh has no 'cd \"\$(dirname \"\$0\")/..\"' line to point at $PWD" >&2; exit 1; }
 imp="import torch, lhotse, transformers, sentencepiece, h5py, lilcom, soundfile, scipy, kaldialign, \
 multi_quantization, sherpa_onnx, onnxruntime, onnx, pytest, matplotlib.pyplot, \
 transformers.models.hubert.modeling_hubert"

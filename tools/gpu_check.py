@@ -51,7 +51,7 @@ def recordings(quick):
 
     files = sorted(p for p in TEST_AUDIO.glob("*") if p.suffix in (".flac", ".wav", ".mp3"))
     if not files:
-        return [audio(s, i) for i, s in enumerate([1.5, 2.3, 3.1, 4.0])][: 2 if quick else 4]
+        return [audio(s, i) for i, s in enumerate([1.5, 2.3, 3.1, 4.0][: 2 if quick else 4])]
     return [load_audio(f)[: 4 * SAMPLE_RATE] for f in files[: 2 if quick else None]]
 
 
