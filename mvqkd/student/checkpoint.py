@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from mvqkd.student.sigma_reparam import exact_spectral_vectors
+
 logger = logging.getLogger(__name__)
 
 #: version of the checkpoint dict written by this mvqkd (1: pickled numpy RNG states)
@@ -88,7 +90,10 @@ def epoch_checkpoints(exp_dir: str | Path) -> list[tuple[int, Path]]:
 
 
 def average_state_dicts(state_dicts: list[dict]) -> dict:
-    """Element-wise mean of floating-point tensors; other entries come from the last dict."""
+    """Element-wise mean of floating-point tensors; other entries come from the last dict.
+    A mean of two or more also gets exact sigma-Reparam spectral vectors
+    (:func:`~mvqkd.student.sigma_reparam.exact_spectral_vectors`: averaged power-iteration
+    vectors would scale those layers wrongly); a single dict is returned unchanged."""
     if not state_dicts:
         raise ValueError("average_state_dicts: no state dicts given")
     out = {}
@@ -100,7 +105,7 @@ def average_state_dicts(state_dicts: list[dict]) -> dict:
             out[k] = (acc / len(state_dicts)).to(last.dtype)
         else:
             out[k] = last
-    return out
+    return exact_spectral_vectors(out) if len(state_dicts) > 1 else out
 
 
 def average_checkpoints(paths: list[str | Path]) -> dict:
@@ -183,7 +188,8 @@ def averaged_model_between(start: str | Path | None, end: str | Path) -> dict:
     """The mean of the weights sampled after ``start``'s step up to ``end``'s (``start`` None:
     from the first step), from the two checkpoints' running means (``model_avg``, written
     with ``mvqkd train --average-period``; :mod:`mvqkd.training.averaging`). Returned in the
-    dtypes of ``end``'s ``model``."""
+    dtypes of ``end``'s ``model``, with exact sigma-Reparam spectral vectors
+    (:func:`~mvqkd.student.sigma_reparam.exact_spectral_vectors`)."""
     return _interval_mean(start, end, load_checkpoint_file(end))
 
 
@@ -207,7 +213,7 @@ def _interval_mean(start: str | Path | None, end: str | Path, last: dict) -> dic
         if first is not None:
             total = total - first["model_avg"][k].to(torch.float64) * n_start
         out[k] = (total / (n_end - n_start)).to(ref.dtype)
-    return out
+    return exact_spectral_vectors(out)
 
 
 def checkpoint_bpe(ckpt: dict):

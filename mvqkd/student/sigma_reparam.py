@@ -52,6 +52,35 @@ class SigmaReparamLinear(nn.Linear):
         return F.linear(x, self.effective_weight(), self.bias)
 
 
+def exact_spectral_vectors(state_dict: dict) -> dict:
+    """``state_dict`` with every sigma-Reparam layer's ``u`` and ``v`` set to the top left
+    and right singular vectors of its ``weight`` (float64 SVD), so that the layer's
+    ``spectral_norm()`` is exactly ``||W||_2``; other entries are passed through.
+
+    For state dicts that are means of several models (``--avg N``, ``--use-averaged-model``):
+    ``u`` and ``v`` are unit vectors that one power step per training step keeps near W's
+    top singular pair, and when the two largest singular values are close that pair can
+    turn between checkpoints (between epochs 4 and 5 of a demo student, ``u . u'`` down to
+    -0.79). Their mean is then short (norm 0.33) and far from the averaged W's singular
+    vectors, ``u^T W v`` underestimates ``sigma(W)`` up to 10x, and every such layer's
+    effective weight ``gamma W / sigma`` comes out that much too large.
+    A sigma-Reparam layer is recognised by the four entries ``P.weight`` ``(out, in)``,
+    ``P.gamma`` ``()``, ``P.u`` ``(out,)`` and ``P.v`` ``(in,)``."""
+    out = dict(state_dict)
+    for key in state_dict:
+        if not key.endswith("gamma"):
+            continue
+        prefix = key[: -len("gamma")]
+        w, u, v = (state_dict.get(prefix + name) for name in ("weight", "u", "v"))
+        if w is None or u is None or v is None or w.dim() != 2 or u.shape != w.shape[:1] \
+                or v.shape != w.shape[1:]:
+            continue
+        left, _, right = torch.linalg.svd(w.detach().to(torch.float64), full_matrices=False)
+        out[prefix + "u"] = left[:, 0].to(u.dtype)
+        out[prefix + "v"] = right[0].to(v.dtype)
+    return out
+
+
 def make_linear(in_features: int, out_features: int, bias: bool = True,
                 sigma_reparam: bool = False) -> nn.Linear:
     """``nn.Linear`` or :class:`SigmaReparamLinear` (used by every encoder linear)."""

@@ -110,3 +110,25 @@ def test_decode_writes_icefall_suffixed_files_for_the_averaged_model(data, avera
                      "wer-summary-syn-epoch-2-avg-1-context-2-max-sym-per-frame-1.txt"]
     with pytest.raises(ValueError, match="cannot be used with --checkpoint"):
         DecodeConfig(cuts=cuts, checkpoint=str(averaged_run / "epoch-2.pt"), use_averaged_model=True).check()
+
+
+def test_sigma_reparam_running_mean_gets_exact_spectral_vectors(data, tmp_path):
+    """The running mean of a sigma-Reparam student: weights as the brute-force mean, and
+    u, v the top singular vectors of the mean weight (the mean of the tracked vectors is not
+    a unit vector; mvqkd.student.sigma_reparam.exact_spectral_vectors)."""
+    from mvqkd.student.sigma_reparam import SigmaReparamLinear
+
+    exp = tmp_path / "sr"
+    train(_cfg(data, exp, average_period=2, sigma_reparam=True))
+    e2 = load_checkpoint_file(exp / "epoch-2.pt")
+    got = averaged_model_between(None, exp / "epoch-2.pt")
+    want = brute_mean(exp, 0, e2["step"], 2)
+    vectors = {k for k in want if k.endswith((".u", ".v"))}
+    assert vectors
+    _assert_close(got, {k: v for k, v in want.items() if k not in vectors})
+    model, _ = load_model_for_decoding(exp, epoch=2, avg=2, use_averaged_model=True)
+    layers = [m for m in model.modules() if isinstance(m, SigmaReparamLinear)]
+    assert len(layers) == len(vectors) // 2
+    for m in layers:
+        true = torch.linalg.matrix_norm(m.weight.detach(), 2).item()
+        assert m.spectral_norm().item() == pytest.approx(true, rel=1e-5)

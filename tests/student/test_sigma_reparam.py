@@ -78,3 +78,68 @@ def test_every_encoder_linear_is_reparametrised():
     out = model(feats, lens, [[3, 4], [5]], codebook_indexes=torch.randint(0, 8, (2, 20, 2)))
     out["loss"].backward()
     assert all(m.gamma.grad is not None and m.gamma.grad != 0 for m in enc_linears)
+
+
+def _trained_layer(weight: torch.Tensor) -> SigmaReparamLinear:
+    """A layer with ``weight`` whose u, v have tracked it for 60 training forwards."""
+    lin = SigmaReparamLinear(weight.shape[1], weight.shape[0])
+    with torch.no_grad():
+        lin.weight.copy_(weight)
+        lin.gamma.fill_(2.0)
+    lin.train()
+    for _ in range(60):
+        lin(torch.randn(2, weight.shape[1]))
+    return lin
+
+
+def test_averaged_layers_divide_by_the_exact_spectral_norm_of_the_mean():
+    """Two checkpoints whose top singular pairs trade places (singular values 5 and 3 on
+    e1 / e2, then on e2 / e1), as between epochs of a demo student: the mean of their u is
+    0.71 long and u^T W v of the means is half of ||W||_2. The averaged layer must compute
+    gamma * mean(W) / ||mean(W)||_2 (torch's matrix 2-norm as the reference)."""
+    from mvqkd.student.checkpoint import average_state_dicts
+
+    torch.manual_seed(3)
+    q_out, _ = torch.linalg.qr(torch.randn(6, 6))
+    q_in, _ = torch.linalg.qr(torch.randn(8, 8))
+    base = torch.zeros(6, 8)
+    first, second = base.clone(), base.clone()
+    first[0, 0], first[1, 1], second[0, 0], second[1, 1] = 5.0, 3.0, 3.0, 5.0
+    first[2, 2] = second[2, 2] = 1.0
+    a, b = (_trained_layer(q_out @ w @ q_in.t()).state_dict() for w in (first, second))
+    assert abs(float(a["u"] @ b["u"])) < 0.1  # the pairs really traded places
+    naive_u = (a["u"] + b["u"]) / 2
+    assert naive_u.norm() < 0.8
+
+    avg = average_state_dicts([a, b])
+    lin = SigmaReparamLinear(8, 6)
+    lin.load_state_dict(avg)
+    lin.eval()
+    w_mean = (a["weight"] + b["weight"]) / 2
+    true_norm = torch.linalg.matrix_norm(w_mean, 2)
+    assert lin.spectral_norm().item() == pytest.approx(true_norm.item(), rel=1e-5)
+    x = torch.randn(4, 8)
+    want = x @ (2.0 * w_mean / true_norm).t() + (a["bias"] + b["bias"]) / 2
+    torch.testing.assert_close(lin(x).detach(), want, rtol=1e-5, atol=1e-5)
+    # one checkpoint is "averaged" to itself, bit for bit (decoding with --avg 1)
+    one = average_state_dicts([a])
+    assert all(torch.equal(one[k], a[k]) for k in a)
+
+
+def test_decoding_an_average_of_sigma_reparam_students(tmp_path):
+    """load_model_for_decoding(--avg 2) of a sigma-Reparam student: every reparametrised
+    layer's estimate equals the exact spectral norm of its averaged weight."""
+    from mvqkd.student.checkpoint import load_model_for_decoding
+    from mvqkd.training.checkpoint import save_checkpoint
+
+    cfg = preset_config("tiny", 20, sigma_reparam=True, num_codebooks=2, codebook_size=8).to_dict()
+    for e in (1, 2):
+        torch.manual_seed(e)
+        save_checkpoint(tmp_path / f"epoch-{e}.pt", model=build_model(cfg), config=cfg,
+                        epoch=e, step=10 * e, epoch_done=True)
+    model, _ = load_model_for_decoding(tmp_path, epoch=2, avg=2)
+    layers = [m for m in model.modules() if isinstance(m, SigmaReparamLinear)]
+    assert layers
+    for m in layers:
+        true = torch.linalg.matrix_norm(m.weight.detach(), 2).item()
+        assert m.spectral_norm().item() == pytest.approx(true, rel=1e-5)
