@@ -186,7 +186,7 @@ def test_run_sh_trains_and_decodes_every_student_two_at_a_time(fake_env):
         assert f" --seed {seed} " in mine["baseline"] and "data/kd/" in mine["l2"]
     dirs = sorted(c["args"].split(" --exp-dir ")[1].split()[0] for c in decode)
     assert dirs == sorted(f"exp/seed{s}/{m}" for s in (1, 2) for m in ("baseline", "mvq", "mvq-dec", "l2", "l2-pca"))
-    assert all(" --epoch 5 " in c["args"] and " --avg 1 " in c["args"] for c in decode)
+    assert all(" --epoch 5 " in c["args"] and " --avg 2 " in c["args"] for c in decode)
     assert all((work / d / "decode.out").is_file() for d in dirs)
     # a re-run skips the trained students
     log.unlink()

@@ -52,7 +52,8 @@ portable_kernels=true     # the same models on every x86-64 CPU with AVX2 (MVQKD
                           # kernels, MKL's reproducibility mode, OpenBLAS at Haswell, no oneDNN or NNPACK;
                           # docs/RESULTS.md). false: the
                           # processor's fastest kernels (1.1-1.4x faster steps, floats differ by CPU)
-decode_avg=1              # checkpoints averaged for decoding (epochs num_epochs-avg+1 .. num_epochs)
+decode_avg=2              # checkpoints averaged for decoding (epochs num_epochs-avg+1 .. num_epochs);
+                          # 2 has the best dev-clean of 1-4 for the demo's students (docs/RESULTS.md)
 decode_averaged_model=false  # true: decode the running mean of the weights over those epochs
                           # (needs students trained with --average-period N in student_args)
 
