@@ -66,3 +66,24 @@ def test_a_bad_manifest_line_names_the_file_and_line(tmp_path):
     bad.write_text("# header\nexp/teacher/model.safetensors abc\n")
     out = compare(bad, make_run(tmp_path / "r", "id", torch.zeros(1)))
     assert out.returncode != 0 and f"{bad}:2" in out.stderr
+
+
+def test_a_skipped_entry_leaves_the_digest_as_without_it(tmp_path):
+    """A student saved with an extra entry (the running mean of --average-period) differs
+    from the same weights saved without it, unless --skip-entry names it; then it matches
+    the other run directly and through that run's manifest."""
+    w = torch.randn(3, 3)
+    a = make_run(tmp_path / "a", "id", w)
+    b = make_run(tmp_path / "b", "id", w.clone())
+    ckpt = b / "exp/seed1/mvq/epoch-1.pt"
+    torch.save({**torch.load(ckpt, weights_only=True), "model_avg": {"w": w.double()},
+                "model_avg_count": 3}, ckpt)
+    assert "3/4 identical" in compare(a, b).stdout
+    out = compare("--skip-entry", "model_avg", a, b)
+    assert out.returncode == 0 and "4/4 identical" in out.stdout, out.stdout + out.stderr
+    manifest = tmp_path / "a.tsv"
+    manifest.write_text(compare("--write-manifest", a).stdout)
+    assert compare("--skip-entry", "model_avg", manifest, b).returncode == 0
+    # a changed weight is still found
+    torch.save({"model": {"w": w + 1, "b": torch.zeros(2, dtype=torch.bfloat16)}, "model_avg": {}}, ckpt)
+    assert compare("--skip-entry", "model_avg", a, b).returncode == 1

@@ -16,6 +16,11 @@ file), so that a later run can be compared with one whose directory is gone:
     python tools/compare_runs.py RUN_A RUN_B                  # two run directories
     python tools/compare_runs.py --write-manifest RUN > M.tsv # record a run's contents
     python tools/compare_runs.py M.tsv RUN_B                  # a run against a manifest
+    python tools/compare_runs.py --skip-entry model_avg M.tsv RUN_B
+
+``--skip-entry KEY`` leaves a top-level entry of every ``.pt`` file out of its digest: e.g.
+``model_avg``, the running mean that ``mvqkd train --average-period`` stores beside the
+weights, to compare the students of a run with it against a run without it.
 Prints a markdown table and "N/M identical"; exit status 1 when any compared file differs.
 """
 
@@ -53,13 +58,17 @@ def tensors(obj, prefix=""):
             yield from tensors(v, f"{prefix}/{i}")
 
 
-def content_digest(p: Path) -> tuple[str, str]:
-    """(digest of the file's contents, what was hashed) for a .pt, .h5 or other file."""
+def content_digest(p: Path, skip: tuple[str, ...] = ()) -> tuple[str, str]:
+    """(digest of the file's contents, what was hashed) for a .pt, .h5 or other file; the
+    top-level entries ``skip`` of a .pt file's dict are left out."""
     h = hashlib.sha256()
     if p.suffix == ".pt":
         import torch
 
-        named = dict(tensors(torch.load(p, map_location="cpu", weights_only=True)))
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+        if isinstance(obj, dict):
+            obj = {k: v for k, v in obj.items() if k not in skip}
+        named = dict(tensors(obj))
         for name in sorted(named):
             t = named[name].detach().cpu()
             _update(h, name, t.view(torch.uint8) if t.dtype == torch.bfloat16 else t.numpy())
@@ -101,11 +110,11 @@ def read_manifest(path: Path) -> dict[str, str]:
     return out
 
 
-def digests(run: Path) -> dict[str, tuple[str, str, str]]:
+def digests(run: Path, skip: tuple[str, ...] = ()) -> dict[str, tuple[str, str, str]]:
     """path -> (content digest, file sha256, what) for every file of a run directory."""
     out = {}
     for rel in files_to_compare(run):
-        digest, what = content_digest(run / rel)
+        digest, what = content_digest(run / rel, skip)
         out[str(rel)] = (digest, file_sha(run / rel), what)
     return out
 
@@ -115,10 +124,14 @@ def main() -> int:
     ap.add_argument("run_a", type=Path, help="a run directory, or a manifest written by --write-manifest")
     ap.add_argument("run_b", type=Path, nargs="?", help="the run directory to compare with it")
     ap.add_argument("--write-manifest", action="store_true", help="print RUN_A's manifest instead")
+    ap.add_argument("--skip-entry", action="append", default=[], metavar="KEY",
+                    help="leave this top-level entry of every .pt file out of its digest "
+                         "(repeatable; e.g. model_avg)")
     args = ap.parse_args()
+    skip = tuple(args.skip_entry)
     if args.write_manifest:
         print("# path\tcontent digest (tools/compare_runs.py)")
-        for rel, (digest, _, _) in digests(args.run_a).items():
+        for rel, (digest, _, _) in digests(args.run_a, skip).items():
             print(f"{rel}\t{digest}")
         return 0
     if args.run_b is None:
@@ -126,8 +139,8 @@ def main() -> int:
     if args.run_a.is_file():
         a = {rel: (d, None, "manifest") for rel, d in read_manifest(args.run_a).items()}
     else:
-        a = digests(args.run_a)
-    b = digests(args.run_b)
+        a = digests(args.run_a, skip)
+    b = digests(args.run_b, skip)
     rows = [(rel, a[rel][0] == b[rel][0], a[rel][1] == b[rel][1] if a[rel][1] else "-", b[rel][2])
             for rel in a if rel in b]
     print("| file | contents identical | bytes identical | compared |\n|---|---|---|---|")
