@@ -186,7 +186,9 @@ def test_run_sh_trains_and_decodes_every_student_two_at_a_time(fake_env):
         assert f" --seed {seed} " in mine["baseline"] and "data/kd/" in mine["l2"]
     dirs = sorted(c["args"].split(" --exp-dir ")[1].split()[0] for c in decode)
     assert dirs == sorted(f"exp/seed{s}/{m}" for s in (1, 2) for m in ("baseline", "mvq", "mvq-dec", "l2", "l2-pca"))
-    assert all(" --epoch 5 " in c["args"] and " --avg 2 " in c["args"] for c in decode)
+    assert all(" --epoch 5 " in c["args"] and " --avg 1 " in c["args"] and " --use-averaged-model " in c["args"]
+               for c in decode)
+    assert all(" --average-period 10 " in c["args"] for c in train)
     assert all((work / d / "decode.out").is_file() for d in dirs)
     # a re-run skips the trained students
     log.unlink()
@@ -199,7 +201,8 @@ def test_run_sh_results_read_the_decode_of_its_own_checkpoints(fake_env):
     """Stage 7 names the checkpoints stage 6 decoded (epoch, avg), so a folder that also holds
     a decode with other checkpoints (a re-run with another --decode-avg) is read right."""
     work, env, log = fake_env
-    proc = _run("run.sh", ["--stage", "7", "--stop-stage", "7", "--decode-avg", "2"], work, env)
+    proc = _run("run.sh", ["--stage", "7", "--stop-stage", "7", "--decode-avg", "2",
+                           "--decode-averaged-model", "false"], work, env)
     assert proc.returncode == 0, proc.stderr
     (summarize,) = [c["args"] for c in _calls(log) if c["args"].startswith(" summarize ")]
     assert " --checkpoints epoch-5-avg-2 " in summarize and " --method modified_beam_search " in summarize
@@ -268,3 +271,15 @@ def test_run_sh_budgets_are_counts_not_seconds(fake_env):
     (pca,) = [c for c in calls if c.startswith(" reduce-embeddings ")]  # the equal-storage control
     assert " --dims 4 " in pca and " --out-dir data/kd_pca " in pca  # 8 codebooks = 8 bytes = 4 float16
     assert (work / "exp/stage_times.tsv").read_text().split("\n")[0].split("\t")[0] == "teacher"
+
+
+def test_run_sh_needs_the_running_mean_it_decodes(fake_env):
+    work, env, log = fake_env
+    proc = _run("run.sh", ["--stage", "5", "--stop-stage", "6", "--average-period", "0"], work, env)
+    assert proc.returncode != 0 and "--average-period N (> 0)" in proc.stderr
+    assert not log.exists() or not [c for c in _calls(log) if c["args"].startswith(" train ")]
+    proc = _run("run.sh", ["--stage", "5", "--stop-stage", "5", "--systems", "baseline", "--seeds", "1",
+                           "--average-period", "0", "--decode-averaged-model", "false"], work, env)
+    assert proc.returncode == 0, proc.stderr
+    (train,) = [c["args"] for c in _calls(log) if c["args"].startswith(" train ")]
+    assert "--average-period" not in train
