@@ -57,8 +57,9 @@ portable_kernels=true     # the same models on every x86-64 CPU with AVX2 (MVQKD
 decode_avg=1              # epochs averaged for decoding (num_epochs-avg+1 .. num_epochs)
 decode_averaged_model=true   # true: decode the running mean of the weights over those epochs (icefall's
                           # --use-averaged-model; needs --average-period > 0); false: the mean of the
-                          # epoch-E.pt files. Chosen on dev-clean: the running mean over the last epoch is
-                          # the best of both kinds at avg 1-4 for every system (docs/RESULTS.md, run L)
+                          # epoch-E.pt files. Chosen on dev-clean: the running mean over the last epoch beats
+                          # the last epoch alone, the mean of 2-4 epoch files and the running mean over 2-3
+                          # epochs for every system of the demo (docs/RESULTS.md, run L)
 
 . "$(dirname "$0")/parse_options.sh"
 . "$(dirname "$0")/local/common.sh"
@@ -176,7 +177,7 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
 fi
 
 if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
-  log "Stage 6: decode ($decode_method, epoch $num_epochs, avg $decode_avg), $student_jobs at a time"
+  log "Stage 6: decode ($decode_method, epoch $num_epochs, avg $decode_avg, averaged model: $decode_averaged_model), $student_jobs at a time"
   timed "$times" decode decode_students
 fi
 
