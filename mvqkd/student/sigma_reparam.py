@@ -62,7 +62,7 @@ def exact_spectral_vectors(state_dict: dict) -> dict:
     top singular pair, and when the two largest singular values are close that pair can
     turn between checkpoints (between epochs 4 and 5 of a demo student, ``u . u'`` down to
     -0.79). Their mean is then short (norm 0.33) and far from the averaged W's singular
-    vectors, ``u^T W v`` underestimates ``sigma(W)`` up to 10x, and every such layer's
+    vectors, ``u^T W v`` underestimates ``sigma(W)`` up to 11x, and every such layer's
     effective weight ``gamma W / sigma`` comes out that much too large.
     A sigma-Reparam layer is recognised by the four entries ``P.weight`` ``(out, in)``,
     ``P.gamma`` ``()``, ``P.u`` ``(out,)`` and ``P.v`` ``(in,)``."""
