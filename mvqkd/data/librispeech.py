@@ -19,6 +19,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mvqkd.data.files import find_files
+
 logger = logging.getLogger(__name__)
 
 LIBRISPEECH_PARTS = (
@@ -82,7 +84,7 @@ def audit_part(root: Path, part: str) -> PartAudit:
     audit = PartAudit(part)
     texts: dict[str, tuple[Path, str]] = {}
     empty: set[str] = set()
-    for trans in sorted(part_dir.rglob("*.trans.txt")):
+    for trans in find_files(part_dir, "*.trans.txt"):
         for lineno, line in enumerate(trans.read_text(encoding="utf-8").splitlines(), 1):
             if not line.strip():
                 continue
@@ -92,7 +94,7 @@ def audit_part(root: Path, part: str) -> PartAudit:
                 empty.add(utt_id)
                 continue
             texts[utt_id] = (trans.parent, text.strip())
-    audio = {p.stem: p for p in sorted(part_dir.rglob("*.flac"))}
+    audio = {p.stem: p for p in find_files(part_dir, "*.flac")}
     if not texts and not audio:
         raise CorpusError(f"part folder {part_dir} holds no transcripts and no .flac audio")
     for utt_id, (folder, text) in texts.items():

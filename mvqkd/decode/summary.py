@@ -21,6 +21,7 @@ import json
 import statistics
 from pathlib import Path
 
+from mvqkd.data.files import find_files
 from mvqkd.decode.results import read_wer
 
 TEST_SETS = ("test-clean", "test-other", "dev-clean")
@@ -35,7 +36,7 @@ def read_scalars(exp_dir: Path) -> dict[str, list[tuple[int, float]]]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out: dict[str, list[tuple[int, float]]] = {}
-    for events in sorted(exp_dir.rglob("events.out.tfevents.*")):
+    for events in find_files(exp_dir, "events.out.tfevents.*"):
         acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
         acc.Reload()
         for tag in acc.Tags().get("scalars", []):
@@ -44,7 +45,7 @@ def read_scalars(exp_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def store_size(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*.h5")) if folder.is_dir() else 0
+    return sum(p.stat().st_size for p in find_files(folder, "*.h5"))
 
 
 def manifest_hours(folder: Path) -> float:

@@ -21,6 +21,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from mvqkd.data.files import find_files
+
 logger = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = (".flac", ".wav", ".mp3", ".ogg", ".opus", ".sph", ".m4a")
@@ -43,7 +45,7 @@ def cuts_from_audio_dir(audio_dir, transcripts=None):
     from lhotse import CutSet, Recording, SupervisionSegment
 
     root = Path(audio_dir)
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    files = [p for p in find_files(root) if p.suffix.lower() in AUDIO_SUFFIXES]
     if not files:
         raise ValueError(f"{root}: no audio files ({', '.join(AUDIO_SUFFIXES)})")
     recordings, origin, unreadable = [], {}, []
