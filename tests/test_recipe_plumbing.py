@@ -128,6 +128,26 @@ def test_train_sh_mvq_neighbour_smoothing_passes_the_quantizer(fake_env):
     assert "temperature" not in zero and "--quantizer" not in zero and "--kd-loss-scale" not in zero
 
 
+def test_train_sh_mvq_geometry_head_passes_the_quantizer(fake_env):
+    """mvq --codebook-head geometry: the quantizer once (also with a smoothing temperature),
+    no decoded regression; linear: the plain call; anything else refused before training."""
+    work, env, log = fake_env
+    args = ["--systems", "mvq", "--vocab-size", "256"]
+    proc = _run("train.sh", args + ["--codebook-head", "geometry"], work, env)
+    assert proc.returncode == 1 and "--codebook-head geometry needs the quantizer: not found" in proc.stderr
+    (work / "data/vq/quantizer.pt").write_bytes(b"")
+    proc = _run("train.sh", args + ["--codebook-head", "nearest"], work, env)
+    assert proc.returncode == 1 and "--codebook-head must be linear or geometry, got 'nearest'" in proc.stderr
+    for head in (["--codebook-head", "geometry"], ["--codebook-head", "linear"],
+                 ["--codebook-head", "geometry", "--codebook-label-smoothing", "0.2",
+                  "--codebook-smoothing-temperature", "0.3"]):
+        assert _run("train.sh", args + head, work, env).returncode == 0
+    geo, lin, both = (c["args"] for c in _calls(log))
+    assert " --kd mvq --codebook-head geometry --quantizer data/vq/quantizer.pt --kd-loss-scale 0 " in geo
+    assert "--codebook-head" not in lin and "--quantizer" not in lin
+    assert both.count("--quantizer ") == 1 and " --codebook-smoothing-temperature 0.3 --codebook-head geometry " in both
+
+
 def test_train_sh_refuses_a_bad_kd_normalize(fake_env):
     work, env, log = fake_env
     proc = _run("train.sh", ["--systems", "l2", "--kd-normalize", "yes", "--vocab-size", "256"], work, env)

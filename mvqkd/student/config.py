@@ -56,6 +56,9 @@ class TransducerConfig:
     eps smooths the codebook targets uniformly, or, with ``codebook_smoothing_temperature``
     T > 0, over the codewords nearest the target's in the quantizer's codebook
     (:class:`mvqkd.student.heads.CodebookHead`; the table comes from the quantizer).
+    ``codebook_geometry_dim`` D > 0 (the quantizer's dimension) replaces the head's free
+    weights by the quantizer's codewords: it predicts the normalised teacher embedding and
+    scores each codeword by its squared distance to it (``mvqkd train --codebook-head geometry``).
 
     ``loss_norm`` says how the distillation losses are normalised: ``"utterance"`` (default)
     sums over frames and codebooks and divides by the batch size, the same per-utterance
@@ -88,6 +91,7 @@ class TransducerConfig:
     codebook_mlp_dim: int = 0
     codebook_label_smoothing: float = 0.0
     codebook_smoothing_temperature: float = 0.0
+    codebook_geometry_dim: int = 0
     kd_mode: Optional[str] = None
     kd_dim: int = 0
     kd_loss_scale: float = 1.0
@@ -132,6 +136,8 @@ class TransducerConfig:
             bad("codebook_label_smoothing", "must be in [0, 1)")
         if self.codebook_smoothing_temperature < 0:
             bad("codebook_smoothing_temperature", "must be >= 0 (0 = uniform label smoothing)")
+        if self.codebook_geometry_dim < 0:
+            bad("codebook_geometry_dim", "must be >= 0 (0 = a free linear head)")
         if self.codebook_mlp_dim < 0:
             bad("codebook_mlp_dim", "must be >= 0 (0 = linear head)")
         if self.codebook_loss not in CODEBOOK_LOSSES:

@@ -91,6 +91,16 @@ class CodebookHead(nn.Module):
     ``h = linear1(x) + s * sum_{c' < c} emb[c', target_{c'}]`` (teacher forcing on the
     earlier codebooks, ``s = 0.5 sqrt(hidden / num_codebooks)``).
 
+    ``geometry_dim`` D > 0 (the quantizer's dimension) makes the head read the quantizer's
+    geometry instead of free weights: a linear map predicts R normalised teacher embeddings
+    ``y_j`` (D) per student frame, and head codebook ``c = j N + n`` scores codeword k by
+    ``s_c (2 <y_j, C[n, k]> - ||C[n, k]||^2) + b[c, k]``, i.e. ``-s_c ||y_j - C[n, k]||^2`` up to
+    a term the softmax ignores: the codeword nearest the predicted embedding wins. ``C`` is the
+    buffer ``codewords`` (N, K, D), the quantizer's codebooks set by :meth:`set_codewords`
+    (which also starts ``s_c`` at 1 / mean_k ||C[n, k]||^2); ``s_c = exp(log_scale[c])`` and
+    ``b`` are learnt. All codebooks share one predicted embedding, so the cross-entropy pulls
+    it towards the sum of the target codewords, the quantizer's reconstruction.
+
     ``mlp_dim > 0`` puts one hidden layer (``mlp_dim`` units, SiLU) before the per-codebook
     linear layers. ``label_smoothing`` eps trains on ``(1 - eps) * onehot + eps / K``
     (PyTorch's ``cross_entropy(label_smoothing=eps)``), or, with ``neighbour_codebooks`` N
@@ -102,7 +112,8 @@ class CodebookHead(nn.Module):
 
     def __init__(self, input_dim: int, num_codebooks: int, codebook_size: int,
                  joint: bool = False, hidden_dim: int = 512, mlp_dim: int = 0,
-                 label_smoothing: float = 0.0, neighbour_codebooks: int = 0):
+                 label_smoothing: float = 0.0, neighbour_codebooks: int = 0,
+                 geometry_dim: int = 0):
         super().__init__()
         if num_codebooks < 1:
             raise ValueError("CodebookHead needs num_codebooks >= 1")
@@ -124,7 +135,17 @@ class CodebookHead(nn.Module):
             self.pre = nn.Sequential(nn.Linear(input_dim, mlp_dim), nn.SiLU())
             input_dim = mlp_dim
         c, k = num_codebooks, codebook_size
-        self.weight = nn.Parameter(torch.randn(c, k, input_dim) / math.sqrt(input_dim))
+        self.geometry = geometry_dim > 0
+        if self.geometry:
+            if joint or mlp_dim > 0 or num_codebooks % R:
+                raise ValueError(f"the geometry codebook head needs independent codebooks, no MLP "
+                                 f"and a multiple of {R} codebooks, got joint={joint}, "
+                                 f"mlp_dim={mlp_dim}, num_codebooks={num_codebooks}")
+            self.embed = nn.Linear(input_dim, R * geometry_dim)
+            self.log_scale = nn.Parameter(torch.zeros(c))
+            self.register_buffer("codewords", torch.zeros(c // R, k, geometry_dim))
+        else:
+            self.weight = nn.Parameter(torch.randn(c, k, input_dim) / math.sqrt(input_dim))
         self.bias = nn.Parameter(torch.zeros(c, k))
         if joint:
             if num_codebooks < 2:
@@ -141,6 +162,8 @@ class CodebookHead(nn.Module):
         c, k = self.num_codebooks, self.codebook_size
         if self.pre is not None:
             x = self.pre(x)
+        if self.geometry:
+            return self._geometry_logits(x)
         out = F.linear(x, self.weight.reshape(c * k, -1), self.bias.reshape(-1))
         out = out.reshape(*x.shape[:-1], c, k)
         if self.joint:
@@ -152,6 +175,28 @@ class CodebookHead(nn.Module):
             h = torch.cat([self.linear1(x).unsqueeze(-2), emb], dim=-2).cumsum(dim=-2)
             out = out + torch.einsum("...ch,ckh->...ck", torch.relu(h), self.hidden_weight)
         return out
+
+    def _geometry_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, E) -> (B, T, C, K): ``s_c (2 <y_j, C[n, k]> - ||C[n, k]||^2) + b[c, k]``."""
+        n, k, d = self.codewords.shape
+        y = self.embed(x).reshape(*x.shape[:-1], R, d)
+        dots = torch.einsum("...rd,nkd->...rnk", y, self.codewords)
+        sq = self.codewords.square().sum(-1)  # (N, K)
+        out = (2.0 * dots - sq).reshape(*x.shape[:-1], R * n, k)
+        return out * self.log_scale.exp()[:, None] + self.bias
+
+    def set_codewords(self, codebooks: torch.Tensor) -> None:
+        """The quantizer's codebooks (N, K, D) (its normalised space), and each head
+        codebook's scale started at 1 / mean_k ||C[n, k]||^2."""
+        if not self.geometry:
+            raise RuntimeError("this codebook head was built without geometry_dim")
+        if codebooks.shape != self.codewords.shape:
+            raise ValueError(f"the quantizer's codebooks have shape {tuple(codebooks.shape)}; this "
+                             f"head needs {tuple(self.codewords.shape)} (codebooks, K, dim)")
+        self.codewords.copy_(codebooks)
+        mean_sq = codebooks.double().square().sum(-1).mean(-1).clamp(min=1e-12)  # (N,)
+        with torch.no_grad():
+            self.log_scale.copy_((-mean_sq.log()).repeat(R).to(self.log_scale))
 
     def set_neighbours(self, table: torch.Tensor) -> None:
         """The smoothing distributions (N, K, K) of :func:`mvqkd.quantizer.codeword_neighbours`."""

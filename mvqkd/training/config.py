@@ -72,12 +72,18 @@ class TrainConfig:
              "the target's in the quantizer's codebook, weights exp(-squared distance / (T x the "
              "mean squared distance between its codewords)) (needs --quantizer)",
         group="distillation")
+    codebook_head: str = opt(
+        "linear", "linear: free per-codebook softmax weights (the paper's); geometry: the head "
+                  "predicts the normalised teacher embedding and scores each codeword by its "
+                  "squared distance to it, with the quantizer's codebooks (needs --quantizer)",
+        group="distillation", choices=["linear", "geometry"])
     quantizer: str | None = opt(None, "with --kd mvq: the quantizer that wrote the indexes. With "
                                       "--kd-loss-scale > 0 the student also regresses its "
                                       "reconstruction of the indexes (quantizer.decode, standardised "
                                       "per dimension, L2, weight --kd-loss-scale): float-KD's dense "
                                       "target at MVQ's storage; --codebook-loss-scale 0 regresses it "
-                                      "alone. --codebook-smoothing-temperature reads its codebooks",
+                                      "alone. --codebook-smoothing-temperature and --codebook-head "
+                                      "geometry read its codebooks",
                                 group="distillation")
     skip_bad_indexes: bool = opt(False, "skip cuts whose label file is missing or whose labels do "
                                         "not verify when read (shape, dtype, range, checksum), "

@@ -82,6 +82,8 @@ def build_model_config(cfg: TrainConfig, vocab_size: int, stats):
         info = stats.index_info
         kw.update(num_codebooks=int(info["num_codebooks"]),
                   codebook_size=int(info.get("codebook_size", 256)))
+        if cfg.codebook_head == "geometry":
+            kw.update(codebook_geometry_dim=int(stats.decoded_dim))
         if decoded_regression(cfg):  # an L2 head on the reconstruction as well
             kw.update(kd_mode="l2", kd_dim=int(stats.decoded_dim), kd_normalize=True)
     elif cfg.kd in FLOAT_KD_MODES:
@@ -151,9 +153,14 @@ def _decoding_quantizer(cfg: TrainConfig, stats):
     if cfg.codebook_smoothing_temperature > 0 and cfg.codebook_label_smoothing <= 0:
         raise ValueError("--codebook-smoothing-temperature spreads the label-smoothing mass: set "
                          "--codebook-label-smoothing > 0 too")
-    if cfg.quantizer and not decoded_regression(cfg) and cfg.codebook_smoothing_temperature <= 0:
-        raise ValueError(f"--quantizer {cfg.quantizer} with --kd-loss-scale 0 and no "
-                         "--codebook-smoothing-temperature is not used; drop it")
+    if cfg.codebook_head == "geometry" and not cfg.quantizer:
+        raise ValueError("--codebook-head geometry needs --quantizer (the quantizer that wrote "
+                         "the indexes: the head scores its codewords)")
+    if (cfg.quantizer and not decoded_regression(cfg) and cfg.codebook_smoothing_temperature <= 0
+            and cfg.codebook_head != "geometry"):
+        raise ValueError(f"--quantizer {cfg.quantizer} with --kd-loss-scale 0, no "
+                         "--codebook-smoothing-temperature and --codebook-head linear is not "
+                         "used; drop it")
     if not cfg.quantizer:
         return None
     from mvqkd.quantizer import load_quantizer

@@ -137,9 +137,12 @@ def _set_kd_stats(model, cuts, device, quantizer=None) -> None:
 
 def _init_label_heads(model, model_cfg: dict, data: TrainData, device) -> None:
     """What a fresh model's distillation heads take from the data: the standardisation of
-    the regression targets, the codeword-neighbour table of the codebook head."""
+    the regression targets, the codebook head's codewords or codeword-neighbour table."""
     if model_cfg.get("kd_normalize"):
         _set_kd_stats(model, data.cuts, device, data.quantizer)
+    if model_cfg.get("codebook_geometry_dim"):
+        model.codebook_head.set_codewords(data.quantizer.codebooks.to(device))
+        logger.info("codebook head scores the codewords of quantizer %s", data.quantizer.id)
     temperature = float(model_cfg.get("codebook_smoothing_temperature") or 0.0)
     if temperature > 0:
         from mvqkd.quantizer import codeword_neighbours

@@ -45,6 +45,7 @@ average_period=10         # students keep icefall's running mean of their weight
 codebook_loss_scale=""    # MVQ-KD students (mvqkd train --codebook-loss-scale; default 0.1)
 codebook_label_smoothing=0.2  # MVQ-KD students: label smoothing of the codebook CE (chosen on dev-clean, mean of 2 seeds)
 codebook_smoothing_temperature=0  # MVQ-KD students: > 0 spreads that smoothing over the nearest codewords (0: uniform)
+codebook_head=linear      # MVQ-KD students: linear (the paper's head) or geometry (the quantizer's codewords)
 mvq_dec_loss_scale=2.0    # mvq-dec students: scale of the decoded regression (chosen on dev-clean, mean of 3 seeds)
 seeds="1 2"               # one student per system and seed; results are averaged over seeds
 student_jobs=2            # students trained (and decoded) at the same time, nj / student_jobs threads each
@@ -142,7 +143,7 @@ train_one() {  # train_one SYSTEM SEED
     --model-size "$student_size" --num-epochs "$num_epochs" --max-duration "$max_duration" \
     --seed "$2" --extra-args "$student_args$averaging" --codebook-loss-scale "$codebook_loss_scale" \
     --codebook-label-smoothing "$codebook_label_smoothing" --mvq-dec-loss-scale "$mvq_dec_loss_scale" \
-    --codebook-smoothing-temperature "$codebook_smoothing_temperature"
+    --codebook-smoothing-temperature "$codebook_smoothing_temperature" --codebook-head "$codebook_head"
 }
 train_students() {
   local dir

@@ -42,10 +42,12 @@ codebook_loss_scale=""
 codebook_label_smoothing=""  # MVQ-KD: label smoothing of the codebook cross-entropy (mvqkd train's default 0)
 codebook_smoothing_temperature=""  # MVQ-KD: > 0 spreads that smoothing over the target's nearest
                           # codewords in --quantizer's codebooks (empty or 0: uniform)
+codebook_head=""          # MVQ-KD: linear (free weights, the paper's) or geometry (scores the quantizer's
+                          # codewords by their distance to a predicted embedding; reads --quantizer)
 quantizer_id=""
 num_codebooks=""
-quantizer=""              # mvq-dec, and mvq with a smoothing temperature: the quantizer that wrote the
-                          # indexes (default DATA/vq/quantizer.pt)
+quantizer=""              # mvq-dec, and mvq with a smoothing temperature or the geometry head: the
+                          # quantizer that wrote the indexes (default DATA/vq/quantizer.pt)
 mvq_dec_loss_scale=""     # mvq-dec: scale of its regression (default: --kd-loss-scale, else mvqkd train's 1.0)
 num_workers=""
 seed=""
@@ -95,9 +97,19 @@ for system in $systems; do
       args=(--kd mvq)
       add_opt args --codebook-loss-scale "$codebook_loss_scale"
       add_opt args --codebook-label-smoothing "$codebook_label_smoothing"
+      reads_quantizer=""
       if [ -n "$codebook_smoothing_temperature" ] && [ "$codebook_smoothing_temperature" != 0 ]; then
-        [ -f "$quantizer" ] || die "mvq: --codebook-smoothing-temperature needs the quantizer: not found: $quantizer (distill.sh writes it; or pass --quantizer)"
-        args+=(--codebook-smoothing-temperature "$codebook_smoothing_temperature" --quantizer "$quantizer" --kd-loss-scale 0)
+        args+=(--codebook-smoothing-temperature "$codebook_smoothing_temperature")
+        reads_quantizer="--codebook-smoothing-temperature"
+      fi
+      case $codebook_head in
+        "" | linear) ;;
+        geometry) args+=(--codebook-head geometry); reads_quantizer="--codebook-head geometry" ;;
+        *) die "--codebook-head must be linear or geometry, got '$codebook_head'" ;;
+      esac
+      if [ -n "$reads_quantizer" ]; then
+        [ -f "$quantizer" ] || die "mvq: $reads_quantizer needs the quantizer: not found: $quantizer (distill.sh writes it; or pass --quantizer)"
+        args+=(--quantizer "$quantizer" --kd-loss-scale 0)
       fi
       add_opt args --quantizer-id "$quantizer_id"
       add_opt args --num-codebooks "$num_codebooks"

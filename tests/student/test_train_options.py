@@ -207,3 +207,74 @@ def test_bf16_autocast_training_on_cpu(data, tmp_path):
         assert first[k] == pytest.approx(fp32[k], rel=0.03), k
     assert all(np.isfinite(h["loss"]) for h in hist)
     assert np.mean([h["loss"] for h in hist[-3:]]) < np.mean([h["loss"] for h in hist[:3]])
+
+
+def test_geometry_head_scores_squared_distances_to_the_codewords():
+    """logits[c = j N + n, k] = -s_c ||y_j - C[n, k]||^2 + s_c ||y_j||^2 + b[c, k] (brute force),
+    with s_c started at 1 / mean_k ||C[n, k]||^2; the head refuses codebooks of another shape."""
+    torch.manual_seed(0)
+    n_teacher, k, dim = 3, 5, 4
+    head = CodebookHead(16, 2 * n_teacher, k, geometry_dim=dim)
+    books = torch.randn(n_teacher, k, dim)
+    head.set_codewords(books)
+    for c in range(2 * n_teacher):
+        mean_sq = sum(float(books[c % n_teacher, kk].square().sum()) for kk in range(k)) / k
+        assert float(head.log_scale.detach().exp()[c]) == pytest.approx(1.0 / mean_sq, rel=1e-5)
+    with torch.no_grad():
+        head.bias.normal_()
+        head.log_scale.add_(torch.randn(2 * n_teacher))
+    x = torch.randn(2, 7, 16)
+    got = head.logits(x)
+    y = head.embed(x).reshape(2, 7, 2, dim)
+    s = head.log_scale.exp()
+    for j in range(2):
+        for n in range(n_teacher):
+            c = j * n_teacher + n
+            for kk in range(k):
+                want = (-s[c] * (y[:, :, j] - books[n, kk]).square().sum(-1)
+                        + s[c] * y[:, :, j].square().sum(-1) + head.bias[c, kk])
+                torch.testing.assert_close(got[:, :, c, kk], want, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match=r"head needs \(3, 5, 4\)"):
+        head.set_codewords(torch.randn(3, 5, 6))
+    with pytest.raises(RuntimeError, match="built without geometry_dim"):
+        CodebookHead(16, 2 * n_teacher, k).set_codewords(books)
+    with pytest.raises(ValueError, match="needs independent codebooks"):
+        CodebookHead(16, 2 * n_teacher, k, joint=True, geometry_dim=dim)
+
+
+def test_geometry_head_picks_the_product_quantizers_codes():
+    """With a product quantizer (block-sparse codebooks, independent codes) and the head's
+    embedding set to the normalised teacher frames, the highest logit of every codebook is
+    the code the quantizer's own encoder writes, for both teacher frames of a student frame."""
+    from mvqkd.quantizer.train import train_quantizer
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4000, 12, generator=g) @ torch.randn(12, 12, generator=g)
+    q = train_quantizer(x, 4, 16, iters=3, method="product", progress=False, seed=1)
+    head = CodebookHead(24, 8, 16, geometry_dim=12)
+    head.set_codewords(q.codebooks)
+    with torch.no_grad():  # y_j = the j-th normalised teacher frame of the pair
+        head.embed.weight.copy_(torch.eye(24))
+        head.embed.bias.zero_()
+    frames = x[:600]
+    z = ((frames - q.mean) / q.scale).reshape(1, 300, 24)  # 300 student frames of 2 teacher frames
+    picked = head.logits(z).argmax(-1)  # (1, 300, 8)
+    codes = q.encode(frames).long().reshape(1, 300, 8)  # c = j N + n: frame 2t + j, codebook n
+    assert torch.equal(picked, codes)
+
+
+def test_geometry_head_training_takes_the_quantizers_codewords(data, tmp_path):
+    from mvqkd.quantizer import load_quantizer
+    from mvqkd.student.checkpoint import load_checkpoint_file
+
+    q = load_quantizer(data / "q.pt")
+    res = train(_cfg(data, tmp_path / "geo", quantizer=str(data / "q.pt"), kd_loss_scale=0.0,
+                     codebook_head="geometry", num_epochs=1))
+    model = res["model"]
+    assert model.kd_head is None and model.cfg.codebook_geometry_dim == 6
+    assert torch.equal(model.codebook_head.codewords, q.codebooks)
+    assert all(h["codebook"] > 0 for h in res["history"])
+    saved = load_checkpoint_file(tmp_path / "geo" / "epoch-1.pt")["model"]
+    assert torch.equal(saved["codebook_head.codewords"], q.codebooks)
+    with pytest.raises(ValueError, match="--codebook-head geometry needs --quantizer"):
+        train(_cfg(data, tmp_path / "x1", codebook_head="geometry"))
