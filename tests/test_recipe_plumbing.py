@@ -178,8 +178,7 @@ def test_run_sh_trains_and_decodes_every_student_two_at_a_time(fake_env):
     work, env, log = fake_env
     (work / "data/vq").mkdir(parents=True, exist_ok=True)
     (work / "data/vq/quantizer.pt").write_bytes(b"")  # mvq-dec reads it at training time
-    proc = _run("run.sh", ["--stage", "5", "--stop-stage", "6", "--codebook-loss-scale", "0.05"],
-                work, env)
+    proc = _run("run.sh", ["--stage", "5", "--stop-stage", "6"], work, env)
     assert proc.returncode == 0, proc.stderr
     calls = _calls(log)
     train = [c for c in calls if c["args"].startswith(" train ")]
@@ -194,14 +193,16 @@ def test_run_sh_trains_and_decodes_every_student_two_at_a_time(fake_env):
         assert set(mine) == {"baseline", "mvq", "mvq-dec", "l2", "l2-pca"}
         assert " --kd none " in mine["baseline"] and " --kd mvq " in mine["mvq"]
         assert " --kd mvq " in mine["mvq-dec"] and " --codebook-loss-scale 0 " in mine["mvq-dec"]
-        assert " --quantizer data/vq/quantizer.pt " in mine["mvq-dec"] and "--quantizer" not in mine["mvq"]
+        assert " --quantizer data/vq/quantizer.pt " in mine["mvq-dec"]
+        assert " --codebook-head geometry --quantizer data/vq/quantizer.pt --kd-loss-scale 0 " in mine["mvq"]
         assert " --kd-loss-scale 2.0 " in mine["mvq-dec"]  # run.sh's choice for mvq-dec only
-        assert not any("--kd-loss-scale" in mine[m] for m in ("baseline", "mvq", "l2", "l2-pca"))
+        assert not any("--kd-loss-scale" in mine[m] for m in ("baseline", "l2", "l2-pca"))
+        assert not any("--codebook-head" in mine[m] for m in ("baseline", "mvq-dec", "l2", "l2-pca"))
         assert " --kd l2 " in mine["l2"] and " --kd l2 " in mine["l2-pca"] and "data/kd_pca/" in mine["l2-pca"]
         assert all(" --sigma-reparam " in a and " --no-spec-augment " in a for a in mine.values())
         assert all(" --valid-every 0 " in a for a in mine.values())  # dev loss after the last epoch
         assert "kd-normalize" not in mine["l2"]  # mvqkd train's default: standardised
-        assert " --codebook-loss-scale 0.05 " in mine["mvq"] and " --codebook-label-smoothing 0.2 " in mine["mvq"]
+        assert " --codebook-loss-scale 0.02 " in mine["mvq"] and " --codebook-label-smoothing 0.2 " in mine["mvq"]
         assert "label-smoothing" not in mine["l2"] + mine["baseline"]
         assert f" --seed {seed} " in mine["baseline"] and "data/kd/" in mine["l2"]
     dirs = sorted(c["args"].split(" --exp-dir ")[1].split()[0] for c in decode)
