@@ -129,13 +129,15 @@ class CodebookHead(nn.Module):
         # whether ``neighbours`` holds a table: set by set_neighbours() and when a state dict
         # is loaded (checked there once, not on every step: the check is a device sync)
         self.neighbours_ready = False
-        self.register_load_state_dict_post_hook(CodebookHead._check_loaded_neighbours)
+        self.register_load_state_dict_post_hook(CodebookHead._check_loaded_tables)
         self.pre = None
         if mlp_dim > 0:
             self.pre = nn.Sequential(nn.Linear(input_dim, mlp_dim), nn.SiLU())
             input_dim = mlp_dim
         c, k = num_codebooks, codebook_size
         self.geometry = geometry_dim > 0
+        # whether ``codewords`` holds a quantizer's: set by set_codewords() and at state-dict load
+        self.codewords_ready = False
         if self.geometry:
             if joint or mlp_dim > 0 or num_codebooks % R:
                 raise ValueError(f"the geometry codebook head needs independent codebooks, no MLP "
@@ -178,6 +180,9 @@ class CodebookHead(nn.Module):
 
     def _geometry_logits(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, E) -> (B, T, C, K): ``s_c (2 <y_j, C[n, k]> - ||C[n, k]||^2) + b[c, k]``."""
+        if not self.codewords_ready:
+            raise RuntimeError("the geometry codebook head has no codewords: call set_codewords() "
+                               "with the quantizer's codebooks before training")
         n, k, d = self.codewords.shape
         y = self.embed(x).reshape(*x.shape[:-1], R, d)
         dots = torch.einsum("...rd,nkd->...rnk", y, self.codewords)
@@ -194,6 +199,7 @@ class CodebookHead(nn.Module):
             raise ValueError(f"the quantizer's codebooks have shape {tuple(codebooks.shape)}; this "
                              f"head needs {tuple(self.codewords.shape)} (codebooks, K, dim)")
         self.codewords.copy_(codebooks)
+        self.codewords_ready = bool(codebooks.abs().sum() > 0)
         mean_sq = codebooks.double().square().sum(-1).mean(-1).clamp(min=1e-12)  # (N,)
         with torch.no_grad():
             self.log_scale.copy_((-mean_sq.log()).repeat(R).to(self.log_scale))
@@ -209,9 +215,11 @@ class CodebookHead(nn.Module):
         self.neighbours_ready = bool(table.sum() > 0)
 
     @staticmethod
-    def _check_loaded_neighbours(module: "CodebookHead", incompatible_keys) -> None:
+    def _check_loaded_tables(module: "CodebookHead", incompatible_keys) -> None:
         if module.neighbours is not None:
             module.neighbours_ready = bool(module.neighbours.sum() > 0)
+        if module.geometry:
+            module.codewords_ready = bool(module.codewords.abs().sum() > 0)
 
     def forward(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Sum of per-codebook cross-entropies over the entries of ``targets`` (B, T, C)

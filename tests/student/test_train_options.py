@@ -236,6 +236,11 @@ def test_geometry_head_scores_squared_distances_to_the_codewords():
                 torch.testing.assert_close(got[:, :, c, kk], want, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match=r"head needs \(3, 5, 4\)"):
         head.set_codewords(torch.randn(3, 5, 6))
+    fresh = CodebookHead(16, 2 * n_teacher, k, geometry_dim=dim)
+    with pytest.raises(RuntimeError, match="call set_codewords"):
+        fresh.logits(x)
+    fresh.load_state_dict(head.state_dict())  # a state dict carries the codewords
+    torch.testing.assert_close(fresh.logits(x), got)
     with pytest.raises(RuntimeError, match="built without geometry_dim"):
         CodebookHead(16, 2 * n_teacher, k).set_codewords(books)
     with pytest.raises(ValueError, match="needs independent codebooks"):
