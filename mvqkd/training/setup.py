@@ -145,7 +145,7 @@ def decoded_regression(cfg: TrainConfig) -> bool:
 
 
 def _decoding_quantizer(cfg: TrainConfig, stats):
-    """The quantizer of ``--quantizer`` (decoded regression, neighbour smoothing), checked
+    """The quantizer of ``--quantizer`` (decoded regression, neighbour smoothing, geometry head), checked
     against the indexes."""
     if cfg.codebook_smoothing_temperature > 0 and not cfg.quantizer:
         raise ValueError("--codebook-smoothing-temperature needs --quantizer (the quantizer that "
@@ -156,8 +156,9 @@ def _decoding_quantizer(cfg: TrainConfig, stats):
     if cfg.codebook_head == "geometry" and not cfg.quantizer:
         raise ValueError("--codebook-head geometry needs --quantizer (the quantizer that wrote "
                          "the indexes: the head scores its codewords)")
-    if (cfg.quantizer and not decoded_regression(cfg) and cfg.codebook_smoothing_temperature <= 0
-            and cfg.codebook_head != "geometry"):
+    reads_quantizer = (decoded_regression(cfg) or cfg.codebook_smoothing_temperature > 0
+                       or cfg.codebook_head == "geometry")
+    if cfg.quantizer and not reads_quantizer:
         raise ValueError(f"--quantizer {cfg.quantizer} with --kd-loss-scale 0, no "
                          "--codebook-smoothing-temperature and --codebook-head linear is not "
                          "used; drop it")
