@@ -137,12 +137,13 @@ def test_train_sh_mvq_geometry_head_passes_the_quantizer(fake_env):
     assert proc.returncode == 1 and "--codebook-head geometry needs the quantizer: not found" in proc.stderr
     (work / "data/vq/quantizer.pt").write_bytes(b"")
     proc = _run("train.sh", args + ["--codebook-head", "nearest"], work, env)
-    assert proc.returncode == 1 and "--codebook-head must be linear or geometry, got 'nearest'" in proc.stderr
+    assert proc.returncode == 1 and "--codebook-head must be linear, geometry or residual, got 'nearest'" in proc.stderr
     for head in (["--codebook-head", "geometry"], ["--codebook-head", "linear"],
                  ["--codebook-head", "geometry", "--codebook-label-smoothing", "0.2",
-                  "--codebook-smoothing-temperature", "0.3"]):
+                  "--codebook-smoothing-temperature", "0.3"], ["--codebook-head", "residual"]):
         assert _run("train.sh", args + head, work, env).returncode == 0
-    geo, lin, both = (c["args"] for c in _calls(log))
+    geo, lin, both, res = (c["args"] for c in _calls(log))
+    assert " --kd mvq --codebook-head residual --quantizer data/vq/quantizer.pt --kd-loss-scale 0 " in res
     assert " --kd mvq --codebook-head geometry --quantizer data/vq/quantizer.pt --kd-loss-scale 0 " in geo
     assert "--codebook-head" not in lin and "--quantizer" not in lin
     assert both.count("--quantizer ") == 1 and " --codebook-smoothing-temperature 0.3 --codebook-head geometry " in both

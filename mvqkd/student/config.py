@@ -58,7 +58,9 @@ class TransducerConfig:
     (:class:`mvqkd.student.heads.CodebookHead`; the table comes from the quantizer).
     ``codebook_geometry_dim`` D > 0 (the quantizer's dimension) replaces the head's free
     weights by the quantizer's codewords: it predicts the normalised teacher embedding and
-    scores each codeword by its squared distance to it (``mvqkd train --codebook-head geometry``).
+    scores each codeword by its squared distance to it (``mvqkd train --codebook-head geometry``);
+    ``codebook_geometry_residual`` scores each codebook's codewords against what the frame's other
+    target codewords leave of it (``--codebook-head residual``).
 
     ``loss_norm`` says how the distillation losses are normalised: ``"utterance"`` (default)
     sums over frames and codebooks and divides by the batch size, the same per-utterance
@@ -92,6 +94,7 @@ class TransducerConfig:
     codebook_label_smoothing: float = 0.0
     codebook_smoothing_temperature: float = 0.0
     codebook_geometry_dim: int = 0
+    codebook_geometry_residual: bool = False
     kd_mode: Optional[str] = None
     kd_dim: int = 0
     kd_loss_scale: float = 1.0
@@ -138,6 +141,8 @@ class TransducerConfig:
             bad("codebook_smoothing_temperature", "must be >= 0 (0 = uniform label smoothing)")
         if self.codebook_geometry_dim < 0:
             bad("codebook_geometry_dim", "must be >= 0 (0 = a free linear head)")
+        if self.codebook_geometry_residual and self.codebook_geometry_dim <= 0:
+            bad("codebook_geometry_residual", "needs codebook_geometry_dim > 0 (the quantizer's dimension)")
         if self.codebook_mlp_dim < 0:
             bad("codebook_mlp_dim", "must be >= 0 (0 = linear head)")
         if self.codebook_loss not in CODEBOOK_LOSSES:

@@ -100,6 +100,11 @@ class CodebookHead(nn.Module):
     (which also starts ``s_c`` at 1 / mean_k ||C[n, k]||^2); ``s_c = exp(log_scale[c])`` and
     ``b`` are learnt. All codebooks share one predicted embedding, so the cross-entropy pulls
     it towards the sum of the target codewords, the quantizer's reconstruction.
+    ``geometry_residual`` scores codebook n given the frame's other target codewords
+    (teacher forcing, as the joint head does): ``-s_c ||y_j - sum_{m != n} C[m, t_jm] -
+    C[n, k]||^2`` + const, the quantity the additive quantizer's ICM minimises per codebook,
+    so with ``y_j`` the normalised teacher frame each codebook's best codeword is the one
+    ICM would pick; ignored entries (-100) add no codeword.
 
     ``mlp_dim > 0`` puts one hidden layer (``mlp_dim`` units, SiLU) before the per-codebook
     linear layers. ``label_smoothing`` eps trains on ``(1 - eps) * onehot + eps / K``
@@ -113,7 +118,7 @@ class CodebookHead(nn.Module):
     def __init__(self, input_dim: int, num_codebooks: int, codebook_size: int,
                  joint: bool = False, hidden_dim: int = 512, mlp_dim: int = 0,
                  label_smoothing: float = 0.0, neighbour_codebooks: int = 0,
-                 geometry_dim: int = 0):
+                 geometry_dim: int = 0, geometry_residual: bool = False):
         super().__init__()
         if num_codebooks < 1:
             raise ValueError("CodebookHead needs num_codebooks >= 1")
@@ -136,6 +141,9 @@ class CodebookHead(nn.Module):
             input_dim = mlp_dim
         c, k = num_codebooks, codebook_size
         self.geometry = geometry_dim > 0
+        if geometry_residual and not self.geometry:
+            raise ValueError("geometry_residual needs geometry_dim > 0 (the quantizer's dimension)")
+        self.geometry_residual = geometry_residual
         # whether ``codewords`` holds a quantizer's: set by set_codewords() and at state-dict load
         self.codewords_ready = False
         if self.geometry:
@@ -165,7 +173,7 @@ class CodebookHead(nn.Module):
         if self.pre is not None:
             x = self.pre(x)
         if self.geometry:
-            return self._geometry_logits(x)
+            return self._geometry_logits(x, targets)
         out = F.linear(x, self.weight.reshape(c * k, -1), self.bias.reshape(-1))
         out = out.reshape(*x.shape[:-1], c, k)
         if self.joint:
@@ -178,17 +186,36 @@ class CodebookHead(nn.Module):
             out = out + torch.einsum("...ch,ckh->...ck", torch.relu(h), self.hidden_weight)
         return out
 
-    def _geometry_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, E) -> (B, T, C, K): ``s_c (2 <y_j, C[n, k]> - ||C[n, k]||^2) + b[c, k]``."""
+    def _geometry_logits(self, x: torch.Tensor, targets: Optional[torch.Tensor] = None
+                         ) -> torch.Tensor:
+        """(B, T, E) -> (B, T, C, K): ``s_c (2 <u, C[n, k]> - ||C[n, k]||^2) + b[c, k]`` with
+        ``u = y_j``, or with ``geometry_residual`` ``u = y_j - sum_{m != n} C[m, t_jm]`` (needs
+        ``targets`` (B, T, C))."""
         if not self.codewords_ready:
             raise RuntimeError("the geometry codebook head has no codewords: call set_codewords() "
                                "with the quantizer's codebooks before training")
         n, k, d = self.codewords.shape
         y = self.embed(x).reshape(*x.shape[:-1], R, d)
-        dots = torch.einsum("...rd,nkd->...rnk", y, self.codewords)
+        if self.geometry_residual:
+            if targets is None:
+                raise ValueError("the residual geometry head needs the targets (teacher forcing)")
+            u = y.unsqueeze(-2) - self._other_codewords(targets)  # (B, T, R, N, D)
+            dots = torch.einsum("...rnd,nkd->...rnk", u, self.codewords)
+        else:
+            dots = torch.einsum("...rd,nkd->...rnk", y, self.codewords)
         sq = self.codewords.square().sum(-1)  # (N, K)
         out = (2.0 * dots - sq).reshape(*x.shape[:-1], R * n, k)
         return out * self.log_scale.exp()[:, None] + self.bias
+
+    def _other_codewords(self, targets: torch.Tensor) -> torch.Tensor:
+        """targets (B, T, R N) -> (B, T, R, N, D): for each head codebook c = j N + n, the sum
+        of the target codewords of teacher frame j's other codebooks (-100 entries add 0)."""
+        n = self.codewords.shape[0]
+        t = targets.reshape(*targets.shape[:-1], R, n)
+        books = torch.arange(n, device=t.device)
+        chosen = self.codewords[books, t.clamp(min=0)]  # (B, T, R, N, D)
+        chosen = chosen * (t >= 0).unsqueeze(-1).to(chosen.dtype)
+        return chosen.sum(-2, keepdim=True) - chosen
 
     def set_codewords(self, codebooks: torch.Tensor) -> None:
         """The quantizer's codebooks (N, K, D) (its normalised space), and each head

@@ -76,7 +76,8 @@ class Transducer(nn.Module):
                 joint=cfg.codebook_loss == "joint", hidden_dim=cfg.codebook_hidden_dim,
                 mlp_dim=cfg.codebook_mlp_dim, label_smoothing=cfg.codebook_label_smoothing,
                 neighbour_codebooks=cfg.num_codebooks if cfg.codebook_smoothing_temperature > 0 else 0,
-                geometry_dim=cfg.codebook_geometry_dim)
+                geometry_dim=cfg.codebook_geometry_dim,
+                geometry_residual=cfg.codebook_geometry_residual)
         self.kd_head = (KDHead(cfg.encoder_dim, cfg.kd_dim, cfg.kd_mode, cfg.kd_normalize)
                         if cfg.kd_mode else None)
         self.pruned = None

@@ -7,7 +7,7 @@ import argparse
 import dataclasses
 from dataclasses import dataclass
 
-from mvqkd.conventions import KD_MODES
+from mvqkd.conventions import CODEBOOK_HEADS, KD_MODES
 from mvqkd.options import name_path, opt
 
 MODEL_SIZES = ("tiny", "demo", "small", "reference")  # student.config.PRESETS (checked by a test)
@@ -75,8 +75,11 @@ class TrainConfig:
     codebook_head: str = opt(
         "linear", "linear: free per-codebook softmax weights (the paper's); geometry: the head "
                   "predicts the normalised teacher embedding and scores each codeword by its "
-                  "squared distance to it, with the quantizer's codebooks (needs --quantizer)",
-        group="distillation", choices=["linear", "geometry"])
+                  "squared distance to it, with the quantizer's codebooks (needs --quantizer); "
+                  "residual: as geometry, but each codebook's codewords are scored against the "
+                  "predicted embedding minus the frame's other target codewords (what the "
+                  "quantizer's encoder minimises per codebook)",
+        group="distillation", choices=list(CODEBOOK_HEADS))
     quantizer: str | None = opt(None, "with --kd mvq: the quantizer that wrote the indexes. With "
                                       "--kd-loss-scale > 0 the student also regresses its "
                                       "reconstruction of the indexes (quantizer.decode, standardised "

@@ -82,8 +82,9 @@ def build_model_config(cfg: TrainConfig, vocab_size: int, stats):
         info = stats.index_info
         kw.update(num_codebooks=int(info["num_codebooks"]),
                   codebook_size=int(info.get("codebook_size", 256)))
-        if cfg.codebook_head == "geometry":
-            kw.update(codebook_geometry_dim=int(stats.decoded_dim))
+        if cfg.codebook_head != "linear":
+            kw.update(codebook_geometry_dim=int(stats.decoded_dim),
+                      codebook_geometry_residual=cfg.codebook_head == "residual")
         if decoded_regression(cfg):  # an L2 head on the reconstruction as well
             kw.update(kd_mode="l2", kd_dim=int(stats.decoded_dim), kd_normalize=True)
     elif cfg.kd in FLOAT_KD_MODES:
@@ -153,11 +154,11 @@ def _decoding_quantizer(cfg: TrainConfig, stats):
     if cfg.codebook_smoothing_temperature > 0 and cfg.codebook_label_smoothing <= 0:
         raise ValueError("--codebook-smoothing-temperature spreads the label-smoothing mass: set "
                          "--codebook-label-smoothing > 0 too")
-    if cfg.codebook_head == "geometry" and not cfg.quantizer:
-        raise ValueError("--codebook-head geometry needs --quantizer (the quantizer that wrote "
-                         "the indexes: the head scores its codewords)")
+    if cfg.codebook_head != "linear" and not cfg.quantizer:
+        raise ValueError(f"--codebook-head {cfg.codebook_head} needs --quantizer (the quantizer "
+                         "that wrote the indexes: the head scores its codewords)")
     reads_quantizer = (decoded_regression(cfg) or cfg.codebook_smoothing_temperature > 0
-                       or cfg.codebook_head == "geometry")
+                       or cfg.codebook_head != "linear")
     if cfg.quantizer and not reads_quantizer:
         raise ValueError(f"--quantizer {cfg.quantizer} with --kd-loss-scale 0, no "
                          "--codebook-smoothing-temperature and --codebook-head linear is not "

@@ -42,8 +42,9 @@ codebook_loss_scale=""
 codebook_label_smoothing=""  # MVQ-KD: label smoothing of the codebook cross-entropy (mvqkd train's default 0)
 codebook_smoothing_temperature=""  # MVQ-KD: > 0 spreads that smoothing over the target's nearest
                           # codewords in --quantizer's codebooks (empty or 0: uniform)
-codebook_head=""          # MVQ-KD: linear (free weights, the paper's) or geometry (scores the quantizer's
-                          # codewords by their distance to a predicted embedding; reads --quantizer)
+codebook_head=""          # MVQ-KD: linear (free weights, the paper's), geometry (scores the quantizer's
+                          # codewords by their distance to a predicted embedding; reads --quantizer) or
+                          # residual (geometry, each codebook given the frame's other target codewords)
 quantizer_id=""
 num_codebooks=""
 quantizer=""              # mvq-dec, and mvq with a smoothing temperature or the geometry head: the
@@ -104,8 +105,8 @@ for system in $systems; do
       fi
       case $codebook_head in
         "" | linear) ;;
-        geometry) args+=(--codebook-head geometry); reads_quantizer="--codebook-head geometry" ;;
-        *) die "--codebook-head must be linear or geometry, got '$codebook_head'" ;;
+        geometry | residual) args+=(--codebook-head "$codebook_head"); reads_quantizer="--codebook-head $codebook_head" ;;
+        *) die "--codebook-head must be linear, geometry or residual, got '$codebook_head'" ;;
       esac
       if [ -n "$reads_quantizer" ]; then
         [ -f "$quantizer" ] || die "mvq: $reads_quantizer needs the quantizer: not found: $quantizer (distill.sh writes it; or pass --quantizer)"

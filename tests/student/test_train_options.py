@@ -268,6 +268,73 @@ def test_geometry_head_picks_the_product_quantizers_codes():
     assert torch.equal(picked, codes)
 
 
+def test_residual_geometry_head_scores_what_the_other_codewords_leave():
+    """Residual head: logits[c = j N + n, k] = -s_c ||y_j - sum_{m != n} C[m, t_jm] - C[n, k]||^2
+    + (a term constant in k) + b[c, k] (brute force, loops), ignored targets (-100) adding no
+    codeword; it needs the targets and a geometry head."""
+    torch.manual_seed(0)
+    n_teacher, k, dim = 3, 5, 4
+    head = CodebookHead(16, 2 * n_teacher, k, geometry_dim=dim, geometry_residual=True)
+    books = torch.randn(n_teacher, k, dim)
+    head.set_codewords(books)
+    with torch.no_grad():
+        head.bias.normal_()
+        head.log_scale.add_(torch.randn(2 * n_teacher))
+    x = torch.randn(2, 7, 16)
+    targets = torch.randint(0, k, (2, 7, 2 * n_teacher))
+    targets[0, 3, 1] = -100
+    targets[1, 6, :n_teacher] = -100
+    got = head.logits(x, targets).log_softmax(-1)
+    y = head.embed(x).reshape(2, 7, 2, dim).detach()
+    s = head.log_scale.detach().exp()
+    for b in range(2):
+        for t in range(7):
+            for j in range(2):
+                for n in range(n_teacher):
+                    u = y[b, t, j].clone()
+                    for m in range(n_teacher):
+                        tm = int(targets[b, t, j * n_teacher + m])
+                        if m != n and tm >= 0:
+                            u -= books[m, tm]
+                    c = j * n_teacher + n
+                    want = torch.stack([-s[c] * (u - books[n, kk]).square().sum() + head.bias[c, kk]
+                                        for kk in range(k)]).log_softmax(-1)
+                    torch.testing.assert_close(got[b, t, c], want.detach(), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="needs the targets"):
+        head.logits(x)
+    with pytest.raises(ValueError, match="needs geometry_dim"):
+        CodebookHead(16, 2 * n_teacher, k, geometry_residual=True)
+
+
+def test_residual_geometry_head_picks_the_additive_quantizers_codes():
+    """With an additive quantizer's codes refined by ICM until no codebook changes (each code
+    the best given the others) and the embedding set to the normalised teacher frames, the
+    residual head's best codeword is that code for every codebook of both teacher frames;
+    the shared geometry head, which ignores the other codebooks, is not."""
+    from mvqkd.quantizer.search import cross_table, encode_normalized, icm_refine
+    from mvqkd.quantizer.search import _unary
+    from mvqkd.quantizer.train import train_quantizer
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4000, 12, generator=g) @ torch.randn(12, 12, generator=g)
+    q = train_quantizer(x, 4, 16, iters=3, progress=False, seed=1)
+    z = (x[:600] - q.mean) / q.scale
+    codes = encode_normalized(z, q.codebooks, beam=4, icm_iters=30)
+    table = cross_table(q.codebooks)
+    assert torch.equal(icm_refine(_unary(z, q.codebooks), table, codes, 1), codes)  # converged
+    targets = codes.reshape(1, 300, 8)  # c = j N + n: frame 2t + j, codebook n
+    picked = {}
+    for residual in (True, False):
+        head = CodebookHead(24, 8, 16, geometry_dim=12, geometry_residual=residual)
+        head.set_codewords(q.codebooks)
+        with torch.no_grad():  # y_j = the j-th normalised teacher frame of the pair
+            head.embed.weight.copy_(torch.eye(24))
+            head.embed.bias.zero_()
+        picked[residual] = head.logits(z.reshape(1, 300, 24), targets).argmax(-1)
+    assert torch.equal(picked[True], targets)
+    assert (picked[False] == targets).float().mean() < 0.9
+
+
 def test_geometry_head_training_takes_the_quantizers_codewords(data, tmp_path):
     from mvqkd.quantizer import load_quantizer
     from mvqkd.student.checkpoint import load_checkpoint_file
@@ -283,3 +350,10 @@ def test_geometry_head_training_takes_the_quantizers_codewords(data, tmp_path):
     assert torch.equal(saved["codebook_head.codewords"], q.codebooks)
     with pytest.raises(ValueError, match="--codebook-head geometry needs --quantizer"):
         train(_cfg(data, tmp_path / "x1", codebook_head="geometry"))
+    res = train(_cfg(data, tmp_path / "res", quantizer=str(data / "q.pt"), kd_loss_scale=0.0,
+                     codebook_head="residual", num_epochs=1))
+    assert res["model"].cfg.codebook_geometry_residual and res["model"].codebook_head.geometry_residual
+    assert torch.equal(res["model"].codebook_head.codewords, q.codebooks)
+    assert all(np.isfinite(h["codebook"]) and h["codebook"] > 0 for h in res["history"])
+    with pytest.raises(ValueError, match="--codebook-head residual needs --quantizer"):
+        train(_cfg(data, tmp_path / "x2", codebook_head="residual"))
