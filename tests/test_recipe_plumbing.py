@@ -186,8 +186,12 @@ def test_run_sh_trains_and_decodes_every_student_two_at_a_time(fake_env):
     decode = [c for c in calls if c["args"].startswith(" decode ")]
     assert len(train) == 10 and len(decode) == 10  # 5 systems x seeds 1 2
     assert all(c["end"] is not None and c["omp"] == "1" for c in calls)
-    assert _max_overlap(train) == 2 and _max_overlap(decode) == 2
-    assert max(c["end"] for c in train) < min(c["start"] for c in decode)
+    assert _max_overlap(calls) == 2  # trainings and decodes share one pool of two
+    # each student is decoded after its own training, and the decodes queue behind every training
+    trained = {c["args"].split(" --exp-dir ")[1].split()[0]: c["end"] for c in train}
+    assert all(c["start"] > trained[c["args"].split(" --exp-dir ")[1].split()[0]] for c in decode)
+    assert max(c["start"] for c in train) < min(c["start"] for c in decode)
+    assert (work / "exp/stage_times.tsv").read_text().split("\t")[0] == "students+decode"
     for seed in (1, 2):
         mine = {c["args"].split(" --exp-dir ")[1].split()[0].split("/")[-1]: c["args"] for c in train
                 if f" --exp-dir exp/seed{seed}/" in c["args"]}
@@ -273,6 +277,21 @@ def test_run_sh_reports_a_failed_decode(fake_env):
     assert proc.returncode != 0
     assert "stage 6 failed for Stage 6: decode mvq seed 2 (log: exp/seed2/mvq/decode.out)" in proc.stderr
     assert len([c for c in _calls(log) if c["args"].startswith(" decode ")]) == 10  # the rest ran
+
+
+def test_run_sh_does_not_decode_a_student_whose_training_failed(fake_env):
+    work, env, log = fake_env
+    (work / "data/vq").mkdir(parents=True, exist_ok=True)
+    (work / "data/vq/quantizer.pt").write_bytes(b"")
+    env["FAKE_FAIL"] = "--exp-dir exp/seed1/l2 "
+    proc = _run("run.sh", ["--stage", "5", "--stop-stage", "6"], work, env)
+    assert proc.returncode != 0
+    assert "stage 5 and 6 failed for Stage 5: l2 seed 1 (log: exp/seed1/l2/train.out)" in proc.stderr
+    assert "not decoding exp/seed1/l2: its training failed" in proc.stdout
+    calls = _calls(log)
+    decoded = [c["args"].split(" --exp-dir ")[1].split()[0] for c in calls if c["args"].startswith(" decode ")]
+    assert len(decoded) == 9 and "exp/seed1/l2" not in decoded  # the other students ran on
+    assert len([c for c in calls if c["args"].startswith(" train ")]) == 10
 
 
 def test_run_sh_budgets_are_counts_not_seconds(fake_env):

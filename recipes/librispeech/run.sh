@@ -9,6 +9,7 @@
 #            and their PCA at the indexes' storage (the l2-pca system)       -> DATA/kd_pca
 #   stage 5: students, one per system and seed (train.sh)                    -> EXP/seed<K>/<system>
 #   stage 6: decode test-clean / test-other / dev-clean (decode.sh)          -> EXP/seed<K>/<system>/<method>
+#            (run with stage 5, each student is decoded once it is trained, in the same job pool)
 #   stage 7: results table (mean over seeds, markdown) + PNG                -> EXP/results.{md,png}
 # Every budget is counted (teacher steps, quantizer iterations, student epochs): the same
 # command gives the same models on a faster or a busier machine, and, with the default
@@ -148,17 +149,31 @@ train_one() {  # train_one SYSTEM SEED
     --codebook-label-smoothing "$codebook_label_smoothing" --mvq-dec-loss-scale "$mvq_dec_loss_scale" \
     --codebook-smoothing-temperature "$codebook_smoothing_temperature" --codebook-head "$codebook_head"
 }
-train_students() {
-  local dir
+train_students() {  # train_students [decode]: with "decode", each student is also decoded once
+  # it is trained, in the same pool; the decodes queue behind every training, so the slot a
+  # finished training leaves at the end decodes instead of idling (the same models and WERs)
+  local dir decode=${1:-} students=()
+  declare -A trained_by=()
   for seed_ in $seeds; do
     for system in $systems; do
       dir="$exp_root/seed$seed_/$system"
+      students+=("$system:$seed_")
       if [ -f "$dir/epoch-$num_epochs.pt" ]; then log "Stage 5: $dir already trained"; continue; fi
       mkdir -p "$dir"
       pool_submit "Stage 5: $system seed $seed_" "$dir/train.out" train_one "$system" "$seed_"
+      trained_by[$dir]=$pool_last_pid
     done
   done
-  pool_drain "stage 5"
+  if [ "$decode" = decode ]; then
+    for student in "${students[@]}"; do
+      system=${student%:*}; seed_=${student#*:}; dir="$exp_root/seed$seed_/$system"
+      if [ -n "${trained_by[$dir]:-}" ] && ! pool_wait_for "${trained_by[$dir]}"; then
+        log "Stage 6: not decoding $dir: its training failed"; continue
+      fi
+      pool_submit "Stage 6: decode $system seed $seed_" "$dir/decode.out" decode_one "$dir"
+    done
+  fi
+  pool_drain "stage 5${decode:+ and 6}"
 }
 decode_one() {  # decode_one EXP_DIR
   OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads "$recipe/decode.sh" --exp-dir "$1" \
@@ -175,13 +190,15 @@ decode_students() {
   pool_drain "stage 6"
 }
 
-if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
+decoding="decode ($decode_method, epoch $num_epochs, avg $decode_avg, averaged model: $decode_averaged_model)"
+if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 6 ]; then
+  log "Stages 5-6: students ($systems) x seeds ($seeds), each then $decoding, $student_jobs jobs at a time"
+  timed "$times" students+decode train_students decode
+elif [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
   log "Stage 5: students ($systems) x seeds ($seeds), $student_jobs at a time"
   timed "$times" students train_students
-fi
-
-if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
-  log "Stage 6: decode ($decode_method, epoch $num_epochs, avg $decode_avg, averaged model: $decode_averaged_model), $student_jobs at a time"
+elif [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
+  log "Stage 6: $decoding, $student_jobs at a time"
   timed "$times" decode decode_students
 fi
 

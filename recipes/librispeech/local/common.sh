@@ -106,14 +106,20 @@ timed() {
 }
 
 # A job pool: pool_submit starts a command in the background once fewer than $pool_size
-# run; pool_drain waits for all of them and fails when any failed. Needs bash >= 5.1.
+# run (its pid in $pool_last_pid); pool_wait_for PID waits until that job has ended and fails
+# when it failed; pool_drain waits for all of them and fails when any failed. Needs bash >= 5.1.
 declare -A pool_running=()  # pid -> "DESCRIPTION (log: FILE)"
+declare -A pool_exit=()     # pid -> 0 or 1, once reaped
 pool_failed=""
+pool_last_pid=""
 pool_size=${pool_size:-1}
 pool_reap() {
   local pid
-  if wait -n -p pid; then log "finished ${pool_running[$pid]}"
-  else pool_failed="$pool_failed; ${pool_running[$pid]}"; log "FAILED ${pool_running[$pid]}"; fi
+  if wait -n -p pid; then pool_exit[$pid]=0; log "finished ${pool_running[$pid]}"
+  else
+    pool_exit[$pid]=1
+    pool_failed="$pool_failed; ${pool_running[$pid]}"; log "FAILED ${pool_running[$pid]}"
+  fi
   unset "pool_running[$pid]"
 }
 pool_submit() {  # pool_submit DESCRIPTION LOGFILE CMD...
@@ -121,8 +127,13 @@ pool_submit() {  # pool_submit DESCRIPTION LOGFILE CMD...
   shift 2
   while [ "${#pool_running[@]}" -ge "$pool_size" ]; do pool_reap; done
   "$@" > "$out" 2>&1 &
+  pool_last_pid=$!
   pool_running[$!]="$desc (log: $out)"
   log "started ${pool_running[$!]}"
+}
+pool_wait_for() {  # pool_wait_for PID
+  while [ -n "${pool_running[$1]+x}" ]; do pool_reap; done
+  [ "${pool_exit[$1]:-1}" = 0 ]
 }
 pool_drain() {  # pool_drain WHAT
   while [ "${#pool_running[@]}" -gt 0 ]; do pool_reap; done
