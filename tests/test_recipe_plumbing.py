@@ -199,7 +199,7 @@ def test_run_sh_trains_and_decodes_every_student_two_at_a_time(fake_env):
         assert " --kd none " in mine["baseline"] and " --kd mvq " in mine["mvq"]
         assert " --kd mvq " in mine["mvq-dec"] and " --codebook-loss-scale 0 " in mine["mvq-dec"]
         assert " --quantizer data/vq/quantizer.pt " in mine["mvq-dec"]
-        assert " --codebook-head geometry --quantizer data/vq/quantizer.pt --kd-loss-scale 0 " in mine["mvq"]
+        assert " --codebook-head residual --quantizer data/vq/quantizer.pt --kd-loss-scale 0 " in mine["mvq"]
         assert " --kd-loss-scale 2.0 " in mine["mvq-dec"]  # run.sh's choice for mvq-dec only
         assert not any("--kd-loss-scale" in mine[m] for m in ("baseline", "l2", "l2-pca"))
         assert not any("--codebook-head" in mine[m] for m in ("baseline", "mvq-dec", "l2", "l2-pca"))

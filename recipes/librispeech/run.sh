@@ -45,11 +45,12 @@ average_period=10         # students keep icefall's running mean of their weight
                           # (mvqkd train --average-period; 0: none); it never changes the trained weights
 codebook_loss_scale=0.02  # MVQ-KD students (mvqkd train --codebook-loss-scale; its default 0.1 is the
                           # paper's, for the linear head); 0.02 chosen for the geometry head on dev-clean
+                          # and kept for the residual head
 codebook_label_smoothing=0.2  # MVQ-KD students: label smoothing of the codebook CE (chosen on dev-clean, mean of 2 seeds)
 codebook_smoothing_temperature=0  # MVQ-KD students: > 0 spreads that smoothing over the nearest codewords (0: uniform)
-codebook_head=geometry    # MVQ-KD students: geometry (scores the quantizer's codewords by their distance to a
-                          # predicted embedding; chosen on dev-clean, docs/RESULTS.md), residual (the same,
-                          # each codebook given the frame's other target codewords) or linear (the paper's head)
+codebook_head=residual    # MVQ-KD students: residual (the quantizer's codewords scored by their distance to a
+                          # predicted embedding minus the frame's other target codewords; chosen on dev-clean,
+                          # docs/RESULTS.md), geometry (the same without that shift) or linear (the paper's head)
 mvq_dec_loss_scale=2.0    # mvq-dec students: scale of the decoded regression (chosen on dev-clean, mean of 3 seeds)
 seeds="1 2"               # one student per system and seed; results are averaged over seeds
 student_jobs=2            # students trained (and decoded) at the same time, nj / student_jobs threads each
