@@ -46,8 +46,8 @@ INFO_SUFFIX = "_info"
 #: --kd modes: none (plain transducer), mvq (codebook indexes), float regression modes
 FLOAT_KD_MODES = ("l1", "l2", "cosine")
 KD_MODES = ("none", "mvq", *FLOAT_KD_MODES)
-# MVQ-KD codebook heads (mvqkd train --codebook-head): the paper's free linear head, or one
-# that scores the quantizer's codewords (all but "linear" read --quantizer)
+#: MVQ-KD codebook heads (mvqkd train --codebook-head): the paper's free linear head, or one
+#: that scores the quantizer's codewords (all but "linear" read --quantizer)
 CODEBOOK_HEADS = ("linear", "geometry", "residual")
 
 #: the transducer blank and the icefall BPE conventions (<blk>=0, <sos/eos>=1, <unk>=2)
