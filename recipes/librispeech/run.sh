@@ -150,57 +150,55 @@ train_one() {  # train_one SYSTEM SEED
     --codebook-label-smoothing "$codebook_label_smoothing" --mvq-dec-loss-scale "$mvq_dec_loss_scale" \
     --codebook-smoothing-temperature "$codebook_smoothing_temperature" --codebook-head "$codebook_head"
 }
-train_students() {  # train_students [decode]: with "decode", each student is also decoded once
-  # it is trained, in the same pool; the decodes queue behind every training, so the slot a
-  # finished training leaves at the end decodes instead of idling (the same models and WERs)
-  local dir decode=${1:-} students=()
-  declare -A trained_by=()
+declare -A trained_by=()  # student dir -> pid of its training job, when this run trains it
+train_students() {  # submits every student not yet trained to the job pool
+  local dir
   for seed_ in $seeds; do
     for system in $systems; do
       dir="$exp_root/seed$seed_/$system"
-      students+=("$system:$seed_")
       if [ -f "$dir/epoch-$num_epochs.pt" ]; then log "Stage 5: $dir already trained"; continue; fi
       mkdir -p "$dir"
       pool_submit "Stage 5: $system seed $seed_" "$dir/train.out" train_one "$system" "$seed_"
       trained_by[$dir]=$pool_last_pid
     done
   done
-  if [ "$decode" = decode ]; then
-    for student in "${students[@]}"; do
-      system=${student%:*}; seed_=${student#*:}; dir="$exp_root/seed$seed_/$system"
-      if [ -n "${trained_by[$dir]:-}" ] && ! pool_wait_for "${trained_by[$dir]}"; then
-        log "Stage 6: not decoding $dir: its training failed"; continue
-      fi
-      pool_submit "Stage 6: decode $system seed $seed_" "$dir/decode.out" decode_one "$dir"
-    done
-  fi
-  pool_drain "stage 5${decode:+ and 6}"
 }
 decode_one() {  # decode_one EXP_DIR
   OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads "$recipe/decode.sh" --exp-dir "$1" \
     --epoch "$num_epochs" --avg "$decode_avg" --method "$decode_method" --data-dir "$data_dir" \
     --use-averaged-model "$decode_averaged_model" --test-sets "test-clean test-other dev-clean"
 }
-decode_students() {
+decode_students() {  # submits every student's decode; one this run trains waits for its training
+  local dir
   for seed_ in $seeds; do
     for system in $systems; do
-      pool_submit "Stage 6: decode $system seed $seed_" "$exp_root/seed$seed_/$system/decode.out" \
-        decode_one "$exp_root/seed$seed_/$system"
+      dir="$exp_root/seed$seed_/$system"
+      if [ -n "${trained_by[$dir]:-}" ] && ! pool_wait_for "${trained_by[$dir]}"; then
+        log "Stage 6: not decoding $dir: its training failed"; continue
+      fi
+      pool_submit "Stage 6: decode $system seed $seed_" "$dir/decode.out" decode_one "$dir"
     done
   done
-  pool_drain "stage 6"
+}
+in_pool() {  # in_pool WHAT STEP...: the steps submit into one job pool, then it is drained.
+  # Stages 5 and 6 together: the decodes queue behind every training, so the slot a finished
+  # training leaves at the end decodes instead of idling (the same models and WERs)
+  local what=$1 step
+  shift
+  for step in "$@"; do "$step"; done
+  pool_drain "$what"
 }
 
 decoding="decode ($decode_method, epoch $num_epochs, avg $decode_avg, averaged model: $decode_averaged_model)"
 if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 6 ]; then
   log "Stages 5-6: students ($systems) x seeds ($seeds), each then $decoding, $student_jobs jobs at a time"
-  timed "$times" students+decode train_students decode
+  timed "$times" students+decode in_pool "stage 5 and 6" train_students decode_students
 elif [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
   log "Stage 5: students ($systems) x seeds ($seeds), $student_jobs at a time"
-  timed "$times" students train_students
+  timed "$times" students in_pool "stage 5" train_students
 elif [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
   log "Stage 6: $decoding, $student_jobs at a time"
-  timed "$times" decode decode_students
+  timed "$times" decode in_pool "stage 6" decode_students
 fi
 
 if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
