@@ -112,6 +112,23 @@ def test_train_sh_mvq_dec_regresses_the_decoded_indexes(fake_env):
     assert proc.returncode == 0 and " --kd-loss-scale 2.0 " in call["args"]  # its own scale wins
 
 
+@pytest.mark.parametrize("extra, l2_scale, pca_scale", [
+    ([], None, None),  # mvqkd train's default for both
+    (["--kd-loss-scale", "3"], "3", "3"),  # l2-pca follows --kd-loss-scale
+    (["--kd-loss-scale", "3", "--l2-pca-loss-scale", "0.25"], "3", "0.25"),  # its own scale wins
+])
+def test_train_sh_l2_pca_has_its_own_loss_scale(fake_env, extra, l2_scale, pca_scale):
+    work, env, log = fake_env
+    proc = _run("train.sh", ["--systems", "l2 l2-pca", "--vocab-size", "256", *extra], work, env)
+    assert proc.returncode == 0, proc.stderr
+    got = {c["args"].split(" --exp-dir ")[1].split()[0].split("/")[-1]: c["args"] for c in _calls(log)}
+    for system, scale in (("l2", l2_scale), ("l2-pca", pca_scale)):
+        if scale is None:
+            assert "--kd-loss-scale" not in got[system]
+        else:
+            assert got[system].count("--kd-loss-scale") == 1 and f" --kd-loss-scale {scale} " in got[system]
+
+
 def test_train_sh_mvq_neighbour_smoothing_passes_the_quantizer(fake_env):
     """mvq with a smoothing temperature: the quantizer's codebooks, no decoded regression; with
     none (or 0), the plain MVQ-KD call."""
@@ -200,14 +217,15 @@ def test_run_sh_trains_and_decodes_every_student_two_at_a_time(fake_env):
         assert " --kd mvq " in mine["mvq-dec"] and " --codebook-loss-scale 0 " in mine["mvq-dec"]
         assert " --quantizer data/vq/quantizer.pt " in mine["mvq-dec"]
         assert " --codebook-head residual --quantizer data/vq/quantizer.pt --kd-loss-scale 0 " in mine["mvq"]
-        assert " --kd-loss-scale 2.0 " in mine["mvq-dec"]  # run.sh's choice for mvq-dec only
-        assert not any("--kd-loss-scale" in mine[m] for m in ("baseline", "l2", "l2-pca"))
+        assert " --kd-loss-scale 2.0 " in mine["mvq-dec"]  # its own scale, not the float systems'
+        assert "--kd-loss-scale" not in mine["baseline"]
+        assert " --kd-loss-scale 0.5 " in mine["l2"] and " --kd-loss-scale 0.25 " in mine["l2-pca"]
         assert not any("--codebook-head" in mine[m] for m in ("baseline", "mvq-dec", "l2", "l2-pca"))
         assert " --kd l2 " in mine["l2"] and " --kd l2 " in mine["l2-pca"] and "data/kd_pca/" in mine["l2-pca"]
         assert all(" --sigma-reparam " in a and " --no-spec-augment " in a for a in mine.values())
         assert all(" --valid-every 0 " in a for a in mine.values())  # dev loss after the last epoch
         assert "kd-normalize" not in mine["l2"]  # mvqkd train's default: standardised
-        assert " --codebook-loss-scale 0.02 " in mine["mvq"] and " --codebook-label-smoothing 0.2 " in mine["mvq"]
+        assert " --codebook-loss-scale 0.01 " in mine["mvq"] and " --codebook-label-smoothing 0.1 " in mine["mvq"]
         assert "label-smoothing" not in mine["l2"] + mine["baseline"]
         assert f" --seed {seed} " in mine["baseline"] and "data/kd/" in mine["l2"]
     dirs = sorted(c["args"].split(" --exp-dir ")[1].split()[0] for c in decode)

@@ -30,7 +30,7 @@ corpus=librispeech        # the manifests' name prefix (recipes/mycorpus sets it
 mvq_cuts=""               # default: DATA/vq/CORPUS_cuts_<train-part>.jsonl.gz (distill.sh's output)
 kd_cuts=""                # default: DATA/kd/CORPUS_cuts_<train-part>.jsonl.gz
 kd_pca_cuts=""            # default: DATA/kd_pca/CORPUS_cuts_<train-part>.jsonl.gz
-kd_loss_scale=""
+kd_loss_scale=""          # l1 / l2 / cosine students (and mvq-dec / l2-pca without their own scale)
 kd_normalize=""           # float KD: true / false (mvqkd train --kd-normalize / --no-kd-normalize)
 exp_root=exp
 num_epochs=""
@@ -50,6 +50,7 @@ num_codebooks=""
 quantizer=""              # mvq-dec, and mvq with a smoothing temperature or the geometry head: the
                           # quantizer that wrote the indexes (default DATA/vq/quantizer.pt)
 mvq_dec_loss_scale=""     # mvq-dec: scale of its regression (default: --kd-loss-scale, else mvqkd train's 1.0)
+l2_pca_loss_scale=""      # l2-pca: scale of its regression (default: --kd-loss-scale, else mvqkd train's 1.0)
 num_workers=""
 seed=""
 extra_args=""   # passed to every `mvqkd train`, e.g. "--sigma-reparam --save-every-n 4000"
@@ -132,7 +133,7 @@ for system in $systems; do
       run_train "$system" "$kd_cuts" "${args[@]}" ;;
     l2-pca)
       args=(--kd l2)
-      add_opt args --kd-loss-scale "$kd_loss_scale"
+      add_opt args --kd-loss-scale "${l2_pca_loss_scale:-$kd_loss_scale}"
       add_flag args --kd-normalize "$kd_normalize"
       log "L2-KD at the indexes' storage (${args[*]}) on $kd_pca_cuts -> $exp_root/l2-pca"
       run_train l2-pca "$kd_pca_cuts" "${args[@]}" ;;
