@@ -64,6 +64,11 @@ def _calls(log: Path) -> list[dict]:
     return list(calls.values())
 
 
+def _exp_dir(call: dict) -> str:
+    """The --exp-dir of one logged `mvqkd train` / `mvqkd decode` call."""
+    return call["args"].split(" --exp-dir ")[1].split()[0]
+
+
 def _run(script: str, args: list[str], work: Path, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", str(RECIPE / script), *args], cwd=work, env=env,
                           capture_output=True, text=True, timeout=120)
@@ -121,7 +126,7 @@ def test_train_sh_l2_pca_has_its_own_loss_scale(fake_env, extra, l2_scale, pca_s
     work, env, log = fake_env
     proc = _run("train.sh", ["--systems", "l2 l2-pca", "--vocab-size", "256", *extra], work, env)
     assert proc.returncode == 0, proc.stderr
-    got = {c["args"].split(" --exp-dir ")[1].split()[0].split("/")[-1]: c["args"] for c in _calls(log)}
+    got = {_exp_dir(c).split("/")[-1]: c["args"] for c in _calls(log)}
     for system, scale in (("l2", l2_scale), ("l2-pca", pca_scale)):
         if scale is None:
             assert "--kd-loss-scale" not in got[system]
@@ -205,12 +210,12 @@ def test_run_sh_trains_and_decodes_every_student_two_at_a_time(fake_env):
     assert all(c["end"] is not None and c["omp"] == "1" for c in calls)
     assert _max_overlap(calls) == 2  # trainings and decodes share one pool of two
     # each student is decoded after its own training, and the decodes queue behind every training
-    trained = {c["args"].split(" --exp-dir ")[1].split()[0]: c["end"] for c in train}
-    assert all(c["start"] > trained[c["args"].split(" --exp-dir ")[1].split()[0]] for c in decode)
+    trained = {_exp_dir(c): c["end"] for c in train}
+    assert all(c["start"] > trained[_exp_dir(c)] for c in decode)
     assert max(c["start"] for c in train) < min(c["start"] for c in decode)
     assert (work / "exp/stage_times.tsv").read_text().split("\t")[0] == "students+decode"
     for seed in (1, 2):
-        mine = {c["args"].split(" --exp-dir ")[1].split()[0].split("/")[-1]: c["args"] for c in train
+        mine = {_exp_dir(c).split("/")[-1]: c["args"] for c in train
                 if f" --exp-dir exp/seed{seed}/" in c["args"]}
         assert set(mine) == {"baseline", "mvq", "mvq-dec", "l2", "l2-pca"}
         assert " --kd none " in mine["baseline"] and " --kd mvq " in mine["mvq"]
@@ -228,7 +233,7 @@ def test_run_sh_trains_and_decodes_every_student_two_at_a_time(fake_env):
         assert " --codebook-loss-scale 0.01 " in mine["mvq"] and " --codebook-label-smoothing 0.1 " in mine["mvq"]
         assert "label-smoothing" not in mine["l2"] + mine["baseline"]
         assert f" --seed {seed} " in mine["baseline"] and "data/kd/" in mine["l2"]
-    dirs = sorted(c["args"].split(" --exp-dir ")[1].split()[0] for c in decode)
+    dirs = sorted(_exp_dir(c) for c in decode)
     assert dirs == sorted(f"exp/seed{s}/{m}" for s in (1, 2) for m in ("baseline", "mvq", "mvq-dec", "l2", "l2-pca"))
     assert all(" --epoch 5 " in c["args"] and " --avg 1 " in c["args"] and " --use-averaged-model " in c["args"]
                for c in decode)
@@ -307,7 +312,7 @@ def test_run_sh_does_not_decode_a_student_whose_training_failed(fake_env):
     assert "stage 5 and 6 failed for Stage 5: l2 seed 1 (log: exp/seed1/l2/train.out)" in proc.stderr
     assert "not decoding exp/seed1/l2: its training failed" in proc.stdout
     calls = _calls(log)
-    decoded = [c["args"].split(" --exp-dir ")[1].split()[0] for c in calls if c["args"].startswith(" decode ")]
+    decoded = [_exp_dir(c) for c in calls if c["args"].startswith(" decode ")]
     assert len(decoded) == 9 and "exp/seed1/l2" not in decoded  # the other students ran on
     assert len([c for c in calls if c["args"].startswith(" train ")]) == 10
 
