@@ -19,6 +19,16 @@ of --steps after --warmup) and peak RSS of the process; plus the FLOPs of one fl
 (torch's FlopCounterMode) for GPU estimates.
 
     python tools/bench_train.py --compare loss-amp --model-size reference --batch-size 20 --seconds 15
+
+``--compare override``: what a model override saves or costs per training step.
+With ``MVQKD_PORTABLE_KERNELS=1`` in the environment, the kernels of the recipe's students. Two students
+of the same preset and seed, one with the ``--override KEY=VALUE`` fields (the names of
+``mvqkd train --model-override``), train on the same batch, timed alternately step by step in
+one process (like the head comparison); the demo's shape by default is about one batch of
+the demo recipe (``--max-duration 20``: 6 utterances of 3.4 s, 256 BPE pieces):
+
+    MVQKD_PORTABLE_KERNELS=1 OMP_NUM_THREADS=1 python tools/bench_train.py --compare override \
+        --model-size demo --batch-size 6 --seconds 3.4 --vocab-size 256 --override subsampling_channels=32
 """
 
 from __future__ import annotations
@@ -28,9 +38,12 @@ import statistics
 import sys
 import time
 
-import torch
+from mvqkd.cli import portable_kernels
 
-from mvqkd.conventions import FBANK_FRAME_SHIFT, NUM_MEL_BINS, num_frames
+portable_kernels()  # MVQKD_PORTABLE_KERNELS=1: the recipe's kernels; it must run before torch loads
+import torch  # noqa: E402
+
+from mvqkd.conventions import FBANK_FRAME_SHIFT, NUM_MEL_BINS, num_frames  # noqa: E402
 
 
 def _sync(device):
@@ -50,6 +63,19 @@ def make_batch(batch_size, seconds, vocab, num_codebooks, codebook_size, device,
     return feats.to(device), lens.to(device), tokens, idx.to(device)
 
 
+def alternate(step, names, warmup: int, steps: int) -> dict:
+    """``{name: [seconds of each timed step]}``: ``step(name)`` for each name in turn, the order
+    reversed every other round (so neither side always runs right after the other), the
+    first ``warmup`` rounds untimed."""
+    times = {name: [] for name in names}
+    for i in range(warmup + steps):
+        for name in (names if i % 2 == 0 else list(reversed(names))):
+            t = step(name)
+            if i >= warmup:
+                times[name].append(t)
+    return times
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     from mvqkd.student.config import PRESETS
@@ -67,8 +93,12 @@ def main(argv=None) -> int:
     p.add_argument("--head-reps", type=int, default=20,
                    help="timed forward+backward runs of the head alone")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--compare", choices=["head", "loss-amp"], default="head",
-                   help="head: codebook-head overhead; loss-amp: full/pruned x fp32/bf16 steps")
+    p.add_argument("--compare", choices=["head", "loss-amp", "override"], default="head",
+                   help="head: codebook-head overhead; loss-amp: full/pruned x fp32/bf16 steps; "
+                        "override: the preset against the preset with --override")
+    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="override: a student config field (repeatable), as mvqkd train's "
+                        "--model-override")
     p.add_argument("--tokens", type=int, default=60, help="loss-amp: tokens per utterance (U)")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # LOSS,AMP in a child process
     p.add_argument("--flops", action="store_true", help=argparse.SUPPRESS)
@@ -77,6 +107,8 @@ def main(argv=None) -> int:
         return child_step(args)
     if args.compare == "loss-amp":
         return compare_loss_amp(args)
+    if args.compare == "override":
+        return compare_override(args)
 
     from mvqkd.student import build_model, preset_config
 
@@ -102,13 +134,7 @@ def main(argv=None) -> int:
         _sync(device)
         return time.perf_counter() - t0
 
-    times = {name: [] for name in models}
-    for i in range(args.warmup + args.steps):
-        order = list(models) if i % 2 == 0 else list(reversed(list(models)))
-        for name in order:
-            t = step(name)
-            if i >= args.warmup:
-                times[name].append(t)
+    times = alternate(step, list(models), args.warmup, args.steps)
     # The head on its own (forward + backward on a distill-layer-shaped input, the same
     # op sizes as inside the step), timed many times: the least noisy estimate on a busy CPU.
     head = models["with head"].codebook_head
@@ -241,6 +267,51 @@ def compare_loss_amp(args) -> int:
         if "flops" in fl:
             print(f"FLOPs of one float32 step ({loss_kind} loss, forward + backward): {fl['flops'] / 1e9:.1f} "
                   f"GFLOP ({fl['params'] / 1e6:.1f} M parameters)")
+    return 0
+
+
+def compare_override(args) -> int:
+    """The preset against the preset with ``args.override``: step times side by side."""
+    from mvqkd.student import build_model, preset_config
+    from mvqkd.training.setup import parse_overrides
+
+    if not args.override:
+        raise SystemExit("--compare override needs at least one --override KEY=VALUE")
+    device = torch.device(args.device)
+    try:
+        changed = parse_overrides(args.override)
+    except ValueError as e:
+        raise SystemExit(f"bench_train.py: {e}") from None
+    models, opts = {}, {}
+    for name, extra in (("preset", {}), ("override", changed)):
+        torch.manual_seed(0)
+        cfg = preset_config(args.model_size, args.vocab_size, num_codebooks=args.num_codebooks,
+                            codebook_size=args.codebook_size, dropout=0.0, **extra)
+        models[name] = build_model(cfg).to(device).train()
+        opts[name] = torch.optim.AdamW(models[name].parameters(), lr=1e-4)
+    feats, lens, tokens, idx = make_batch(args.batch_size, args.seconds, args.vocab_size,
+                                          args.num_codebooks, args.codebook_size, device)
+
+    def step(name):
+        _sync(device)
+        t0 = time.perf_counter()
+        out = models[name](feats, lens, tokens, codebook_indexes=idx)
+        opts[name].zero_grad(set_to_none=True)
+        out["loss"].backward()
+        opts[name].step()
+        _sync(device)
+        return time.perf_counter() - t0
+
+    times = alternate(step, list(models), args.warmup, args.steps)
+    print(f"device {device}, threads {torch.get_num_threads()}, model {args.model_size}, batch "
+          f"{args.batch_size} x {args.seconds:g} s, V={args.vocab_size}, {args.num_codebooks} x "
+          f"{args.codebook_size} indexes, {args.steps} timed steps each, alternating")
+    for name, m in models.items():
+        label = "preset" if name == "preset" else ", ".join(f"{k}={v}" for k, v in changed.items())
+        print(f"  {label:30s}: median step {statistics.median(times[name]) * 1000:8.1f} ms, min "
+              f"{min(times[name]) * 1000:8.1f} ms ({sum(p.numel() for p in m.parameters()) / 1e6:.2f}M params)")
+    for label, f in (("median", statistics.median), ("min", min)):
+        print(f"ratio override / preset ({label}): {f(times['override']) / f(times['preset']):.3f}")
     return 0
 
 
