@@ -20,12 +20,13 @@ of --steps after --warmup) and peak RSS of the process; plus the FLOPs of one fl
 
     python tools/bench_train.py --compare loss-amp --model-size reference --batch-size 20 --seconds 15
 
-``--compare override``: what a model override saves or costs per training step.
-With ``MVQKD_PORTABLE_KERNELS=1`` in the environment, the kernels of the recipe's students. Two students
-of the same preset and seed, one with the ``--override KEY=VALUE`` fields (the names of
-``mvqkd train --model-override``), train on the same batch, timed alternately step by step in
-one process (like the head comparison); the demo's shape by default is about one batch of
-the demo recipe (``--max-duration 20``: 6 utterances of 3.4 s, 256 BPE pieces):
+``--compare override``: what a model override saves or costs per training step. Two students
+of the same preset and seed (the preset's own fields: e.g. no sigma-Reparam, the linear
+codebook head), one with the ``--override KEY=VALUE`` fields (the names of ``mvqkd train
+--model-override``), train on the same batch, timed alternately step by step in one process
+(like the head comparison). With ``MVQKD_PORTABLE_KERNELS=1`` in the environment, the kernels
+of the recipe's students; a batch of the demo recipe (``--max-duration 20``) is about 6
+utterances of 3.4 s with 256 BPE pieces:
 
     MVQKD_PORTABLE_KERNELS=1 OMP_NUM_THREADS=1 python tools/bench_train.py --compare override \
         --model-size demo --batch-size 6 --seconds 3.4 --vocab-size 256 --override subsampling_channels=32
