@@ -64,6 +64,33 @@ def make_batch(batch_size, seconds, vocab, num_codebooks, codebook_size, device,
     return feats.to(device), lens.to(device), tokens, idx.to(device)
 
 
+def _model_and_optimizer(args, device, **fields):
+    """A student of ``args.model_size`` (seed 0, dropout 0, ``args``' codebooks; ``fields``
+    replace any config field) in training mode, and its AdamW."""
+    from mvqkd.student import build_model, preset_config
+
+    torch.manual_seed(0)
+    cfg = preset_config(args.model_size, args.vocab_size, **{
+        "num_codebooks": args.num_codebooks, "codebook_size": args.codebook_size, "dropout": 0.0,
+        **fields})
+    model = build_model(cfg).to(device).train()
+    return model, torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+
+def _timed_step(model, opt, batch, indexes, device) -> float:
+    """Seconds of one forward + backward + AdamW step on ``batch`` = (feats, lens, tokens)
+    with codebook ``indexes`` (or None)."""
+    feats, lens, tokens = batch
+    _sync(device)
+    t0 = time.perf_counter()
+    out = model(feats, lens, tokens, codebook_indexes=indexes)
+    opt.zero_grad(set_to_none=True)
+    out["loss"].backward()
+    opt.step()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
 def alternate(step, names, warmup: int, steps: int) -> dict:
     """``{name: [seconds of each timed step]}``: ``step(name)`` for each name in turn, the order
     reversed every other round (so neither side always runs right after the other), the
@@ -111,29 +138,16 @@ def main(argv=None) -> int:
     if args.compare == "override":
         return compare_override(args)
 
-    from mvqkd.student import build_model, preset_config
-
     device = torch.device(args.device)
     models, opts = {}, {}
     for name, n in (("with head", args.num_codebooks), ("without head", 0)):
-        torch.manual_seed(0)
-        cfg = preset_config(args.model_size, args.vocab_size, num_codebooks=n,
-                            codebook_size=args.codebook_size, dropout=0.0)
-        models[name] = build_model(cfg).to(device).train()
-        opts[name] = torch.optim.AdamW(models[name].parameters(), lr=1e-4)
+        models[name], opts[name] = _model_and_optimizer(args, device, num_codebooks=n)
     feats, lens, tokens, idx = make_batch(args.batch_size, args.seconds, args.vocab_size,
                                           args.num_codebooks, args.codebook_size, device)
 
     def step(name):
-        model, opt = models[name], opts[name]
-        _sync(device)
-        t0 = time.perf_counter()
-        out = model(feats, lens, tokens, codebook_indexes=idx if name == "with head" else None)
-        opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        opt.step()
-        _sync(device)
-        return time.perf_counter() - t0
+        return _timed_step(models[name], opts[name], (feats, lens, tokens),
+                           idx if name == "with head" else None, device)
 
     times = alternate(step, list(models), args.warmup, args.steps)
     # The head on its own (forward + backward on a distill-layer-shaped input, the same
@@ -170,16 +184,6 @@ def main(argv=None) -> int:
     return 0
 
 
-def _student(args, rnnt_loss: str):
-    from mvqkd.student import build_model, preset_config
-
-    torch.manual_seed(0)
-    cfg = preset_config(args.model_size, args.vocab_size, num_codebooks=args.num_codebooks,
-                        codebook_size=args.codebook_size, dropout=0.0, rnnt_loss=rnnt_loss,
-                        rnnt_warmup_steps=0)
-    return build_model(cfg).to(args.device).train()
-
-
 def _reference_batch(args):
     feats, lens, _, idx = make_batch(args.batch_size, args.seconds, args.vocab_size, args.num_codebooks,
                                      args.codebook_size, torch.device(args.device))
@@ -198,8 +202,8 @@ def child_step(args) -> int:
     from mvqkd.training.student import amp_context
 
     loss_kind, amp = (args.one or "full,none").split(",")
-    model = _student(args, loss_kind)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model, opt = _model_and_optimizer(args, torch.device(args.device), rnnt_loss=loss_kind,
+                                      rnnt_warmup_steps=0)
     feats, lens, tokens, idx = _reference_batch(args)
     autocast, _ = amp_context(amp, torch.device(args.device))
 
@@ -273,7 +277,6 @@ def compare_loss_amp(args) -> int:
 
 def compare_override(args) -> int:
     """The preset against the preset with ``args.override``: step times side by side."""
-    from mvqkd.student import build_model, preset_config
     from mvqkd.training.setup import parse_overrides
 
     if not args.override:
@@ -285,23 +288,12 @@ def compare_override(args) -> int:
         raise SystemExit(f"bench_train.py: {e}") from None
     models, opts = {}, {}
     for name, extra in (("preset", {}), ("override", changed)):
-        torch.manual_seed(0)
-        cfg = preset_config(args.model_size, args.vocab_size, num_codebooks=args.num_codebooks,
-                            codebook_size=args.codebook_size, dropout=0.0, **extra)
-        models[name] = build_model(cfg).to(device).train()
-        opts[name] = torch.optim.AdamW(models[name].parameters(), lr=1e-4)
+        models[name], opts[name] = _model_and_optimizer(args, device, **extra)
     feats, lens, tokens, idx = make_batch(args.batch_size, args.seconds, args.vocab_size,
                                           args.num_codebooks, args.codebook_size, device)
 
     def step(name):
-        _sync(device)
-        t0 = time.perf_counter()
-        out = models[name](feats, lens, tokens, codebook_indexes=idx)
-        opts[name].zero_grad(set_to_none=True)
-        out["loss"].backward()
-        opts[name].step()
-        _sync(device)
-        return time.perf_counter() - t0
+        return _timed_step(models[name], opts[name], (feats, lens, tokens), idx, device)
 
     times = alternate(step, list(models), args.warmup, args.steps)
     print(f"device {device}, threads {torch.get_num_threads()}, model {args.model_size}, batch "
