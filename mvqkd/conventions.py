@@ -49,6 +49,9 @@ KD_MODES = ("none", "mvq", *FLOAT_KD_MODES)
 #: MVQ-KD codebook heads (mvqkd train --codebook-head): the paper's free linear head, or one
 #: that scores the quantizer's codewords (all but "linear" read --quantizer)
 CODEBOOK_HEADS = ("linear", "geometry", "residual")
+#: how MVQ-KD weighs its codebooks' cross-entropies (mvqkd train --codebook-weighting): uniform, or
+#: by the energy of each codebook's codewords (geometry / residual heads)
+CODEBOOK_WEIGHTINGS = ("uniform", "energy")
 
 #: the transducer blank and the icefall BPE conventions (<blk>=0, <sos/eos>=1, <unk>=2)
 BLANK_ID = 0

@@ -22,7 +22,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
-from mvqkd.conventions import FLOAT_KD_MODES, NUM_MEL_BINS
+from mvqkd.conventions import CODEBOOK_WEIGHTINGS, FLOAT_KD_MODES, NUM_MEL_BINS
 
 CODEBOOK_LOSSES = ("independent", "joint")
 KD_MODES = (None, *FLOAT_KD_MODES)
@@ -62,7 +62,9 @@ class TransducerConfig:
     weights by the quantizer's codewords: it predicts the normalised teacher embedding and
     scores each codeword by its squared distance to it (``mvqkd train --codebook-head geometry``);
     ``codebook_geometry_residual`` scores each codebook's codewords against what the frame's other
-    target codewords leave of it (``--codebook-head residual``).
+    target codewords leave of it (``--codebook-head residual``). ``codebook_weighting``
+    ``"energy"`` weighs each codebook's cross-entropy by its codewords' energy (geometry heads;
+    :class:`mvqkd.student.heads.CodebookHead`).
 
     ``loss_norm`` says how the distillation losses are normalised: ``"utterance"`` (default)
     sums over frames and codebooks and divides by the batch size, the same per-utterance
@@ -97,6 +99,7 @@ class TransducerConfig:
     codebook_smoothing_temperature: float = 0.0
     codebook_geometry_dim: int = 0
     codebook_geometry_residual: bool = False
+    codebook_weighting: str = "uniform"
     kd_mode: Optional[str] = None
     kd_dim: int = 0
     kd_loss_scale: float = 1.0
@@ -143,6 +146,10 @@ class TransducerConfig:
             bad("codebook_smoothing_temperature", "must be >= 0 (0 = uniform label smoothing)")
         if self.codebook_geometry_dim < 0:
             bad("codebook_geometry_dim", "must be >= 0 (0 = a free linear head)")
+        if self.codebook_weighting not in CODEBOOK_WEIGHTINGS:
+            bad("codebook_weighting", f"must be one of {CODEBOOK_WEIGHTINGS}")
+        if self.codebook_weighting != "uniform" and self.codebook_geometry_dim <= 0:
+            bad("codebook_weighting", "needs codebook_geometry_dim > 0 (a geometry or residual head)")
         if self.codebook_geometry_residual and self.codebook_geometry_dim <= 0:
             bad("codebook_geometry_residual", "needs codebook_geometry_dim > 0 (the quantizer's dimension)")
         if self.codebook_mlp_dim < 0:

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mvqkd.conventions import IGNORE_INDEX, TEACHER_FRAMES_PER_STUDENT_FRAME as R
+from mvqkd.conventions import CODEBOOK_WEIGHTINGS, IGNORE_INDEX, TEACHER_FRAMES_PER_STUDENT_FRAME as R
 
 
 def pair_frames(x: torch.Tensor, num_student_frames: int, fill) -> torch.Tensor:
@@ -113,12 +113,20 @@ class CodebookHead(nn.Module):
     codewords nearest the target's in the quantizer's codebook
     (:func:`mvqkd.quantizer.codeword_neighbours`, the buffer ``neighbours`` (N, K, K) set by
     :meth:`set_neighbours`; head codebook c = j N + n reads teacher codebook n).
+
+    ``weighting="energy"`` (geometry heads only) weighs head codebook c = j N + n's
+    cross-entropy by ``w_n = E_n / mean_m E_m``, ``E_n = mean_k ||C[n, k]||^2`` the energy of
+    teacher codebook n's codewords (the weights average 1, so the loss scale keeps its
+    meaning): each codebook pulls the predicted embedding in proportion to what it adds to
+    the quantizer's reconstruction, as a regression onto that reconstruction would, instead
+    of the small late codebooks pulling as hard as the first. ``"uniform"``: all weights 1.
     """
 
     def __init__(self, input_dim: int, num_codebooks: int, codebook_size: int,
                  joint: bool = False, hidden_dim: int = 512, mlp_dim: int = 0,
                  label_smoothing: float = 0.0, neighbour_codebooks: int = 0,
-                 geometry_dim: int = 0, geometry_residual: bool = False):
+                 geometry_dim: int = 0, geometry_residual: bool = False,
+                 weighting: str = "uniform"):
         super().__init__()
         if num_codebooks < 1:
             raise ValueError("CodebookHead needs num_codebooks >= 1")
@@ -144,6 +152,12 @@ class CodebookHead(nn.Module):
         if geometry_residual and not self.geometry:
             raise ValueError("geometry_residual needs geometry_dim > 0 (the quantizer's dimension)")
         self.geometry_residual = geometry_residual
+        if weighting not in CODEBOOK_WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {CODEBOOK_WEIGHTINGS}, got {weighting!r}")
+        if weighting != "uniform" and not self.geometry:
+            raise ValueError(f"weighting={weighting!r} needs geometry_dim > 0 (it reads the "
+                             f"quantizer's codewords)")
+        self.weighting = weighting
         # whether ``codewords`` holds a quantizer's: set by set_codewords() and at state-dict load
         self.codewords_ready = False
         if self.geometry:
@@ -207,6 +221,14 @@ class CodebookHead(nn.Module):
         out = (2.0 * dots - sq).reshape(*x.shape[:-1], R * n, k)
         return out * self.log_scale.exp()[:, None] + self.bias
 
+    def codebook_weights(self) -> Optional[torch.Tensor]:
+        """(C,) per-head-codebook weights of the cross-entropy (``weighting``), or None for
+        uniform weights."""
+        if self.weighting == "uniform":
+            return None
+        energy = self.codewords.float().square().sum(-1).mean(-1)  # (N,)
+        return (energy / energy.mean().clamp(min=1e-30)).repeat(R)
+
     def _other_codewords(self, targets: torch.Tensor) -> torch.Tensor:
         """targets (B, T, R N) -> (B, T, R, N, D): for each head codebook c = j N + n, the sum
         of the target codewords of teacher frame j's other codebooks (-100 entries add 0)."""
@@ -256,14 +278,22 @@ class CodebookHead(nn.Module):
                              f"the head predicts {self.num_codebooks}")
         logits = self.logits(x, targets).reshape(-1, self.codebook_size).float()
         flat = targets.reshape(-1)
+        weights = self.codebook_weights()
+        reduction = "sum" if weights is None else "none"
         if self.neighbours is None:
-            return F.cross_entropy(logits, flat, ignore_index=IGNORE_INDEX, reduction="sum",
+            loss = F.cross_entropy(logits, flat, ignore_index=IGNORE_INDEX, reduction=reduction,
                                    label_smoothing=self.label_smoothing)
-        return self._neighbour_smoothed(logits, flat)
+        else:
+            loss = self._neighbour_smoothed(logits, flat, reduction)
+        if weights is None:
+            return loss
+        return (loss.reshape(-1, self.num_codebooks) * weights).sum()
 
-    def _neighbour_smoothed(self, logits: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
-        """logits (M, K), targets (M,) with rows in (B, T, C) order -> summed
-        ``-(1 - eps) log p(i) - eps sum_k q[c % N, i, k] log p(k)`` over the valid rows."""
+    def _neighbour_smoothed(self, logits: torch.Tensor, flat: torch.Tensor,
+                            reduction: str = "sum") -> torch.Tensor:
+        """logits (M, K), targets (M,) with rows in (B, T, C) order ->
+        ``-(1 - eps) log p(i) - eps sum_k q[c % N, i, k] log p(k)`` per row (M,) (0 for
+        ignored rows) with ``reduction="none"``, or their sum."""
         if not self.neighbours_ready:
             raise RuntimeError("the neighbour table is empty: call set_neighbours() with the "
                                "quantizer's codeword_neighbours before training")
@@ -275,7 +305,8 @@ class CodebookHead(nn.Module):
                 ) % self.neighbours.shape[0]
         smooth = -(self.neighbours[book, idx] * logp).sum(-1)
         eps = self.label_smoothing
-        return ((1.0 - eps) * nll + eps * smooth).masked_fill(~valid, 0.0).sum()
+        rows = ((1.0 - eps) * nll + eps * smooth).masked_fill(~valid, 0.0)
+        return rows if reduction == "none" else rows.sum()
 
 
 class KDHead(nn.Module):

@@ -77,7 +77,8 @@ class Transducer(nn.Module):
                 mlp_dim=cfg.codebook_mlp_dim, label_smoothing=cfg.codebook_label_smoothing,
                 neighbour_codebooks=cfg.num_codebooks if cfg.codebook_smoothing_temperature > 0 else 0,
                 geometry_dim=cfg.codebook_geometry_dim,
-                geometry_residual=cfg.codebook_geometry_residual)
+                geometry_residual=cfg.codebook_geometry_residual,
+                weighting=cfg.codebook_weighting)
         self.kd_head = (KDHead(cfg.encoder_dim, cfg.kd_dim, cfg.kd_mode, cfg.kd_normalize)
                         if cfg.kd_mode else None)
         self.pruned = None
