@@ -306,6 +306,61 @@ def test_residual_geometry_head_scores_what_the_other_codewords_leave():
         CodebookHead(16, 2 * n_teacher, k, geometry_residual=True)
 
 
+@pytest.mark.parametrize("eps,neighbours", [(0.0, False), (0.1, False), (0.2, True)])
+def test_energy_weighting_weighs_each_codebook_by_its_codewords_energy(eps, neighbours):
+    """``weighting="energy"``: the head's loss is sum over valid entries of w_c x CE_c, with
+    w_{j N + n} = mean_k ||C[n, k]||^2 / (the mean of that over n), computed here by loops from
+    the head's own log-probabilities, for plain, smoothed and neighbour-smoothed targets;
+    uniform weighting is the plain sum; the option needs a geometry head."""
+    from mvqkd.quantizer import codeword_neighbours
+
+    torch.manual_seed(0)
+    n_teacher, k, dim = 3, 5, 4
+    books = torch.randn(n_teacher, k, dim) * torch.tensor([1.0, 0.4, 0.1])[:, None, None]
+    heads = {}
+    for weighting in ("energy", "uniform"):
+        torch.manual_seed(1)  # the same parameters for both heads
+        heads[weighting] = CodebookHead(
+            16, 2 * n_teacher, k, geometry_dim=dim, geometry_residual=True, weighting=weighting,
+            label_smoothing=eps, neighbour_codebooks=n_teacher if neighbours else 0)
+        heads[weighting].set_codewords(books)
+        if neighbours:
+            heads[weighting].set_neighbours(codeword_neighbours(books, 0.5))
+    x = torch.randn(2, 6, 16)
+    targets = torch.randint(0, k, (2, 6, 2 * n_teacher))
+    targets[0, 2, 4] = -100
+    targets[1, 5, :] = -100
+    head = heads["energy"]
+    logp = head.logits(x, targets).log_softmax(-1).detach()
+    energy = [float(books[n].square().sum(-1).mean()) for n in range(n_teacher)]
+    weight = [energy[c % n_teacher] / (sum(energy) / n_teacher) for c in range(2 * n_teacher)]
+    want_energy = want_uniform = 0.0
+    for b in range(2):
+        for t in range(6):
+            for c in range(2 * n_teacher):
+                i = int(targets[b, t, c])
+                if i < 0:
+                    continue
+                if neighbours:
+                    soft = head.neighbours[c % n_teacher, i]
+                else:
+                    soft = torch.full((k,), 1.0 / k)
+                ce = -(1 - eps) * logp[b, t, c, i] - eps * (soft * logp[b, t, c]).sum()
+                want_energy += weight[c] * float(ce)
+                want_uniform += float(ce)
+    assert abs(float(heads["energy"](x, targets)) - want_energy) < 1e-4 * abs(want_energy)
+    assert abs(float(heads["uniform"](x, targets)) - want_uniform) < 1e-4 * abs(want_uniform)
+    assert max(weight) > 5 * min(weight)  # the weights do differ here
+    with pytest.raises(ValueError, match="needs geometry_dim"):
+        CodebookHead(16, 2 * n_teacher, k, weighting="energy")
+    with pytest.raises(ValueError, match="weighting must be one of"):
+        CodebookHead(16, 2 * n_teacher, k, geometry_dim=dim, weighting="entropy")
+    from mvqkd.student.config import preset_config
+
+    with pytest.raises(ValueError, match="codebook_weighting='energy': needs codebook_geometry_dim"):
+        preset_config("tiny", 30, num_codebooks=4, codebook_weighting="energy")
+
+
 def test_residual_geometry_head_picks_the_additive_quantizers_codes():
     """With an additive quantizer's codes refined by ICM until no codebook changes (each code
     the best given the others) and the embedding set to the normalised teacher frames, the
