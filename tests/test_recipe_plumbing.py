@@ -171,6 +171,27 @@ def test_train_sh_mvq_geometry_head_passes_the_quantizer(fake_env):
     assert both.count("--quantizer ") == 1 and " --codebook-smoothing-temperature 0.3 --codebook-head geometry " in both
 
 
+def test_train_sh_mvq_codebook_weighting(fake_env):
+    """--codebook-weighting energy reaches mvqkd train with a geometry or residual head; with
+    the linear head or an unknown weighting train.sh refuses before training; uniform (or
+    unset) adds nothing."""
+    work, env, log = fake_env
+    (work / "data/vq").mkdir(parents=True, exist_ok=True)
+    (work / "data/vq/quantizer.pt").write_bytes(b"")
+    args = ["--systems", "mvq", "--vocab-size", "256"]
+    for bad, why in ((["--codebook-weighting", "energy"], "it needs --codebook-head geometry or residual, got 'linear'"),
+                     (["--codebook-head", "residual", "--codebook-weighting", "entropy"],
+                      "--codebook-weighting must be uniform or energy, got 'entropy'")):
+        proc = _run("train.sh", args + bad, work, env)
+        assert proc.returncode == 1 and why in proc.stderr
+    assert not log.exists()  # refused before anything ran
+    for extra in (["--codebook-weighting", "energy"], ["--codebook-weighting", "uniform"], []):
+        assert _run("train.sh", args + ["--codebook-head", "residual"] + extra, work, env).returncode == 0
+    energy, uniform, unset = (c["args"] for c in _calls(log))
+    assert " --codebook-head residual --codebook-weighting energy --quantizer data/vq/quantizer.pt " in energy
+    assert "--codebook-weighting" not in uniform and uniform == unset
+
+
 def test_train_sh_refuses_a_bad_kd_normalize(fake_env):
     work, env, log = fake_env
     proc = _run("train.sh", ["--systems", "l2", "--kd-normalize", "yes", "--vocab-size", "256"], work, env)

@@ -7,7 +7,7 @@ import argparse
 import dataclasses
 from dataclasses import dataclass
 
-from mvqkd.conventions import CODEBOOK_HEADS, KD_MODES
+from mvqkd.conventions import CODEBOOK_HEADS, CODEBOOK_WEIGHTINGS, KD_MODES
 from mvqkd.options import name_path, opt
 
 MODEL_SIZES = ("tiny", "demo", "small", "reference")  # student.config.PRESETS (checked by a test)
@@ -80,6 +80,12 @@ class TrainConfig:
                   "predicted embedding minus the frame's other target codewords (what the "
                   "quantizer's encoder minimises per codebook)",
         group="distillation", choices=list(CODEBOOK_HEADS))
+    codebook_weighting: str = opt(
+        "uniform", "how the codebooks' cross-entropies are weighed: uniform (the paper's), or "
+                   "energy: each by the mean squared norm of its codewords (weights averaging 1), "
+                   "so a codebook pulls the predicted embedding in proportion to what it adds to "
+                   "the quantizer's reconstruction (--codebook-head geometry or residual)",
+        group="distillation", choices=list(CODEBOOK_WEIGHTINGS))
     quantizer: str | None = opt(None, "with --kd mvq: the quantizer that wrote the indexes. With "
                                       "--kd-loss-scale > 0 the student also regresses its "
                                       "reconstruction of the indexes (quantizer.decode, standardised "

@@ -84,7 +84,8 @@ def build_model_config(cfg: TrainConfig, vocab_size: int, stats):
                   codebook_size=int(info.get("codebook_size", 256)))
         if cfg.codebook_head != "linear":
             kw.update(codebook_geometry_dim=int(stats.decoded_dim),
-                      codebook_geometry_residual=cfg.codebook_head == "residual")
+                      codebook_geometry_residual=cfg.codebook_head == "residual",
+                      codebook_weighting=cfg.codebook_weighting)
         if decoded_regression(cfg):  # an L2 head on the reconstruction as well
             kw.update(kd_mode="l2", kd_dim=int(stats.decoded_dim), kd_normalize=True)
     elif cfg.kd in FLOAT_KD_MODES:
@@ -157,6 +158,10 @@ def _decoding_quantizer(cfg: TrainConfig, stats):
     if cfg.codebook_head != "linear" and not cfg.quantizer:
         raise ValueError(f"--codebook-head {cfg.codebook_head} needs --quantizer (the quantizer "
                          "that wrote the indexes: the head scores its codewords)")
+    if cfg.codebook_weighting != "uniform" and cfg.codebook_head == "linear":
+        raise ValueError(f"--codebook-weighting {cfg.codebook_weighting} weighs the codebooks by "
+                         "the quantizer's codewords: use it with --codebook-head geometry or "
+                         "residual (and --quantizer)")
     reads_quantizer = (decoded_regression(cfg) or cfg.codebook_smoothing_temperature > 0
                        or cfg.codebook_head != "linear")
     if cfg.quantizer and not reads_quantizer:

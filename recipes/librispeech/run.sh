@@ -52,6 +52,8 @@ codebook_smoothing_temperature=0  # MVQ-KD students: > 0 spreads that smoothing 
 codebook_head=residual    # MVQ-KD students: residual (the quantizer's codewords scored by their distance to a
                           # predicted embedding minus the frame's other target codewords; chosen on dev-clean,
                           # docs/RESULTS.md), geometry (the same without that shift) or linear (the paper's head)
+codebook_weighting=uniform  # MVQ-KD students: uniform or energy (each codebook's CE weighed by its codewords'
+                          # mean squared norm; mvqkd train --codebook-weighting)
 mvq_dec_loss_scale=2.0    # mvq-dec students: scale of the decoded regression (chosen on dev-clean, mean of 3 seeds)
 kd_loss_scale=0.5         # l2 students: scale of the float L2-KD loss (chosen on dev-clean, mean of 2 seeds,
                           # over 0.25 / 0.5 / 1 / 2: docs/RESULTS.md)
@@ -153,7 +155,8 @@ train_one() {  # train_one SYSTEM SEED
     --seed "$2" --extra-args "$student_args$averaging" --codebook-loss-scale "$codebook_loss_scale" \
     --codebook-label-smoothing "$codebook_label_smoothing" --mvq-dec-loss-scale "$mvq_dec_loss_scale" \
     --kd-loss-scale "$kd_loss_scale" --l2-pca-loss-scale "$l2_pca_loss_scale" \
-    --codebook-smoothing-temperature "$codebook_smoothing_temperature" --codebook-head "$codebook_head"
+    --codebook-smoothing-temperature "$codebook_smoothing_temperature" --codebook-head "$codebook_head" \
+    --codebook-weighting "$codebook_weighting"
 }
 declare -A trained_by=()  # student dir -> pid of its training job, when this run trains it
 train_students() {  # submits every student not yet trained to the job pool

@@ -45,6 +45,8 @@ codebook_smoothing_temperature=""  # MVQ-KD: > 0 spreads that smoothing over the
 codebook_head=""          # MVQ-KD: linear (free weights, the paper's), geometry (scores the quantizer's
                           # codewords by their distance to a predicted embedding; reads --quantizer) or
                           # residual (geometry, each codebook given the frame's other target codewords)
+codebook_weighting=""     # MVQ-KD with the geometry / residual head: uniform (mvqkd train's default) or
+                          # energy (each codebook's CE weighed by its codewords' mean squared norm)
 quantizer_id=""
 num_codebooks=""
 quantizer=""              # mvq-dec, and mvq with a smoothing temperature or the geometry head: the
@@ -108,6 +110,13 @@ for system in $systems; do
         "" | linear) ;;
         geometry | residual) args+=(--codebook-head "$codebook_head"); reads_quantizer="--codebook-head $codebook_head" ;;
         *) die "--codebook-head must be linear, geometry or residual, got '$codebook_head'" ;;
+      esac
+      case $codebook_weighting in
+        "" | uniform) ;;
+        energy) [[ "$codebook_head" == geometry || "$codebook_head" == residual ]] ||
+                  die "--codebook-weighting energy weighs the codebooks by the quantizer's codewords: it needs --codebook-head geometry or residual, got '${codebook_head:-linear}'"
+                args+=(--codebook-weighting energy) ;;
+        *) die "--codebook-weighting must be uniform or energy, got '$codebook_weighting'" ;;
       esac
       if [ -n "$reads_quantizer" ]; then
         [ -f "$quantizer" ] || die "mvq: $reads_quantizer needs the quantizer: not found: $quantizer (distill.sh writes it; or pass --quantizer)"

@@ -412,3 +412,9 @@ def test_geometry_head_training_takes_the_quantizers_codewords(data, tmp_path):
     assert all(np.isfinite(h["codebook"]) and h["codebook"] > 0 for h in res["history"])
     with pytest.raises(ValueError, match="--codebook-head residual needs --quantizer"):
         train(_cfg(data, tmp_path / "x2", codebook_head="residual"))
+    res = train(_cfg(data, tmp_path / "energy", quantizer=str(data / "q.pt"), kd_loss_scale=0.0,
+                     codebook_head="residual", codebook_weighting="energy", num_epochs=1))
+    assert res["model"].cfg.codebook_weighting == "energy" == res["model"].codebook_head.weighting
+    assert all(np.isfinite(h["codebook"]) and h["codebook"] > 0 for h in res["history"])
+    with pytest.raises(ValueError, match="--codebook-weighting energy weighs the codebooks"):
+        train(_cfg(data, tmp_path / "x3", codebook_weighting="energy"))
