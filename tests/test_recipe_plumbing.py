@@ -242,11 +242,13 @@ def test_run_sh_trains_and_decodes_every_student_two_at_a_time(fake_env):
         assert " --kd none " in mine["baseline"] and " --kd mvq " in mine["mvq"]
         assert " --kd mvq " in mine["mvq-dec"] and " --codebook-loss-scale 0 " in mine["mvq-dec"]
         assert " --quantizer data/vq/quantizer.pt " in mine["mvq-dec"]
-        assert " --codebook-head residual --quantizer data/vq/quantizer.pt --kd-loss-scale 0 " in mine["mvq"]
+        assert (" --codebook-head residual --codebook-weighting energy --quantizer data/vq/quantizer.pt"
+                " --kd-loss-scale 0 ") in mine["mvq"]
         assert " --kd-loss-scale 2.0 " in mine["mvq-dec"]  # its own scale, not the float systems'
         assert "--kd-loss-scale" not in mine["baseline"]
         assert " --kd-loss-scale 0.5 " in mine["l2"] and " --kd-loss-scale 0.25 " in mine["l2-pca"]
-        assert not any("--codebook-head" in mine[m] for m in ("baseline", "mvq-dec", "l2", "l2-pca"))
+        assert not any("--codebook-head" in mine[m] or "--codebook-weighting" in mine[m]
+                       for m in ("baseline", "mvq-dec", "l2", "l2-pca"))
         assert " --kd l2 " in mine["l2"] and " --kd l2 " in mine["l2-pca"] and "data/kd_pca/" in mine["l2-pca"]
         assert all(" --sigma-reparam " in a and " --no-spec-augment " in a for a in mine.values())
         assert all(" --valid-every 0 " in a for a in mine.values())  # dev loss after the last epoch

@@ -45,15 +45,16 @@ average_period=10         # students keep icefall's running mean of their weight
                           # (mvqkd train --average-period; 0: none); it never changes the trained weights
 codebook_loss_scale=0.01  # MVQ-KD students (mvqkd train --codebook-loss-scale; its default 0.1 is the
                           # paper's, for the linear head); 0.01 chosen for the residual head on dev-clean
-                          # (0.005 / 0.02 / 0.05 worse, mean of 2 seeds: docs/RESULTS.md)
+                          # (0.005 / 0.02 / 0.05 worse, mean of 2 seeds, uniform and energy weighting:
+                          # docs/RESULTS.md)
 codebook_label_smoothing=0.1  # MVQ-KD students: label smoothing of the codebook CE (chosen on dev-clean with
                           # the residual head at scale 0.01, mean of 2 seeds: 0 / 0.2 worse)
 codebook_smoothing_temperature=0  # MVQ-KD students: > 0 spreads that smoothing over the nearest codewords (0: uniform)
 codebook_head=residual    # MVQ-KD students: residual (the quantizer's codewords scored by their distance to a
                           # predicted embedding minus the frame's other target codewords; chosen on dev-clean,
                           # docs/RESULTS.md), geometry (the same without that shift) or linear (the paper's head)
-codebook_weighting=uniform  # MVQ-KD students: uniform or energy (each codebook's CE weighed by its codewords'
-                          # mean squared norm; mvqkd train --codebook-weighting)
+codebook_weighting=energy  # MVQ-KD students: energy (each codebook's CE weighed by its codewords' mean squared
+                          # norm; chosen on dev-clean over uniform, mean of 2 seeds: docs/RESULTS.md) or uniform
 mvq_dec_loss_scale=2.0    # mvq-dec students: scale of the decoded regression (chosen on dev-clean, mean of 3 seeds)
 kd_loss_scale=0.5         # l2 students: scale of the float L2-KD loss (chosen on dev-clean, mean of 2 seeds,
                           # over 0.25 / 0.5 / 1 / 2: docs/RESULTS.md)
