@@ -45,8 +45,8 @@ average_period=10         # students keep icefall's running mean of their weight
                           # (mvqkd train --average-period; 0: none); it never changes the trained weights
 codebook_loss_scale=0.01  # MVQ-KD students (mvqkd train --codebook-loss-scale; its default 0.1 is the
                           # paper's, for the linear head); 0.01 chosen for the residual head on dev-clean
-                          # (0.005 / 0.02 / 0.05 worse, mean of 2 seeds, uniform and energy weighting:
-                          # docs/RESULTS.md)
+                          # (mean of 2 seeds: 0.005 / 0.02 / 0.05 worse with uniform weighting, 0.005 / 0.02
+                          # with energy weighting; docs/RESULTS.md)
 codebook_label_smoothing=0.1  # MVQ-KD students: label smoothing of the codebook CE (chosen on dev-clean with
                           # the residual head at scale 0.01, mean of 2 seeds: 0 / 0.2 worse)
 codebook_smoothing_temperature=0  # MVQ-KD students: > 0 spreads that smoothing over the nearest codewords (0: uniform)
