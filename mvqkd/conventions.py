@@ -50,7 +50,8 @@ KD_MODES = ("none", "mvq", *FLOAT_KD_MODES)
 #: that scores the quantizer's codewords (all but "linear" read --quantizer)
 CODEBOOK_HEADS = ("linear", "geometry", "residual")
 #: how MVQ-KD weighs its codebooks' cross-entropies (mvqkd train --codebook-weighting): uniform, or
-#: by the energy of each codebook's codewords (geometry / residual heads)
+#: by the energy of each codebook's codewords (geometry / residual heads), raised to
+#: --codebook-weighting-power (1: the energy itself)
 CODEBOOK_WEIGHTINGS = ("uniform", "energy")
 
 #: the transducer blank and the icefall BPE conventions (<blk>=0, <sos/eos>=1, <unk>=2)

@@ -63,8 +63,8 @@ class TransducerConfig:
     scores each codeword by its squared distance to it (``mvqkd train --codebook-head geometry``);
     ``codebook_geometry_residual`` scores each codebook's codewords against what the frame's other
     target codewords leave of it (``--codebook-head residual``). ``codebook_weighting``
-    ``"energy"`` weighs each codebook's cross-entropy by its codewords' energy (geometry heads;
-    :class:`mvqkd.student.heads.CodebookHead`).
+    ``"energy"`` weighs each codebook's cross-entropy by its codewords' energy raised to
+    ``codebook_weighting_power`` (geometry heads; :class:`mvqkd.student.heads.CodebookHead`).
 
     ``loss_norm`` says how the distillation losses are normalised: ``"utterance"`` (default)
     sums over frames and codebooks and divides by the batch size, the same per-utterance
@@ -100,6 +100,7 @@ class TransducerConfig:
     codebook_geometry_dim: int = 0
     codebook_geometry_residual: bool = False
     codebook_weighting: str = "uniform"
+    codebook_weighting_power: float = 1.0
     kd_mode: Optional[str] = None
     kd_dim: int = 0
     kd_loss_scale: float = 1.0
@@ -150,6 +151,10 @@ class TransducerConfig:
             bad("codebook_weighting", f"must be one of {CODEBOOK_WEIGHTINGS}")
         if self.codebook_weighting != "uniform" and self.codebook_geometry_dim <= 0:
             bad("codebook_weighting", "needs codebook_geometry_dim > 0 (a geometry or residual head)")
+        if not self.codebook_weighting_power > 0:
+            bad("codebook_weighting_power", "must be > 0 (1: the codewords' energy itself)")
+        if self.codebook_weighting_power != 1.0 and self.codebook_weighting != "energy":
+            bad("codebook_weighting_power", "raises the energy weights: it needs codebook_weighting='energy'")
         if self.codebook_geometry_residual and self.codebook_geometry_dim <= 0:
             bad("codebook_geometry_residual", "needs codebook_geometry_dim > 0 (the quantizer's dimension)")
         if self.codebook_mlp_dim < 0:

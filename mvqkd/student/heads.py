@@ -115,18 +115,20 @@ class CodebookHead(nn.Module):
     :meth:`set_neighbours`; head codebook c = j N + n reads teacher codebook n).
 
     ``weighting="energy"`` (geometry heads only) weighs head codebook c = j N + n's
-    cross-entropy by ``w_n = E_n / mean_m E_m``, ``E_n = mean_k ||C[n, k]||^2`` the energy of
-    teacher codebook n's codewords (the weights average 1, so the loss scale keeps its
-    meaning): each codebook pulls the predicted embedding in proportion to what it adds to
-    the quantizer's reconstruction, as a regression onto that reconstruction would, instead
-    of the small late codebooks pulling as hard as the first. ``"uniform"``: all weights 1.
+    cross-entropy by ``w_n = E_n^p / mean_m E_m^p``, ``E_n = mean_k ||C[n, k]||^2`` the energy
+    of teacher codebook n's codewords and ``p = weighting_power`` (the weights average 1, so
+    the loss scale keeps its meaning): with p = 1 each codebook pulls the predicted embedding
+    in proportion to what it adds to the quantizer's reconstruction, as a regression onto
+    that reconstruction would, instead of the small late codebooks pulling as hard as the
+    first; p > 1 leans further towards the first, coarse codebooks. ``"uniform"``: all
+    weights 1.
     """
 
     def __init__(self, input_dim: int, num_codebooks: int, codebook_size: int,
                  joint: bool = False, hidden_dim: int = 512, mlp_dim: int = 0,
                  label_smoothing: float = 0.0, neighbour_codebooks: int = 0,
                  geometry_dim: int = 0, geometry_residual: bool = False,
-                 weighting: str = "uniform"):
+                 weighting: str = "uniform", weighting_power: float = 1.0):
         super().__init__()
         if num_codebooks < 1:
             raise ValueError("CodebookHead needs num_codebooks >= 1")
@@ -157,7 +159,10 @@ class CodebookHead(nn.Module):
         if weighting != "uniform" and not self.geometry:
             raise ValueError(f"weighting={weighting!r} needs geometry_dim > 0 (it reads the "
                              f"quantizer's codewords)")
-        self.weighting = weighting
+        if not weighting_power > 0 or (weighting_power != 1.0 and weighting != "energy"):
+            raise ValueError(f"weighting_power must be > 0, and 1 unless weighting='energy'; got "
+                             f"{weighting_power} with weighting={weighting!r}")
+        self.weighting, self.weighting_power = weighting, float(weighting_power)
         # whether ``codewords`` holds a quantizer's: set by set_codewords() and at state-dict load
         self.codewords_ready = False
         if self.geometry:
@@ -222,11 +227,13 @@ class CodebookHead(nn.Module):
         return out * self.log_scale.exp()[:, None] + self.bias
 
     def codebook_weights(self) -> Optional[torch.Tensor]:
-        """(C,) per-head-codebook weights of the cross-entropy (``weighting``), or None for
-        uniform weights."""
+        """(C,) per-head-codebook weights of the cross-entropy (``weighting``,
+        ``weighting_power``), or None for uniform weights."""
         if self.weighting == "uniform":
             return None
         energy = self.codewords.float().square().sum(-1).mean(-1)  # (N,)
+        if self.weighting_power != 1.0:
+            energy = energy.pow(self.weighting_power)
         return (energy / energy.mean().clamp(min=1e-30)).repeat(R)
 
     def _other_codewords(self, targets: torch.Tensor) -> torch.Tensor:

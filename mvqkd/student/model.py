@@ -78,7 +78,7 @@ class Transducer(nn.Module):
                 neighbour_codebooks=cfg.num_codebooks if cfg.codebook_smoothing_temperature > 0 else 0,
                 geometry_dim=cfg.codebook_geometry_dim,
                 geometry_residual=cfg.codebook_geometry_residual,
-                weighting=cfg.codebook_weighting)
+                weighting=cfg.codebook_weighting, weighting_power=cfg.codebook_weighting_power)
         self.kd_head = (KDHead(cfg.encoder_dim, cfg.kd_dim, cfg.kd_mode, cfg.kd_normalize)
                         if cfg.kd_mode else None)
         self.pruned = None

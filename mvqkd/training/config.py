@@ -86,6 +86,11 @@ class TrainConfig:
                    "so a codebook pulls the predicted embedding in proportion to what it adds to "
                    "the quantizer's reconstruction (--codebook-head geometry or residual)",
         group="distillation", choices=list(CODEBOOK_WEIGHTINGS))
+    codebook_weighting_power: float = opt(
+        1.0, "with --codebook-weighting energy: each codebook's weight is its energy raised to "
+             "this power (weights averaging 1); 1: the energy itself, 2: the first, coarse "
+             "codebooks weigh more",
+        group="distillation")
     quantizer: str | None = opt(None, "with --kd mvq: the quantizer that wrote the indexes. With "
                                       "--kd-loss-scale > 0 the student also regresses its "
                                       "reconstruction of the indexes (quantizer.decode, standardised "

@@ -85,7 +85,8 @@ def build_model_config(cfg: TrainConfig, vocab_size: int, stats):
         if cfg.codebook_head != "linear":
             kw.update(codebook_geometry_dim=int(stats.decoded_dim),
                       codebook_geometry_residual=cfg.codebook_head == "residual",
-                      codebook_weighting=cfg.codebook_weighting)
+                      codebook_weighting=cfg.codebook_weighting,
+                      codebook_weighting_power=cfg.codebook_weighting_power)
         if decoded_regression(cfg):  # an L2 head on the reconstruction as well
             kw.update(kd_mode="l2", kd_dim=int(stats.decoded_dim), kd_normalize=True)
     elif cfg.kd in FLOAT_KD_MODES:
@@ -162,6 +163,13 @@ def _decoding_quantizer(cfg: TrainConfig, stats):
         raise ValueError(f"--codebook-weighting {cfg.codebook_weighting} weighs the codebooks by "
                          "the quantizer's codewords: use it with --codebook-head geometry or "
                          "residual (and --quantizer)")
+    if cfg.codebook_weighting_power != 1.0 and cfg.codebook_weighting != "energy":
+        raise ValueError(f"--codebook-weighting-power {cfg.codebook_weighting_power:g} raises the "
+                         f"energy weights of the codebooks: use it with --codebook-weighting energy "
+                         f"(got {cfg.codebook_weighting})")
+    if not cfg.codebook_weighting_power > 0:
+        raise ValueError(f"--codebook-weighting-power must be > 0 (1: the codewords' energy "
+                         f"itself), got {cfg.codebook_weighting_power:g}")
     reads_quantizer = (decoded_regression(cfg) or cfg.codebook_smoothing_temperature > 0
                        or cfg.codebook_head != "linear")
     if cfg.quantizer and not reads_quantizer:

@@ -306,12 +306,15 @@ def test_residual_geometry_head_scores_what_the_other_codewords_leave():
         CodebookHead(16, 2 * n_teacher, k, geometry_residual=True)
 
 
-@pytest.mark.parametrize("eps,neighbours", [(0.0, False), (0.1, False), (0.2, True)])
-def test_energy_weighting_weighs_each_codebook_by_its_codewords_energy(eps, neighbours):
+@pytest.mark.parametrize("eps,neighbours,power", [(0.0, False, 1.0), (0.1, False, 1.0),
+                                                 (0.2, True, 1.0), (0.1, False, 2.0),
+                                                 (0.0, False, 0.5)])
+def test_energy_weighting_weighs_each_codebook_by_its_codewords_energy(eps, neighbours, power):
     """``weighting="energy"``: the head's loss is sum over valid entries of w_c x CE_c, with
-    w_{j N + n} = mean_k ||C[n, k]||^2 / (the mean of that over n), computed here by loops from
-    the head's own log-probabilities, for plain, smoothed and neighbour-smoothed targets;
-    uniform weighting is the plain sum; the option needs a geometry head."""
+    w_{j N + n} = E_n^p / (the mean of that over n), E_n = mean_k ||C[n, k]||^2 and p the
+    ``weighting_power``, computed here by loops from the head's own log-probabilities, for
+    plain, smoothed and neighbour-smoothed targets; uniform weighting is the plain sum; the
+    option needs a geometry head, the power the energy weighting."""
     from mvqkd.quantizer import codeword_neighbours
 
     torch.manual_seed(0)
@@ -322,6 +325,7 @@ def test_energy_weighting_weighs_each_codebook_by_its_codewords_energy(eps, neig
         torch.manual_seed(1)  # the same parameters for both heads
         heads[weighting] = CodebookHead(
             16, 2 * n_teacher, k, geometry_dim=dim, geometry_residual=True, weighting=weighting,
+            weighting_power=power if weighting == "energy" else 1.0,
             label_smoothing=eps, neighbour_codebooks=n_teacher if neighbours else 0)
         heads[weighting].set_codewords(books)
         if neighbours:
@@ -332,7 +336,7 @@ def test_energy_weighting_weighs_each_codebook_by_its_codewords_energy(eps, neig
     targets[1, 5, :] = -100
     head = heads["energy"]
     logp = head.logits(x, targets).log_softmax(-1).detach()
-    energy = [float(books[n].square().sum(-1).mean()) for n in range(n_teacher)]
+    energy = [float(books[n].square().sum(-1).mean()) ** power for n in range(n_teacher)]
     weight = [energy[c % n_teacher] / (sum(energy) / n_teacher) for c in range(2 * n_teacher)]
     want_energy = want_uniform = 0.0
     for b in range(2):
@@ -350,7 +354,7 @@ def test_energy_weighting_weighs_each_codebook_by_its_codewords_energy(eps, neig
                 want_uniform += float(ce)
     assert abs(float(heads["energy"](x, targets)) - want_energy) < 1e-4 * abs(want_energy)
     assert abs(float(heads["uniform"](x, targets)) - want_uniform) < 1e-4 * abs(want_uniform)
-    assert max(weight) > 5 * min(weight)  # the weights do differ here
+    assert max(weight) > 2 * min(weight)  # the weights do differ here
     with pytest.raises(ValueError, match="needs geometry_dim"):
         CodebookHead(16, 2 * n_teacher, k, weighting="energy")
     with pytest.raises(ValueError, match="weighting must be one of"):
@@ -359,6 +363,13 @@ def test_energy_weighting_weighs_each_codebook_by_its_codewords_energy(eps, neig
 
     with pytest.raises(ValueError, match="codebook_weighting='energy': needs codebook_geometry_dim"):
         preset_config("tiny", 30, num_codebooks=4, codebook_weighting="energy")
+    for bad in ({"weighting": "uniform", "weighting_power": 2.0},
+                {"weighting": "energy", "weighting_power": 0.0}):
+        with pytest.raises(ValueError, match="weighting_power must be > 0, and 1 unless"):
+            CodebookHead(16, 2 * n_teacher, k, geometry_dim=dim, **bad)
+    with pytest.raises(ValueError, match="codebook_weighting_power=2.0: raises the energy weights"):
+        preset_config("tiny", 30, num_codebooks=4, codebook_geometry_dim=6,
+                      codebook_weighting_power=2.0)
 
 
 def test_residual_geometry_head_picks_the_additive_quantizers_codes():
@@ -418,3 +429,18 @@ def test_geometry_head_training_takes_the_quantizers_codewords(data, tmp_path):
     assert all(np.isfinite(h["codebook"]) and h["codebook"] > 0 for h in res["history"])
     with pytest.raises(ValueError, match="--codebook-weighting energy weighs the codebooks"):
         train(_cfg(data, tmp_path / "x3", codebook_weighting="energy"))
+    res = train(_cfg(data, tmp_path / "energy2", quantizer=str(data / "q.pt"), kd_loss_scale=0.0,
+                     codebook_head="residual", codebook_weighting="energy",
+                     codebook_weighting_power=2.0, num_epochs=1))
+    assert res["model"].cfg.codebook_weighting_power == 2.0 == res["model"].codebook_head.weighting_power
+    saved = load_checkpoint_file(tmp_path / "energy2" / "epoch-1.pt")
+    energy = q.codebooks.square().sum(-1).mean(-1) ** 2
+    from mvqkd.student import build_model
+
+    reloaded = build_model(res["model"].cfg)
+    reloaded.load_state_dict(saved["model"])
+    torch.testing.assert_close(reloaded.codebook_head.codebook_weights(),
+                               (energy / energy.mean()).repeat(2))
+    with pytest.raises(ValueError, match="--codebook-weighting-power 2 raises the energy weights"):
+        train(_cfg(data, tmp_path / "x4", quantizer=str(data / "q.pt"), kd_loss_scale=0.0,
+                   codebook_head="residual", codebook_weighting_power=2.0))
