@@ -172,23 +172,29 @@ def test_train_sh_mvq_geometry_head_passes_the_quantizer(fake_env):
 
 
 def test_train_sh_mvq_codebook_weighting(fake_env):
-    """--codebook-weighting energy reaches mvqkd train with a geometry or residual head; with
-    the linear head or an unknown weighting train.sh refuses before training; uniform (or
-    unset) adds nothing."""
+    """--codebook-weighting energy (and its --codebook-weighting-power) reaches mvqkd train with
+    a geometry or residual head; with the linear head, an unknown weighting or a power without
+    the energy weighting train.sh refuses before training; uniform (or unset) adds nothing."""
     work, env, log = fake_env
     (work / "data/vq").mkdir(parents=True, exist_ok=True)
     (work / "data/vq/quantizer.pt").write_bytes(b"")
     args = ["--systems", "mvq", "--vocab-size", "256"]
     for bad, why in ((["--codebook-weighting", "energy"], "it needs --codebook-head geometry or residual, got 'linear'"),
                      (["--codebook-head", "residual", "--codebook-weighting", "entropy"],
-                      "--codebook-weighting must be uniform or energy, got 'entropy'")):
+                      "--codebook-weighting must be uniform or energy, got 'entropy'"),
+                     (["--codebook-head", "residual", "--codebook-weighting-power", "2"],
+                      "--codebook-weighting-power raises the energy weights: it needs "
+                      "--codebook-weighting energy, got 'uniform'")):
         proc = _run("train.sh", args + bad, work, env)
         assert proc.returncode == 1 and why in proc.stderr
     assert not log.exists()  # refused before anything ran
-    for extra in (["--codebook-weighting", "energy"], ["--codebook-weighting", "uniform"], []):
+    for extra in (["--codebook-weighting", "energy"], ["--codebook-weighting", "uniform"], [],
+                  ["--codebook-weighting", "energy", "--codebook-weighting-power", "2"]):
         assert _run("train.sh", args + ["--codebook-head", "residual"] + extra, work, env).returncode == 0
-    energy, uniform, unset = (c["args"] for c in _calls(log))
+    energy, uniform, unset, power = (c["args"] for c in _calls(log))
     assert " --codebook-head residual --codebook-weighting energy --quantizer data/vq/quantizer.pt " in energy
+    assert (" --codebook-head residual --codebook-weighting energy --codebook-weighting-power 2"
+            " --quantizer data/vq/quantizer.pt ") in power
     assert "--codebook-weighting" not in uniform and uniform == unset
 
 
@@ -242,8 +248,8 @@ def test_run_sh_trains_and_decodes_every_student_two_at_a_time(fake_env):
         assert " --kd none " in mine["baseline"] and " --kd mvq " in mine["mvq"]
         assert " --kd mvq " in mine["mvq-dec"] and " --codebook-loss-scale 0 " in mine["mvq-dec"]
         assert " --quantizer data/vq/quantizer.pt " in mine["mvq-dec"]
-        assert (" --codebook-head residual --codebook-weighting energy --quantizer data/vq/quantizer.pt"
-                " --kd-loss-scale 0 ") in mine["mvq"]
+        assert (" --codebook-head residual --codebook-weighting energy --codebook-weighting-power 1"
+                " --quantizer data/vq/quantizer.pt --kd-loss-scale 0 ") in mine["mvq"]
         assert " --kd-loss-scale 2.0 " in mine["mvq-dec"]  # its own scale, not the float systems'
         assert "--kd-loss-scale" not in mine["baseline"]
         assert " --kd-loss-scale 0.5 " in mine["l2"] and " --kd-loss-scale 0.25 " in mine["l2-pca"]

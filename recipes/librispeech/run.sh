@@ -55,6 +55,7 @@ codebook_head=residual    # MVQ-KD students: residual (the quantizer's codewords
                           # docs/RESULTS.md), geometry (the same without that shift) or linear (the paper's head)
 codebook_weighting=energy  # MVQ-KD students: energy (each codebook's CE weighed by its codewords' mean squared
                           # norm; chosen on dev-clean over uniform, mean of 2 seeds: docs/RESULTS.md) or uniform
+codebook_weighting_power=1  # MVQ-KD students with energy weighting: the energy raised to this power
 mvq_dec_loss_scale=2.0    # mvq-dec students: scale of the decoded regression (chosen on dev-clean, mean of 3 seeds)
 kd_loss_scale=0.5         # l2 students: scale of the float L2-KD loss (chosen on dev-clean, mean of 2 seeds,
                           # over 0.25 / 0.5 / 1 / 2: docs/RESULTS.md)
@@ -157,7 +158,7 @@ train_one() {  # train_one SYSTEM SEED
     --codebook-label-smoothing "$codebook_label_smoothing" --mvq-dec-loss-scale "$mvq_dec_loss_scale" \
     --kd-loss-scale "$kd_loss_scale" --l2-pca-loss-scale "$l2_pca_loss_scale" \
     --codebook-smoothing-temperature "$codebook_smoothing_temperature" --codebook-head "$codebook_head" \
-    --codebook-weighting "$codebook_weighting"
+    --codebook-weighting "$codebook_weighting" --codebook-weighting-power "$codebook_weighting_power"
 }
 declare -A trained_by=()  # student dir -> pid of its training job, when this run trains it
 train_students() {  # submits every student not yet trained to the job pool

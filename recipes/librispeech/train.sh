@@ -47,6 +47,7 @@ codebook_head=""          # MVQ-KD: linear (free weights, the paper's), geometry
                           # residual (geometry, each codebook given the frame's other target codewords)
 codebook_weighting=""     # MVQ-KD with the geometry / residual head: uniform (mvqkd train's default) or
                           # energy (each codebook's CE weighed by its codewords' mean squared norm)
+codebook_weighting_power=""  # with --codebook-weighting energy: that norm raised to this power (empty: 1)
 quantizer_id=""
 num_codebooks=""
 quantizer=""              # mvq-dec, and mvq with a smoothing temperature or the geometry head: the
@@ -118,6 +119,11 @@ for system in $systems; do
                 args+=(--codebook-weighting energy) ;;
         *) die "--codebook-weighting must be uniform or energy, got '$codebook_weighting'" ;;
       esac
+      if [ -n "$codebook_weighting_power" ]; then
+        [ "$codebook_weighting" = energy ] ||
+          die "--codebook-weighting-power raises the energy weights: it needs --codebook-weighting energy, got '${codebook_weighting:-uniform}'"
+        args+=(--codebook-weighting-power "$codebook_weighting_power")
+      fi
       if [ -n "$reads_quantizer" ]; then
         [ -f "$quantizer" ] || die "mvq: $reads_quantizer needs the quantizer: not found: $quantizer (distill.sh writes it; or pass --quantizer)"
         args+=(--quantizer "$quantizer" --kd-loss-scale 0)
