@@ -248,7 +248,7 @@ def test_run_sh_trains_and_decodes_every_student_two_at_a_time(fake_env):
         assert " --kd none " in mine["baseline"] and " --kd mvq " in mine["mvq"]
         assert " --kd mvq " in mine["mvq-dec"] and " --codebook-loss-scale 0 " in mine["mvq-dec"]
         assert " --quantizer data/vq/quantizer.pt " in mine["mvq-dec"]
-        assert (" --codebook-head residual --codebook-weighting energy --codebook-weighting-power 1"
+        assert (" --codebook-head residual --codebook-weighting energy --codebook-weighting-power 2"
                 " --quantizer data/vq/quantizer.pt --kd-loss-scale 0 ") in mine["mvq"]
         assert " --kd-loss-scale 2.0 " in mine["mvq-dec"]  # its own scale, not the float systems'
         assert "--kd-loss-scale" not in mine["baseline"]
