@@ -231,9 +231,7 @@ class CodebookHead(nn.Module):
         ``weighting_power``), or None for uniform weights."""
         if self.weighting == "uniform":
             return None
-        energy = self.codewords.float().square().sum(-1).mean(-1)  # (N,)
-        if self.weighting_power != 1.0:
-            energy = energy.pow(self.weighting_power)
+        energy = self.codewords.float().square().sum(-1).mean(-1).pow(self.weighting_power)  # (N,)
         return (energy / energy.mean().clamp(min=1e-30)).repeat(R)
 
     def _other_codewords(self, targets: torch.Tensor) -> torch.Tensor:
