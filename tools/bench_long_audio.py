@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Long recordings: peak memory of `mvqkd extract` on one recording of 1, 10 and 60 minutes,
 chunked (the default: 60 s windows, 5 s of context each side) against the whole recording
-in one teacher pass, and how many codes the two agree on.
+in one teacher pass, and how many codes the two agree on: as code entries (frame x codebook)
+and as frames (all of a frame's codebooks equal; issue 16 counts frames).
 
 The recording is real speech (the LibriSpeech and LJSpeech files of tests/data, resampled
 to 16 kHz and concatenated) repeated to the length, with a small gain change per repeat.
@@ -61,6 +62,12 @@ def codes(manifest: Path) -> np.ndarray:
     return cut.load_codebook_indexes()
 
 
+def agreement(a, b) -> str:
+    """'entries% / frames%' equal between two (frames, codebooks) code arrays (numpy or torch)."""
+    eq = np.asarray(a) == np.asarray(b)
+    return f"{100 * eq.mean():.2f}% / {100 * eq.all(axis=1).mean():.2f}%"
+
+
 def main() -> int:
     import soundfile as sf
 
@@ -96,7 +103,8 @@ def main() -> int:
     print(f"long recordings: mvqkd extract, tiny random teacher, layer {args.layer}, CPU "
           f"threads={os.environ.get('OMP_NUM_THREADS', 'default')}; chunked = 60 s windows with "
           f"{args.chunk_overlap:g} s context")
-    print("| audio | chunked: time, peak RSS | whole: time, peak RSS | codes equal, additive | codes equal, product |")
+    print("| audio | chunked: time, peak RSS | whole: time, peak RSS | codes equal (entries / frames), additive "
+          "| product |")
     print("|---|---|---|---|---|")
     for minutes in args.minutes:
         d = work / f"audio_{minutes:g}min"
@@ -119,8 +127,8 @@ def main() -> int:
                 if method == "lsq":
                     row[mode] = f"{sec:.1f} s, {rss:.0f} MiB"
                 got[(mode, method)] = codes(out / "cuts.jsonl.gz")
-        agree = {m: (f"{100 * float((got[('chunked', m)] == got[('whole', m)]).mean()):.2f}%"
-                     if ("whole", m) in got else "-") for m in quantizers}
+        agree = {m: agreement(got[("chunked", m)], got[("whole", m)]) if ("whole", m) in got else "-"
+                 for m in quantizers}
         print(f"| {minutes:g} min | {row['chunked']} | {row.get('whole', 'not run')} | {agree['lsq']} | "
               f"{agree['product']} |", flush=True)
     if args.sensitivity:
@@ -156,12 +164,12 @@ def sensitivity(teacher_dir: Path, quantizers: dict, layer: int) -> None:
     for win, ctx in WINDOWS:
         cases[f"chunked {win} s, {ctx} s context"] = teacher.extract_chunked(wav, layer, win * fps, ctx * fps)
     additive = qs["lsq"]
-    print("\n| embeddings vs whole-file pass | rel. sq. error | additive equal | product equal | "
+    print("\n| embeddings vs whole-file pass | rel. sq. error | additive equal (entries / frames) | product equal | "
           "additive codes' error vs whole-file embedding (whole-file codes: "
           f"{rel(additive.decode(ref['lsq'])):.5f}) |")
     print("|---|---|---|---|---|")
     for name, x in cases.items():
-        eq = {m: f"{100 * float((q.encode(x) == ref[m]).float().mean()):.2f}%" for m, q in qs.items()}
+        eq = {m: agreement(q.encode(x), ref[m]) for m, q in qs.items()}
         print(f"| {name} | {rel(x):.1e} | {eq['lsq']} | {eq['product']} | "
               f"{rel(additive.decode(additive.encode(x))):.5f} |", flush=True)
 
