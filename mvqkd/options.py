@@ -129,7 +129,8 @@ def add_teacher_device_options(p) -> None:
     p.add_argument("--device", default="auto",
                    help="torch device: auto (cuda when torch sees a GPU, else cpu), cpu, cuda:0 ...")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"],
-                   help="teacher precision: auto = float32 (half precision on request)")
+                   help="teacher precision: auto = float32, IEEE float32 on a GPU too (no TF32); half "
+                        "precision on request")
 
 
 def add_parser(subparsers, name: str, help: str, description: str, epilog: str | None = None):

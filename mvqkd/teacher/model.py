@@ -59,6 +59,27 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
     return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
 
 
+@contextlib.contextmanager
+def ieee_float32(dtype: torch.dtype):
+    """Inside: a float32 model runs in IEEE float32 on CUDA too. torch lets cuDNN convolutions
+    use TensorFloat-32 by default (a 10-bit mantissa, on Ampere and newer GPUs), which for a
+    HuBERT-style teacher is the whole CNN front-end and the positional convolution: a change of
+    the embeddings that the fragile additive codes feel (docs/benchmarks.md). Turns TF32 off
+    for cuDNN and for CUDA matrix products and restores the previous settings after; the
+    flags do nothing on CPU, and half-precision teachers (``dtype`` not float32) are left as
+    they are."""
+    if dtype != torch.float32:
+        yield
+        return
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = cudnn.allow_tf32, matmul.allow_tf32
+    cudnn.allow_tf32 = matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32 = saved
+
+
 def normalize_utterance(wav: torch.Tensor) -> torch.Tensor:
     """Zero mean, unit variance of one utterance ``(S,)``, as transformers'
     ``Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm`` (variance + 1e-7)."""
@@ -198,7 +219,7 @@ class Teacher:
         if (lengths != lengths.max()).any():
             mask = (torch.arange(x.shape[1])[None, :] < lengths[:, None]).long().to(self.device)
         x = x.to(self.device, self.dtype)
-        with self._truncated(layer):
+        with self._truncated(layer), ieee_float32(self.dtype):
             out = self.model(x, attention_mask=mask)
         hidden = out.last_hidden_state.float().cpu()  # (B, T, D)
         frames = self.num_frames(lengths)

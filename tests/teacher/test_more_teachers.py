@@ -79,3 +79,18 @@ def test_data2vec_audio_teacher(tmp_path):
     with torch.no_grad():
         ref = model(x, output_hidden_states=True).hidden_states[1][0]
     torch.testing.assert_close(emb, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_whisper_float32_forward_runs_without_tf32(whisper_dir):
+    from tests.teacher.test_teacher_model import _tf32_during_forward
+
+    cudnn = torch.backends.cudnn
+    saved = cudnn.allow_tf32
+    try:
+        cudnn.allow_tf32 = True
+        teacher = load_teacher(whisper_dir, device="cpu")
+        seen = _tf32_during_forward(teacher)
+        teacher.extract([_wav(1.0)], 2)
+        assert seen == [(False, False)] and cudnn.allow_tf32
+    finally:
+        cudnn.allow_tf32 = saved
