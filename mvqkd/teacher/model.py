@@ -59,25 +59,38 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
     return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
 
 
+def tf32_switches() -> list[tuple[object, str, object]]:
+    """(holder, attribute, IEEE value) of this torch's TensorFloat-32 switches for cuDNN
+    convolutions and CUDA matrix products: the ``fp32_precision`` properties of torch >= 2.9
+    (reading the legacy ``allow_tf32`` flags there raises once the new ones were set apart),
+    else the legacy ``allow_tf32`` flags."""
+    b = torch.backends
+    if hasattr(getattr(b.cudnn, "conv", None), "fp32_precision"):
+        return [(b.cudnn.conv, "fp32_precision", "ieee"), (b.cuda.matmul, "fp32_precision", "ieee")]
+    return [(b.cudnn, "allow_tf32", False), (b.cuda.matmul, "allow_tf32", False)]
+
+
 @contextlib.contextmanager
 def ieee_float32(dtype: torch.dtype):
     """Inside: a float32 model runs in IEEE float32 on CUDA too. torch lets cuDNN convolutions
     use TensorFloat-32 by default (a 10-bit mantissa, on Ampere and newer GPUs), which for a
     HuBERT-style teacher is the whole CNN front-end and the positional convolution: a change of
     the embeddings that the fragile additive codes feel (docs/benchmarks.md). Turns TF32 off
-    for cuDNN and for CUDA matrix products and restores the previous settings after; the
-    flags do nothing on CPU, and half-precision teachers (``dtype`` not float32) are left as
-    they are."""
+    for cuDNN convolutions and CUDA matrix products (:func:`tf32_switches`) and restores the
+    previous settings after; the switches do nothing on CPU, and half-precision teachers
+    (``dtype`` not float32) are left as they are."""
     if dtype != torch.float32:
         yield
         return
-    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
-    saved = cudnn.allow_tf32, matmul.allow_tf32
-    cudnn.allow_tf32 = matmul.allow_tf32 = False
+    switches = tf32_switches()
+    saved = [getattr(holder, name) for holder, name, _ in switches]
     try:
+        for holder, name, ieee in switches:
+            setattr(holder, name, ieee)
         yield
     finally:
-        cudnn.allow_tf32, matmul.allow_tf32 = saved
+        for (holder, name, _), value in zip(switches, saved):
+            setattr(holder, name, value)
 
 
 def normalize_utterance(wav: torch.Tensor) -> torch.Tensor:

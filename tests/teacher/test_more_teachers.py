@@ -81,16 +81,10 @@ def test_data2vec_audio_teacher(tmp_path):
     torch.testing.assert_close(emb, ref, rtol=1e-4, atol=1e-4)
 
 
-def test_whisper_float32_forward_runs_without_tf32(whisper_dir):
-    from tests.teacher.test_teacher_model import _tf32_during_forward
+def test_whisper_float32_forward_runs_without_tf32(whisper_dir, tf32_on):
+    from tests.teacher.conftest import ieee_state, tf32_during_forward, tf32_state
 
-    cudnn = torch.backends.cudnn
-    saved = cudnn.allow_tf32
-    try:
-        cudnn.allow_tf32 = True
-        teacher = load_teacher(whisper_dir, device="cpu")
-        seen = _tf32_during_forward(teacher)
-        teacher.extract([_wav(1.0)], 2)
-        assert seen == [(False, False)] and cudnn.allow_tf32
-    finally:
-        cudnn.allow_tf32 = saved
+    teacher = load_teacher(whisper_dir, device="cpu")
+    seen = tf32_during_forward(teacher)
+    teacher.extract([_wav(1.0)], 2)
+    assert seen == [ieee_state()] and tf32_state() == tf32_on

@@ -138,37 +138,20 @@ def test_precision_is_float32_unless_asked(tmp_path):
     assert b.dtype == torch.float32 and float(((a - b) ** 2).sum() / ((a - a.mean(0)) ** 2).sum()) < 1e-3
 
 
-def _tf32_during_forward(teacher) -> list[tuple[bool, bool]]:
-    """(cuDNN, CUDA matmul) allow_tf32 as the teacher's model saw them, call by call."""
-    seen, forward = [], teacher.model.forward
-
-    def spy(*args, **kwargs):
-        seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
-        return forward(*args, **kwargs)
-
-    teacher.model.forward = spy
-    return seen
-
-
-@pytest.mark.parametrize("dtype, inside", [("float32", (False, False)), ("bfloat16", (True, True))])
-def test_float32_teacher_runs_without_tf32(layer_norm_dir, dtype, inside):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_float32_teacher_runs_without_tf32(layer_norm_dir, dtype, tf32_on):
     """A float32 teacher is float32 on CUDA too: torch's default lets cuDNN convolutions (the
     CNN front-end) use TF32; extraction turns it off for the forward and restores the user's
-    settings after. The flags are process-wide, so they are checked here on a CPU run."""
-    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
-    saved = cudnn.allow_tf32, matmul.allow_tf32
-    try:
-        cudnn.allow_tf32 = matmul.allow_tf32 = True
-        teacher = load_teacher(layer_norm_dir, device="cpu", dtype=dtype)
-        seen = _tf32_during_forward(teacher)
+    settings after. The switches are process-wide, so they are checked here on a CPU run."""
+    from tests.teacher.conftest import ieee_state, tf32_during_forward, tf32_state
+
+    teacher = load_teacher(layer_norm_dir, device="cpu", dtype=dtype)
+    seen = tf32_during_forward(teacher)
+    teacher.extract(_wavs([8000]), 2)
+    teacher.extract_chunked(_wavs([40000])[0], 2, 40, 5)  # several windows
+    assert len(seen) > 2 and set(seen) == {ieee_state() if dtype == "float32" else tf32_on}
+    assert tf32_state() == tf32_on != ieee_state()
+    teacher.model.forward = None  # a failing forward still restores them
+    with pytest.raises(TypeError):
         teacher.extract(_wavs([8000]), 2)
-        teacher.extract_chunked(_wavs([40000])[0], 2, 40, 5)  # several windows
-        assert len(seen) > 2 and set(seen) == {inside}
-        assert (cudnn.allow_tf32, matmul.allow_tf32) == (True, True)
-        seen.clear()
-        teacher.model.forward = None  # a failing forward still restores the flags
-        with pytest.raises(TypeError):
-            teacher.extract(_wavs([8000]), 2)
-        assert (cudnn.allow_tf32, matmul.allow_tf32) == (True, True)
-    finally:
-        cudnn.allow_tf32, matmul.allow_tf32 = saved
+    assert tf32_state() == tf32_on
