@@ -11,8 +11,8 @@ Checks (one PASS / FAIL line each):
   train       20 steps (6 with --quick, tiny student) of the reference student (12 x 512) with AMP (bf16 where supported,
               else fp16 with a gradient scaler) on a batch of LibriSpeech shapes: finite, and
               the loss falls
-  decode      greedy and modified beam search of a tiny student: device hypotheses equal the
-              CPU's
+  decode      greedy and modified beam search of a tiny student (float32, no TF32): device
+              hypotheses equal the CPU's
 
 Usage: python tools/gpu_check.py [--device cuda] [--quick]
 (``--device cpu --quick`` is the CPU half, run by the test suite.) Exit status 1 when any
@@ -152,6 +152,7 @@ def check_train(dev, quick, tmp):
 def check_decode(dev, quick, tmp):
     from mvqkd.decode.search import search
     from mvqkd.student import build_model, preset_config
+    from mvqkd.teacher.model import ieee_float32
 
     torch.manual_seed(0)
     model = build_model(preset_config("tiny", 40)).eval()
@@ -160,7 +161,7 @@ def check_decode(dev, quick, tmp):
     out = {}
     for d in ("cpu", dev):
         m = model.to(d)
-        with torch.no_grad():
+        with torch.no_grad(), ieee_float32(torch.float32):  # no TF32 convolutions on the GPU
             enc, el = m.encode(feats.to(d), lens.to(d))
             out[d] = [search(meth, m, enc, el) for meth in ("greedy_search", "modified_beam_search")]
     return out["cpu"] == out[dev], "greedy and modified beam search hypotheses " + (
