@@ -70,6 +70,25 @@ def tf32_switches() -> list[tuple[object, str, object]]:
     return [(b.cudnn, "allow_tf32", False), (b.cuda.matmul, "allow_tf32", False)]
 
 
+def tf32_state() -> tuple:
+    """The current values of :func:`tf32_switches`, in their order."""
+    return tuple(getattr(holder, name) for holder, name, _ in tf32_switches())
+
+
+@contextlib.contextmanager
+def tf32_switched(values: Sequence):
+    """Inside: :func:`tf32_switches` set to ``values`` (in their order); restored after, also
+    when the body raises."""
+    switches, saved = tf32_switches(), tf32_state()
+    try:
+        for (holder, name, _), value in zip(switches, values):
+            setattr(holder, name, value)
+        yield
+    finally:
+        for (holder, name, _), value in zip(switches, saved):
+            setattr(holder, name, value)
+
+
 @contextlib.contextmanager
 def ieee_float32(dtype: torch.dtype):
     """Inside: a float32 model runs in IEEE float32 on CUDA too. torch lets cuDNN convolutions
@@ -82,15 +101,8 @@ def ieee_float32(dtype: torch.dtype):
     if dtype != torch.float32:
         yield
         return
-    switches = tf32_switches()
-    saved = [getattr(holder, name) for holder, name, _ in switches]
-    try:
-        for holder, name, ieee in switches:
-            setattr(holder, name, ieee)
+    with tf32_switched([ieee for _, _, ieee in tf32_switches()]):
         yield
-    finally:
-        for (holder, name, _), value in zip(switches, saved):
-            setattr(holder, name, value)
 
 
 def normalize_utterance(wav: torch.Tensor) -> torch.Tensor:
@@ -181,6 +193,13 @@ class Teacher:
             if full_norm is not None:
                 enc.layer_norm = full_norm
 
+    @contextlib.contextmanager
+    def _running(self, layer: int):
+        """Around the model's forward to ``layer``: the encoder truncated there
+        (:meth:`_truncated`), in IEEE float32 when the teacher is float32 (:func:`ieee_float32`)."""
+        with self._truncated(layer), ieee_float32(self.dtype):
+            yield
+
     def batches(self, lengths: Sequence[int], max_samples: int) -> list[list[int]]:
         """Group utterance indices into batches of at most ``max_samples`` total samples
         (an utterance longer than that runs alone). Sorted by length to limit padding;
@@ -232,7 +251,7 @@ class Teacher:
         if (lengths != lengths.max()).any():
             mask = (torch.arange(x.shape[1])[None, :] < lengths[:, None]).long().to(self.device)
         x = x.to(self.device, self.dtype)
-        with self._truncated(layer), ieee_float32(self.dtype):
+        with self._running(layer):
             out = self.model(x, attention_mask=mask)
         hidden = out.last_hidden_state.float().cpu()  # (B, T, D)
         frames = self.num_frames(lengths)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from mvqkd.conventions import SAMPLE_RATE, TEACHER_FRAME_SHIFT
-from mvqkd.teacher.model import Teacher, TeacherInfo, ieee_float32
+from mvqkd.teacher.model import Teacher, TeacherInfo
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class WhisperTeacher(Teacher):
                                  "30 s input; extract it in chunks (--chunk-seconds)")
         feats = self.fe([t.numpy() for t in tensors], sampling_rate=SAMPLE_RATE, return_tensors="pt")
         x = feats.input_features.to(self.device, self.dtype)  # (B, n_mels, 3000)
-        with self._truncated(layer), ieee_float32(self.dtype):
+        with self._running(layer):
             hidden = self.model(x).last_hidden_state.float().cpu()  # (B, 1500, D)
         frames = self.num_frames(torch.tensor([t.numel() for t in tensors]))
         return [hidden[b, : int(frames[b])].clone() for b in range(len(tensors))]

@@ -82,7 +82,8 @@ def test_data2vec_audio_teacher(tmp_path):
 
 
 def test_whisper_float32_forward_runs_without_tf32(whisper_dir, tf32_on):
-    from tests.teacher.conftest import ieee_state, tf32_during_forward, tf32_state
+    from mvqkd.teacher.model import tf32_state
+    from tests.tf32 import ieee_state, tf32_during_forward
 
     teacher = load_teacher(whisper_dir, device="cpu")
     seen = tf32_during_forward(teacher)

@@ -143,7 +143,8 @@ def test_float32_teacher_runs_without_tf32(layer_norm_dir, dtype, tf32_on):
     """A float32 teacher is float32 on CUDA too: torch's default lets cuDNN convolutions (the
     CNN front-end) use TF32; extraction turns it off for the forward and restores the user's
     settings after. The switches are process-wide, so they are checked here on a CPU run."""
-    from tests.teacher.conftest import ieee_state, tf32_during_forward, tf32_state
+    from mvqkd.teacher.model import tf32_state
+    from tests.tf32 import ieee_state, tf32_during_forward
 
     teacher = load_teacher(layer_norm_dir, device="cpu", dtype=dtype)
     seen = tf32_during_forward(teacher)
