@@ -13,6 +13,13 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 
+def write_tokens(sp, path: Path) -> None:
+    """icefall's / sherpa-onnx's ``tokens.txt`` of sentencepiece model ``sp``: ``<piece> <id>``
+    per line, UTF-8 (pieces hold ``\u2581`` and the corpus's own letters)."""
+    path.write_text("".join(f"{sp.id_to_piece(i)} {i}\n" for i in range(sp.get_piece_size())),
+                    encoding="utf-8")
+
+
 def train_bpe(texts_file: str | Path, out_dir: str | Path, vocab_size: int) -> Path:
     """Train a BPE model on ``texts_file`` (one transcript per line). Returns ``OUT/bpe.model``.
 
@@ -37,8 +44,7 @@ def train_bpe(texts_file: str | Path, out_dir: str | Path, vocab_size: int) -> P
     for suffix in ("vocab", "model"):  # model last: its presence means "done"
         (out_dir / f"tmp.bpe.{suffix}").replace(out_dir / f"bpe.{suffix}")
     sp = load_bpe(model)
-    (out_dir / "tokens.txt").write_text(
-        "".join(f"{sp.id_to_piece(i)} {i}\n" for i in range(sp.get_piece_size())), encoding="utf-8")
+    write_tokens(sp, out_dir / "tokens.txt")
     logger.info("BPE model with %d pieces -> %s", sp.get_piece_size(), model)
     return model
 

@@ -29,6 +29,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mvqkd.data.tokenizer import write_tokens
+
 logger = logging.getLogger(__name__)
 
 OPSET = 17
@@ -83,11 +85,6 @@ def _export(module: nn.Module, args: tuple, path: Path, inputs: list, outputs: l
         warnings.simplefilter("ignore")  # tracer and deprecation warnings of the exporter
         torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs,
                           dynamic_axes=axes, opset_version=OPSET, dynamo=False)
-
-
-def write_tokens(sp, path: Path) -> None:
-    path.write_text("".join(f"{sp.id_to_piece(i)} {i}\n" for i in range(sp.get_piece_size())),
-                    encoding="utf-8")
 
 
 def export_onnx(model, sp, out_dir, int8: bool = False, comment: str = "mvqkd") -> dict[str, Path]:

@@ -145,8 +145,9 @@ def register(subparsers) -> None:
     p.add_argument("source", help="folder of audio files, or a Kaldi data dir (has wav.scp)")
     p.add_argument("--out", required=True, help="output cuts manifest (.jsonl.gz)")
     p.add_argument("--transcripts", default=None,
-                   help="audio folders only: file of '<id> TEXT' lines, id = file path relative to the "
-                        "folder without suffix, '/' -> '_' (default: the folder's 'text' file, if any)")
+                   help="audio folders only: file of '<id> TEXT' lines (UTF-8), id = file path "
+                        "relative to the folder without suffix, '/' and spaces -> '_' (default: the "
+                        "folder's 'text' file, if any)")
     p.set_defaults(func=_make_cuts)
 
     p = add_parser(

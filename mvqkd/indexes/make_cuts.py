@@ -9,9 +9,11 @@ Two inputs are understood:
   load the audio; no kaldi_native_io needed). An unreadable entry is an error listing all;
 - a plain folder of audio files (searched recursively for :data:`AUDIO_SUFFIXES`): one
   cut per file, the cut / recording id being the file's path relative to the folder
-  without its suffix, ``/`` replaced by ``_``. An optional transcript file with lines
-  ``<id> TEXT`` (``--transcripts``, or the folder's own ``text`` file) adds one supervision per file (ids must match; files without a line get
-  no supervision and are logged).
+  without its suffix, ``/`` and every run of white space replaced by ``_`` (Kaldi's
+  ``text`` cannot hold an id with a space: ``Track 01.mp3`` is ``Track_01``). An optional
+  transcript file with lines ``<id> TEXT`` (UTF-8; ``--transcripts``, or the folder's own
+  ``text`` file) adds one supervision per file (ids must match; files without a line get
+  no supervision and are logged by id).
 
 Audio paths in the written manifest are absolute, so it works from any folder.
 """
@@ -19,6 +21,7 @@ Audio paths in the written manifest are absolute, so it works from any folder.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 from mvqkd.data.files import find_files
@@ -29,15 +32,14 @@ AUDIO_SUFFIXES = (".flac", ".wav", ".mp3", ".ogg", ".opus", ".sph", ".m4a")
 
 
 def read_transcripts(path) -> dict[str, str]:
-    out = {}
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = line.split(maxsplit=1)
-        if parts[0] in out:
-            raise ValueError(f"{path}:{n}: id {parts[0]!r} appears twice")
-        out[parts[0]] = parts[1] if len(parts) > 1 else ""
-    return out
+    """``<id> TEXT`` lines (UTF-8) -> ``{id: TEXT}``; a repeated id is an error."""
+    return {key: text for key, (_, text) in _read_mapping(Path(path), required=True).items()}
+
+
+def recording_id(path: Path, root: Path) -> str:
+    """The id of audio file ``path`` under folder ``root``: its relative path without the
+    suffix, ``/`` and white space replaced by ``_`` (``spk 1/Track 01.mp3`` -> ``spk_1_Track_01``)."""
+    return re.sub(r"\s+", "_", str(path.relative_to(root).with_suffix("")).replace("/", "_"))
 
 
 def cuts_from_audio_dir(audio_dir, transcripts=None):
@@ -50,7 +52,7 @@ def cuts_from_audio_dir(audio_dir, transcripts=None):
         raise ValueError(f"{root}: no audio files ({', '.join(AUDIO_SUFFIXES)})")
     recordings, origin, unreadable = [], {}, []
     for f in files:
-        rid = str(f.relative_to(root).with_suffix("")).replace("/", "_")
+        rid = recording_id(f, root)
         if rid in origin:
             raise ValueError(f"{f} and {origin[rid]} both map to recording id {rid!r}")
         origin[rid] = f
@@ -64,7 +66,11 @@ def cuts_from_audio_dir(audio_dir, transcripts=None):
     texts = read_transcripts(transcripts) if transcripts else {}
     unknown = sorted(set(texts) - set(origin))
     if unknown:
-        raise ValueError(f"{transcripts}: ids without an audio file: {unknown[:5]}")
+        example_id, example_file = next(iter(origin.items()))
+        raise ValueError(f"{transcripts}: {len(unknown)} of {len(texts)} ids have no audio file "
+                         f"under {root}: {_some(unknown)} (an id is the file's path under the "
+                         f"folder without its suffix, '/' and spaces -> '_': {example_id!r} is "
+                         f"{example_file})")
     cuts = []
     for r in recordings:
         cut = r.to_cut()  # cut id = recording id
@@ -73,9 +79,17 @@ def cuts_from_audio_dir(audio_dir, transcripts=None):
                 id=r.id, recording_id=r.id, start=0.0, duration=r.duration,
                 channel=r.channel_ids[0] if r.num_channels == 1 else r.channel_ids, text=texts[r.id])]
         cuts.append(cut)
-    if transcripts and len(texts) < len(recordings):
-        logger.warning("%d of %d files have no transcript line", len(recordings) - len(texts), len(recordings))
+    missing = [r.id for r in recordings if r.id not in texts]
+    if transcripts and missing:
+        logger.warning("%s: %d of %d files have no transcript line (no supervision; training "
+                       "drops them): %s", transcripts, len(missing), len(recordings), _some(missing))
     return CutSet.from_cuts(cuts)
+
+
+def _some(ids: list[str], n: int = 5) -> str:
+    """The first ``n`` of ``ids`` and how many more: ``'a', 'b' and 3 more``."""
+    head = ", ".join(repr(i) for i in ids[:n])
+    return head + (f" and {len(ids) - n} more" if len(ids) > n else "")
 
 
 def _read_mapping(path: Path, required: bool = False) -> dict[str, tuple[int, str]]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import soundfile as sf
@@ -25,7 +28,7 @@ def test_audio_folder_with_transcripts(tmp_path):
     assert by_id["spk1_a"].duration == pytest.approx(info.frames / info.samplerate)
     assert by_id["b"].sampling_rate == 48000
     (tmp_path / "bad").write_text("nosuchfile TEXT\n")
-    with pytest.raises(ValueError, match="without an audio file"):
+    with pytest.raises(ValueError, match="1 of 1 ids have no audio file"):
         make_cuts(d, tmp_path / "x.jsonl.gz", transcripts=tmp_path / "bad")
 
 
@@ -90,3 +93,45 @@ def test_kaldi_dir_lists_every_bad_entry(tmp_path):
     (tmp_path / "segments").write_text("u1 nosuchrec 0 1\n")
     with pytest.raises(ValueError, match="segments:1"):
         make_cuts(tmp_path, tmp_path / "cuts.jsonl.gz")
+
+
+def test_file_names_with_spaces_get_ids_a_text_file_can_name(tmp_path, caplog):
+    """Kaldi's ``text`` splits at the first space, so ``spk 1/Track 01.wav`` must have an id
+    without one; the files left without a line are named in the warning."""
+    d = tmp_path / "corpus"
+    (d / "spk 1").mkdir(parents=True)
+    for name in ("Track 01.wav", "Track  02.wav", "t3.wav"):
+        write_tone(d / "spk 1" / name, 0.3)
+    (tmp_path / "text").write_text("spk_1_Track_01 HELLO\nspk_1_Track_02 THERE\n", encoding="utf-8")
+    with caplog.at_level("WARNING", logger="mvqkd.indexes.make_cuts"):
+        cuts = make_cuts(d, tmp_path / "cuts.jsonl.gz", transcripts=tmp_path / "text")
+    by_id = {c.id: c for c in cuts}
+    assert sorted(by_id) == ["spk_1_Track_01", "spk_1_Track_02", "spk_1_t3"]
+    assert [by_id[i].supervisions[0].text for i in ("spk_1_Track_01", "spk_1_Track_02")] == ["HELLO", "THERE"]
+    assert "1 of 3 files have no transcript line" in caplog.text and "'spk_1_t3'" in caplog.text
+    write_tone(d / "spk 1" / "Track_01.wav", 0.3)  # the same id as "Track 01.wav"
+    with pytest.raises(ValueError, match="both map to recording id 'spk_1_Track_01'"):
+        make_cuts(d, tmp_path / "y.jsonl.gz")
+
+
+def test_transcript_ids_without_audio_are_counted_and_explained(tmp_path):
+    d = tmp_path / "corpus"
+    d.mkdir()
+    write_tone(d / "a.wav", 0.3)
+    (tmp_path / "text").write_text("a HI\n" + "".join(f"x{i} NO\n" for i in range(7)), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"7 of 8 ids have no audio file") as err:
+        make_cuts(d, tmp_path / "cuts.jsonl.gz", transcripts=tmp_path / "text")
+    assert "'x0'" in str(err.value) and "and 2 more" in str(err.value) and "'a' is" in str(err.value)
+
+
+def test_transcripts_are_read_as_utf8_whatever_the_locale(tmp_path):
+    """Under the C locale (no coercion, no UTF-8 mode) Python's default encoding is ASCII.
+    (lhotse's manifest writer then fails on non-ASCII text itself, so the reader is run alone.)"""
+    (tmp_path / "text").write_bytes("a ÇA VA ÜBER 北京\n".encode("utf-8"))
+    env = {**os.environ, "LC_ALL": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}
+    code = ("import sys; from mvqkd.indexes.make_cuts import read_transcripts; "
+            "print(ascii(read_transcripts(sys.argv[1])))")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "text")], env=env, cwd=REPO,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == ascii({"a": "ÇA VA ÜBER 北京"})
