@@ -19,6 +19,11 @@ from typing import Any
 
 MISSING = dataclasses.MISSING
 
+#: ``--use-averaged-model`` of decode, export-onnx and average-checkpoints
+USE_AVERAGED_MODEL_HELP = ("the mean of the weights sampled during training (mvqkd train "
+                           "--average-period) between epoch E-avg and E (or the --avg-th step "
+                           "file before --iter's), icefall's --use-averaged-model")
+
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """``(default: X)`` after every option that has a meaningful default: not on required

@@ -7,8 +7,10 @@ and modified beam search, and decodes the same cuts with mvqkd from their audio 
 Fbank); prints, per method and export, the share of utterances whose word sequences are
 identical, both WERs, and the export's size.
 
-    python tools/sherpa_parity.py --exp-dir exp/seed1/mvq --epoch 5 \\
+    python tools/sherpa_parity.py --exp-dir exp/seed1/mvq --epoch 5 --use-averaged-model \\
         --cuts data/fbank/librispeech_cuts_test-clean.jsonl.gz --out-dir exp/seed1/mvq/onnx
+
+(``--use-averaged-model``: the model the demo's table decodes.)
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ def main() -> int:
     ap.add_argument("--exp-dir", required=True)
     ap.add_argument("--epoch", type=int, required=True)
     ap.add_argument("--avg", type=int, default=1)
+    ap.add_argument("--use-averaged-model", action="store_true",
+                    help="icefall's averaged model (mvqkd decode --use-averaged-model), as the demo")
     ap.add_argument("--cuts", required=True, help="test cuts with recordings and transcripts")
     ap.add_argument("--out-dir", required=True, help="where the export goes (float32 and int8 files)")
     ap.add_argument("--threads", type=int, default=1)
@@ -55,7 +59,8 @@ def main() -> int:
     from mvqkd.decode.export import export_onnx
     from mvqkd.student.checkpoint import checkpoint_bpe, load_model_for_decoding
 
-    model, _, last = load_model_for_decoding(args.exp_dir, epoch=args.epoch, avg=args.avg, return_checkpoint=True)
+    model, _, last = load_model_for_decoding(args.exp_dir, epoch=args.epoch, avg=args.avg, return_checkpoint=True,
+                                             use_averaged_model=args.use_averaged_model)
     sp = checkpoint_bpe(last)
     cuts = CutSet.from_file(args.cuts).to_eager()
     raw = CutSet.from_cuts(c.drop_features() for c in cuts)  # mvqkd from the audio too
@@ -64,7 +69,9 @@ def main() -> int:
     files = export_onnx(model, sp, out, int8=True)
     sizes = {kind: sum(p.stat().st_size for k, p in files.items() if k != "tokens" and k.endswith(".int8") == (kind == "int8"))
              for kind in ("fp32", "int8")}
-    print(f"sherpa-onnx parity: {args.exp_dir} epoch {args.epoch} avg {args.avg}, {len(cuts)} cuts of {args.cuts}")
+    averaged = ", averaged model" if args.use_averaged_model else ""
+    print(f"sherpa-onnx parity: {args.exp_dir} epoch {args.epoch} avg {args.avg}{averaged}, {len(cuts)} cuts "
+          f"of {args.cuts}")
     print("| method | export (size) | identical hypotheses | WER sherpa-onnx | WER mvqkd |")
     print("|---|---|---|---|---|")
 

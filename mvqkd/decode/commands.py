@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 
 from mvqkd.decode.config import BEAM_SIZE, DecodeConfig
-from mvqkd.options import add_options, add_parser, from_args, user_errors
+from mvqkd.options import USE_AVERAGED_MODEL_HELP, add_options, add_parser, from_args, user_errors
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +38,9 @@ def _export(args) -> int:
     from mvqkd.decode.export import export_onnx
     from mvqkd.decode.transcribe import load_recogniser
 
-    model, sp = load_recogniser(args.checkpoint or args.exp_dir, device="cpu") \
-        if args.epoch is None and args.iteration is None else _selected(args)
+    selecting = args.epoch is not None or args.iteration is not None or args.use_averaged_model
+    model, sp = _selected(args) if selecting else load_recogniser(args.checkpoint or args.exp_dir,
+                                                                  device="cpu")
     files = export_onnx(model, sp, args.out_dir, int8=args.int8)
     for name, path in files.items():
         print(f"{name}\t{path}\t{path.stat().st_size:,} bytes")
@@ -49,8 +50,12 @@ def _export(args) -> int:
 def _selected(args):
     from mvqkd.student import checkpoint
 
+    if not args.exp_dir:
+        raise ValueError("--epoch / --iter / --use-averaged-model select checkpoints in --exp-dir; "
+                         "give --exp-dir (--checkpoint is one file as it is)")
     model, _, last = checkpoint.load_model_for_decoding(args.exp_dir, epoch=args.epoch, avg=args.avg,
-                                                        iteration=args.iteration, return_checkpoint=True)
+                                                        iteration=args.iteration, return_checkpoint=True,
+                                                        use_averaged_model=args.use_averaged_model)
     sp = checkpoint.checkpoint_bpe(last)
     if sp is None:
         raise ValueError(f"{args.exp_dir}: the checkpoints hold no BPE model (mvqkd < 0.2)")
@@ -101,13 +106,17 @@ def register(subparsers) -> None:
                                "sherpa-onnx's OfflineRecognizer.from_transducer loads; --int8 adds "
                                "dynamically quantized copies. The distillation heads are left out.",
                    epilog="examples:\n  mvqkd export-onnx --exp-dir exp/mvq --epoch 30 --avg 5 --out-dir "
-                          "exp/mvq/onnx --int8\n  mvqkd export-onnx --checkpoint exp/mvq/epoch-30.pt "
-                          "--out-dir exp/mvq/onnx")
+                          "exp/mvq/onnx --int8\n  mvqkd export-onnx --exp-dir exp/mvq --epoch 30 --avg 5 "
+                          "--use-averaged-model --out-dir exp/mvq/onnx\n  mvqkd export-onnx "
+                          "--checkpoint exp/mvq/epoch-30.pt --out-dir exp/mvq/onnx")
     p.add_argument("--exp-dir", default=None, help="training folder (its newest epoch, or --epoch / --iter)")
     p.add_argument("--checkpoint", default=None, help="a single checkpoint file instead")
     p.add_argument("--epoch", type=int, default=None, help="average epoch-(E-avg+1..E).pt")
     p.add_argument("--iter", dest="iteration", type=int, default=None, help="average checkpoint-STEP.pt up to ITER")
     p.add_argument("--avg", type=int, default=1, help="checkpoints to average")
+    p.add_argument("--use-averaged-model", action="store_true",
+                   help=f"export {USE_AVERAGED_MODEL_HELP} (the model mvqkd decode "
+                        "--use-averaged-model scores; the demo's)")
     p.add_argument("--out-dir", required=True, help="output folder")
     p.add_argument("--int8", action="store_true", help="also write int8 (dynamic quantization) models")
     p.set_defaults(func=_export)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mvqkd.options import name_path, opt
+from mvqkd.options import USE_AVERAGED_MODEL_HELP, name_path, opt
 
 #: the search methods of :mod:`mvqkd.decode.search` (checked against it by a test)
 METHODS = ("greedy_search", "modified_beam_search", "fast_beam_search")
@@ -43,11 +43,8 @@ class DecodeConfig:
     iteration: int | None = opt(None, "decode with the --avg newest checkpoint-STEP.pt with STEP <= "
                                       "ITER averaged", flag="--iter")
     avg: int = opt(1, "number of checkpoints to average")
-    use_averaged_model: bool = opt(False, "decode the mean of the weights sampled during training "
-                                          "(mvqkd train --average-period) between epoch E-avg and E "
-                                          "(or the --avg-th step file before --iter's), icefall's "
-                                          "--use-averaged-model; the file suffix ends in "
-                                          "-use-averaged-model")
+    use_averaged_model: bool = opt(False, f"decode {USE_AVERAGED_MODEL_HELP}; the file suffix ends "
+                                          "in -use-averaged-model")
     bpe_model: str = opt("", help="sentencepiece model (default: the one stored in the checkpoint "
                                   "by mvqkd train; needed for checkpoints of mvqkd < 0.2)")
     method: list = opt(default_factory=lambda: ["greedy_search"], nargs="+", metavar="METHOD",

@@ -226,21 +226,17 @@ def checkpoint_bpe(ckpt: dict):
     return spm.SentencePieceProcessor(model_proto=bytes(bpe["proto"].tolist()))
 
 
-def load_model_for_decoding(exp_dir, epoch=None, avg=1, iteration=None, device="cpu",
-                            checkpoint=None, return_checkpoint: bool = False,
-                            use_averaged_model: bool = False):
-    """Build the model of ``exp_dir`` with the average of the selected checkpoints (or the
-    single file ``checkpoint``, e.g. written by ``mvqkd average-checkpoints``); with
+def decoding_weights(exp_dir, epoch=None, avg=1, iteration=None, checkpoint=None,
+                     use_averaged_model: bool = False) -> tuple[dict, dict, list[str]]:
+    """The weights a decode of ``exp_dir`` uses: the average of the selected checkpoints (or
+    the single file ``checkpoint``, e.g. written by ``mvqkd average-checkpoints``); with
     ``use_averaged_model``, the mean of the weights sampled over the same span instead
     (:func:`averaged_checkpoint_pair`, :func:`averaged_model_between`).
 
-    Returns ``(model in eval mode on device, TransducerConfig)``, plus the checkpoint dict
-    of the last file with ``return_checkpoint``; see :func:`select_checkpoints` for which
-    files are averaged.
+    Returns ``(state dict, checkpoint dict of the last file, source files)``; the sources of
+    the averaged model are its two files (``""`` for "from the first step"). See
+    :func:`select_checkpoints` for which files are averaged.
     """
-    from mvqkd.student import build_model
-    from mvqkd.student.config import TransducerConfig
-
     if use_averaged_model:
         if checkpoint:
             raise ValueError("--use-averaged-model selects two checkpoints in --exp-dir; it cannot "
@@ -248,13 +244,28 @@ def load_model_for_decoding(exp_dir, epoch=None, avg=1, iteration=None, device="
         start, end = averaged_checkpoint_pair(exp_dir, epoch=epoch, avg=avg, iteration=iteration)
         logger.info("averaged model between %s and %s", start or "the first step", end)
         last = load_checkpoint_file(end)
-        weights = _interval_mean(start, end, last)
-    else:
-        files = [Path(checkpoint)] if checkpoint else select_checkpoints(
-            exp_dir, epoch=epoch, avg=avg, iteration=iteration)
-        logger.info("averaging %d checkpoint(s): %s", len(files), ", ".join(str(p) for p in files))
-        last = load_checkpoint_file(files[-1])
-        weights = average_checkpoints(files) if len(files) > 1 else last["model"]
+        return _interval_mean(start, end, last), last, [str(start or ""), str(end)]
+    files = [Path(checkpoint)] if checkpoint else select_checkpoints(
+        exp_dir, epoch=epoch, avg=avg, iteration=iteration)
+    logger.info("averaging %d checkpoint(s): %s", len(files), ", ".join(str(p) for p in files))
+    last = load_checkpoint_file(files[-1])
+    weights = average_checkpoints(files) if len(files) > 1 else last["model"]
+    return weights, last, [str(p) for p in files]
+
+
+def load_model_for_decoding(exp_dir, epoch=None, avg=1, iteration=None, device="cpu",
+                            checkpoint=None, return_checkpoint: bool = False,
+                            use_averaged_model: bool = False):
+    """Build the model of ``exp_dir`` with :func:`decoding_weights` (same arguments).
+
+    Returns ``(model in eval mode on device, TransducerConfig)``, plus the checkpoint dict
+    of the last file with ``return_checkpoint``.
+    """
+    from mvqkd.student import build_model
+    from mvqkd.student.config import TransducerConfig
+
+    weights, last, _ = decoding_weights(exp_dir, epoch=epoch, avg=avg, iteration=iteration,
+                                        checkpoint=checkpoint, use_averaged_model=use_averaged_model)
     model = build_model(last["config"])
     model.load_state_dict(weights)
     model.to(device).eval()

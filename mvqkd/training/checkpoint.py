@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from mvqkd.student.checkpoint import (FORMAT_VERSION, CheckpointError, epoch_checkpoints,
-                                      load_checkpoint_file, select_checkpoints, step_checkpoints,
+                                      load_checkpoint_file, step_checkpoints,
                                       unsafe_reason)
 
 logger = logging.getLogger(__name__)
@@ -146,18 +146,21 @@ def latest_checkpoint(exp_dir: str | Path) -> Path | None:
     return best
 
 
-def save_averaged(exp_dir, out, epoch=None, avg=1, iteration=None) -> list[Path]:
-    """Average the selected checkpoints of ``exp_dir`` into one decodable file ``out``
-    (``model``, ``config``, ``bpe_model``, ``epoch``, ``step``, ``averaged``: the sources).
-    Returns the averaged files."""
-    from mvqkd.student.checkpoint import average_checkpoints
+def save_averaged(exp_dir, out, epoch=None, avg=1, iteration=None,
+                  use_averaged_model: bool = False) -> list[str]:
+    """Write the weights a decode with the same selection uses
+    (:func:`~mvqkd.student.checkpoint.decoding_weights`: the average of the selected
+    checkpoints, or icefall's averaged model) to one decodable file ``out`` (``model``,
+    ``config``, ``bpe_model``, ``epoch``, ``step``, ``averaged``: the sources,
+    ``use_averaged_model``). Returns the source files."""
+    from mvqkd.student.checkpoint import decoding_weights
 
-    files = select_checkpoints(exp_dir, epoch=epoch, avg=avg, iteration=iteration)
-    last = load_checkpoint_file(files[-1])
-    save_checkpoint(out, model=average_checkpoints(files), config=last["config"],
-                    bpe_model=last.get("bpe_model"), epoch=last.get("epoch"),
-                    step=last.get("step"), averaged=[str(p) for p in files])
-    return files
+    weights, last, sources = decoding_weights(exp_dir, epoch=epoch, avg=avg, iteration=iteration,
+                                              use_averaged_model=use_averaged_model)
+    save_checkpoint(out, model=weights, config=last["config"], bpe_model=last.get("bpe_model"),
+                    epoch=last.get("epoch"), step=last.get("step"), averaged=sources,
+                    use_averaged_model=use_averaged_model)
+    return sources
 
 
 def _numpy_safe_globals() -> list:

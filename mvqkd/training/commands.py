@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from mvqkd.options import add_options, add_parser, from_args, user_errors
+from mvqkd.options import USE_AVERAGED_MODEL_HELP, add_options, add_parser, from_args, user_errors
 from mvqkd.training.config import FinetuneConfig, TrainConfig
 
 logger = logging.getLogger("mvqkd.train")
@@ -66,8 +66,10 @@ def _average(args) -> int:
     from mvqkd.training.checkpoint import save_averaged
 
     files = save_averaged(args.exp_dir, args.out, epoch=args.epoch, avg=args.avg,
-                          iteration=args.iteration)
-    print(f"averaged {len(files)} checkpoint(s) -> {args.out}")
+                          iteration=args.iteration, use_averaged_model=args.use_averaged_model)
+    what = (f"the averaged model between {files[0] or 'the first step'} and {files[1]}"
+            if args.use_averaged_model else f"{len(files)} checkpoint(s)")
+    print(f"{what} -> {args.out}")
     return 0
 
 
@@ -113,16 +115,21 @@ def register(subparsers) -> None:
 
     p = add_parser(subparsers, "average-checkpoints", help="average student checkpoints into one model file",
                    description="Average the model weights of epoch-E.pt files (or checkpoint-STEP.pt "
-                               "with --iteration) into one file that mvqkd decode --checkpoint, "
-                               "export and transcribe read.",
-                   epilog="example:\n  mvqkd average-checkpoints --exp-dir exp/mvq --epoch 30 --avg 5 "
-                          "--out exp/mvq/epoch-30-avg-5.pt")
+                               "with --iteration), or with --use-averaged-model write icefall's "
+                               "averaged model of the same span (what mvqkd decode "
+                               "--use-averaged-model decodes), into one file that mvqkd decode "
+                               "--checkpoint, export-onnx and transcribe read.",
+                   epilog="examples:\n  mvqkd average-checkpoints --exp-dir exp/mvq --epoch 30 --avg 5 "
+                          "--out exp/mvq/epoch-30-avg-5.pt\n  mvqkd average-checkpoints --exp-dir "
+                          "exp/mvq --epoch 30 --avg 5 --use-averaged-model --out "
+                          "exp/mvq/epoch-30-avg-5-use-averaged-model.pt")
     p.add_argument("--exp-dir", required=True, help="the training's experiment directory")
     p.add_argument("--epoch", type=int, default=None,
                    help="last epoch to average (default: the newest epoch file)")
-    p.add_argument("--iteration", type=int, default=None,
+    p.add_argument("--iter", "--iteration", dest="iteration", type=int, default=None,
                    help="average checkpoint-STEP.pt files with STEP <= this instead")
     p.add_argument("--avg", type=int, default=1, help="number of checkpoints to average")
+    p.add_argument("--use-averaged-model", action="store_true", help=f"write {USE_AVERAGED_MODEL_HELP}")
     p.add_argument("--out", required=True, help="output file")
     p.set_defaults(func=_average)
 

@@ -3,6 +3,7 @@ checked against the brute-force mean of the weights saved after every step."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -132,3 +133,49 @@ def test_sigma_reparam_running_mean_gets_exact_spectral_vectors(data, tmp_path):
     for m in layers:
         true = torch.linalg.matrix_norm(m.weight.detach(), 2).item()
         assert m.spectral_norm().item() == pytest.approx(true, rel=1e-5)
+
+
+def test_average_checkpoints_writes_the_averaged_model_that_decode_uses(data, averaged_run, tmp_path):
+    """``mvqkd average-checkpoints --use-averaged-model``: one file with the weights of
+    ``decode --use-averaged-model`` (brute-force mean of the per-step weights), which
+    ``load_model_for_decoding(checkpoint=...)`` reads back."""
+    from mvqkd.cli import main as cli
+
+    out = tmp_path / "avg.pt"
+    assert cli(["average-checkpoints", "--exp-dir", str(averaged_run), "--epoch", "2", "--avg", "1",
+                "--use-averaged-model", "--out", str(out)]) == 0
+    saved = load_checkpoint_file(out)
+    assert saved["use_averaged_model"] and saved["averaged"] == [str(averaged_run / "epoch-1.pt"),
+                                                                 str(averaged_run / "epoch-2.pt")]
+    e1, e2 = (load_checkpoint_file(averaged_run / f"epoch-{e}.pt") for e in (1, 2))
+    _assert_close(saved["model"], brute_mean(averaged_run, e1["step"], e2["step"], 2))
+    model, _ = load_model_for_decoding(None, checkpoint=out)
+    want, _ = load_model_for_decoding(averaged_run, epoch=2, avg=1, use_averaged_model=True)
+    assert all(torch.equal(v, want.state_dict()[k]) for k, v in model.state_dict().items())
+    train(_cfg(data, tmp_path / "plain", save_every_n=0, num_epochs=1))
+    assert cli(["average-checkpoints", "--exp-dir", str(tmp_path / "plain"), "--use-averaged-model",
+                "--out", str(tmp_path / "x.pt")]) == 1
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_export_onnx_exports_the_averaged_model(averaged_run, tmp_path):
+    """``mvqkd export-onnx --use-averaged-model``: the exported encoder and joiner compute the
+    averaged model's outputs (onnxruntime against torch), not the last epoch's."""
+    ort = pytest.importorskip("onnxruntime")
+    from mvqkd.cli import main as cli
+
+    onnx_dir = tmp_path / "onnx"
+    assert cli(["export-onnx", "--exp-dir", str(averaged_run), "--epoch", "2", "--avg", "1",
+                "--use-averaged-model", "--out-dir", str(onnx_dir)]) == 0
+    averaged, _ = load_model_for_decoding(averaged_run, epoch=2, avg=1, use_averaged_model=True)
+    plain, _ = load_model_for_decoding(averaged_run, epoch=2, avg=1)
+    g = torch.Generator().manual_seed(0)
+    x, x_lens = torch.randn(2, 120, 80, generator=g), torch.tensor([120, 90])
+    enc = ort.InferenceSession(str(onnx_dir / "encoder.onnx")).run(
+        None, {"x": x.numpy(), "x_lens": x_lens.numpy()})[0]
+    with torch.no_grad():
+        want = [m.joiner.encoder_proj(m.encode(x, x_lens)[0]).numpy() for m in (averaged, plain)]
+    np.testing.assert_allclose(enc, want[0], rtol=1e-4, atol=1e-4)
+    assert np.abs(enc - want[1]).max() > 1e-2  # the last epoch's weights would be caught
+    assert cli(["export-onnx", "--checkpoint", str(averaged_run / "epoch-2.pt"), "--use-averaged-model",
+                "--out-dir", str(tmp_path / "bad")]) == 2
