@@ -110,3 +110,27 @@ def test_new_corpus_recipe_from_audio_folder_and_kaldi_dir(tmp_path, train_from)
     again = _run(["--corpus", "myset", "--train", str(train), "--dev", str(dev), *TINY, "--stop-stage", "1"],
                  cwd=work)
     assert again.returncode == 0 and again.stdout.count("already done") == 5, again.stdout
+
+
+def test_test_parts_may_have_spaces_in_their_paths(tmp_path):
+    """--test "NAME=SOURCE NAME2=SOURCE2": a new entry starts at a space followed by NAME=, so
+    "eval=/data/my eval" is one part; an entry without NAME= is refused, naming it."""
+    folder = _audio_folder(tmp_path / "corpus")
+    spaced = tmp_path / "corpus" / "my eval set"
+    spaced.mkdir()
+    shutil.copy(DATA / "LJ002-0035.wav", spaced / "a b.wav")
+    work = tmp_path / "work"
+    work.mkdir()
+    parts = f"  eval={spaced}   other={folder / 'more'} "
+    proc = _run(["--train", str(folder), "--dev", str(folder), "--test", parts, "--stop-stage", "0"], cwd=work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifests = work / "data/manifests"
+    assert [c.id for c in CutSet.from_file(manifests / "mycorpus_cuts_eval.jsonl.gz")] == ["a_b"]
+    assert sorted(c.id for c in CutSet.from_file(manifests / "mycorpus_cuts_other.jsonl.gz")) == [
+        "LJ002-0035", "stereo"]
+    proc = _run(["--train", str(folder), "--dev", str(folder), "--test", str(spaced), "--stop-stage", "0"],
+                cwd=work)
+    assert proc.returncode == 1 and "--test entries are NAME=SOURCE" in proc.stderr
+    proc = _run(["--train", str(folder), "--dev", str(folder), "--test", f"x={tmp_path}/no such", "--stop-stage",
+                 "0"], cwd=work)
+    assert proc.returncode == 1 and f"--test x=...: not found: {tmp_path}/no such" in proc.stderr

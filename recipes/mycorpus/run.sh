@@ -24,7 +24,7 @@ stop_stage=4
 corpus=mycorpus
 train=""                  # train part: audio folder, Kaldi data dir or cuts manifest (required)
 dev=""                    # dev part (required): validation during training, decoded in stage 4
-test=""                   # more parts to decode: "NAME=SOURCE NAME2=SOURCE2"
+test=""                   # more parts to decode: "NAME=SOURCE NAME2=SOURCE2" (SOURCE may hold spaces)
 data_dir=data
 exp_root=exp
 vocab_size=500
@@ -50,9 +50,19 @@ recipes=$(cd "$(dirname "$0")/.." && pwd)
 
 [ -n "$train" ] || die "--train is required (audio folder, Kaldi data dir or cuts manifest)"
 [ -n "$dev" ] || die "--dev is required (audio folder, Kaldi data dir or cuts manifest)"
+# --test "NAME=SOURCE ...": an entry starts at white space followed by NAME= (letters, digits,
+# . _ -), so a SOURCE may contain spaces ("eval=/data/my eval" is one entry)
+test_parts=()
+rest="${test%"${test##*[![:space:]]}"}" split_re='^(.*[^[:space:]])[[:space:]]+([A-Za-z0-9_.-]+=.*)$'
+while [[ "$rest" =~ $split_re ]]; do
+  test_parts=("${BASH_REMATCH[2]}" ${test_parts[@]+"${test_parts[@]}"})
+  rest=${BASH_REMATCH[1]}
+done
+rest="${rest#"${rest%%[![:space:]]*}"}"
+[ -z "$rest" ] || test_parts=("$rest" ${test_parts[@]+"${test_parts[@]}"})
 parts=("train=$train" "dev=$dev")
-for kv in $test; do
-  [[ "$kv" == *=* ]] || die "--test entries are NAME=SOURCE, got '$kv'"
+for kv in ${test_parts[@]+"${test_parts[@]}"}; do
+  [[ "$kv" =~ ^[A-Za-z0-9_.-]+=. ]] || die "--test entries are NAME=SOURCE (NAME: letters, digits, . _ -), got '$kv'"
   parts+=("$kv")
 done
 done_dir="$data_dir/.done"
@@ -61,7 +71,8 @@ common=(--data-dir "$data_dir" --corpus "$corpus")
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   for kv in "${parts[@]}"; do
     part=${kv%%=*} src=${kv#*=} out=$(manifest_path cuts "${kv%%=*}")
-    [ -e "$src" ] || die "--$part: not found: $src"
+    case $part in train|dev) opt="--$part" ;; *) opt="--test $part=..." ;; esac
+    [ -e "$src" ] || die "$opt: not found: $src"
     key=$(input_key "$src")
     if is_done "$done_dir/mycorpus.0.$part" "$key"; then log "Stage 0: $part already done"; continue; fi
     if [ -f "$src" ]; then
@@ -120,7 +131,7 @@ fi
 
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   sets="dev"
-  for kv in $test; do sets="$sets ${kv%%=*}"; done
+  for kv in ${test_parts[@]+"${test_parts[@]}"}; do sets="$sets ${kv%%=*}"; done
   for system in $systems; do
     log "Stage 4: decode $system on $sets"
     "$recipes/librispeech/decode.sh" "${common[@]}" --exp-dir "$exp_root/$system" --test-sets "$sets" \
