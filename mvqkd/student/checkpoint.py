@@ -146,6 +146,10 @@ def select_checkpoints(exp_dir, epoch=None, avg=1, iteration=None) -> list[Path]
         if not files:
             files = [p for _, p in step_checkpoints(exp_dir)][-avg:]
             what = "checkpoint files"
+    if not files:
+        none = (f"checkpoint-STEP.pt with STEP <= {iteration}" if iteration is not None
+                else "epoch-E.pt or checkpoint-STEP.pt")
+        raise FileNotFoundError(f"{exp_dir}: no {none}: is it the --exp-dir mvqkd train wrote to?")
     if len(files) < avg:
         raise FileNotFoundError(
             f"{exp_dir}: asked to average {avg} {what}, found {len(files)}: {[str(p) for p in files]}"

@@ -50,6 +50,11 @@ def test_selection_rules(exp):
         select_checkpoints(exp, epoch=3, avg=4)
     with pytest.raises(FileNotFoundError, match="missing"):
         select_checkpoints(exp, epoch=5, avg=1)
+    with pytest.raises(FileNotFoundError, match="no checkpoint-STEP.pt with STEP <= 4: is it"):
+        select_checkpoints(exp, iteration=4)
+    (exp / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="empty: no epoch-E.pt or checkpoint-STEP.pt: is it the"):
+        select_checkpoints(exp / "empty")
     assert latest_checkpoint(exp).name == "epoch-3.pt"  # highest step (30)
     (exp / "epoch-3.pt").unlink()
     # epoch-2.pt and checkpoint-20.pt are both at step 20: the epoch file (written after
