@@ -36,37 +36,49 @@ def _decode(args) -> int:
 @user_errors(2, ImportError)
 def _export(args) -> int:
     from mvqkd.decode.export import export_onnx
-    from mvqkd.decode.transcribe import load_recogniser
 
-    selecting = args.epoch is not None or args.iteration is not None or args.use_averaged_model
-    model, sp = _selected(args) if selecting else load_recogniser(args.checkpoint or args.exp_dir,
-                                                                  device="cpu")
+    if not (args.checkpoint or args.exp_dir):
+        raise ValueError("give --exp-dir (a training folder) or --checkpoint FILE")
+    model, sp = _selected(args, args.checkpoint or args.exp_dir, "cpu")
     files = export_onnx(model, sp, args.out_dir, int8=args.int8)
     for name, path in files.items():
         print(f"{name}\t{path}\t{path.stat().st_size:,} bytes")
     return 0
 
 
-def _selected(args):
-    from mvqkd.student import checkpoint
+def _selected(args, path, device, bpe_model=None):
+    """(model, tokenizer) of ``path`` (a checkpoint file, an experiment folder or, for
+    transcribe, an ONNX folder), with the checkpoints :func:`add_selection_options` chose."""
+    from mvqkd.decode.transcribe import load_recogniser
 
-    if not args.exp_dir:
-        raise ValueError("--epoch / --iter / --use-averaged-model select checkpoints in --exp-dir; "
-                         "give --exp-dir (--checkpoint is one file as it is)")
-    model, _, last = checkpoint.load_model_for_decoding(args.exp_dir, epoch=args.epoch, avg=args.avg,
-                                                        iteration=args.iteration, return_checkpoint=True,
-                                                        use_averaged_model=args.use_averaged_model)
-    sp = checkpoint.checkpoint_bpe(last)
-    if sp is None:
-        raise ValueError(f"{args.exp_dir}: the checkpoints hold no BPE model (mvqkd < 0.2)")
-    return model, sp
+    selecting = (args.epoch is not None or args.iteration is not None or args.avg != 1
+                 or args.use_averaged_model)
+    if not selecting:
+        return load_recogniser(path, bpe_model, device)
+    if not path or not Path(path).is_dir():
+        raise ValueError("--epoch / --iter / --avg / --use-averaged-model select checkpoints in an experiment "
+                         f"folder, not in {path or 'nothing'} (a checkpoint file is used as it is)")
+    return load_recogniser(path, bpe_model, device, epoch=args.epoch, avg=args.avg,
+                           iteration=args.iteration, use_averaged_model=args.use_averaged_model)
+
+
+def add_selection_options(p, folder: str) -> None:
+    """--epoch / --iter / --avg / --use-averaged-model, for a training folder given as ``folder``."""
+    p.add_argument("--epoch", type=int, default=None,
+                   help=f"with {folder}: average epoch-(E-avg+1..E).pt (default: the newest epoch)")
+    p.add_argument("--iter", dest="iteration", type=int, default=None,
+                   help=f"with {folder}: average checkpoint-STEP.pt up to ITER")
+    p.add_argument("--avg", type=int, default=1, help="checkpoints to average")
+    p.add_argument("--use-averaged-model", action="store_true",
+                   help=f"with {folder}: {USE_AVERAGED_MODEL_HELP} (the model mvqkd decode "
+                        "--use-averaged-model scores; the demo's)")
 
 
 @user_errors(2, ImportError)
 def _transcribe(args) -> int:
-    from mvqkd.decode.transcribe import load_recogniser, transcribe
+    from mvqkd.decode.transcribe import transcribe
 
-    model, sp = load_recogniser(args.model, args.bpe_model, args.device)
+    model, sp = _selected(args, args.model, args.device, args.bpe_model)
     opts = {"beam_size": args.beam_size} if args.method == "modified_beam_search" else {}
     for f, text, *times in transcribe(model, sp, args.files, args.method, args.device, args.timestamps, **opts):
         stamps = "\t" + " ".join(f"{piece}@{sec:.2f}" for piece, sec in times[0]) if times else ""
@@ -111,12 +123,7 @@ def register(subparsers) -> None:
                           "--checkpoint exp/mvq/epoch-30.pt --out-dir exp/mvq/onnx")
     p.add_argument("--exp-dir", default=None, help="training folder (its newest epoch, or --epoch / --iter)")
     p.add_argument("--checkpoint", default=None, help="a single checkpoint file instead")
-    p.add_argument("--epoch", type=int, default=None, help="average epoch-(E-avg+1..E).pt")
-    p.add_argument("--iter", dest="iteration", type=int, default=None, help="average checkpoint-STEP.pt up to ITER")
-    p.add_argument("--avg", type=int, default=1, help="checkpoints to average")
-    p.add_argument("--use-averaged-model", action="store_true",
-                   help=f"export {USE_AVERAGED_MODEL_HELP} (the model mvqkd decode "
-                        "--use-averaged-model scores; the demo's)")
+    add_selection_options(p, "--exp-dir")
     p.add_argument("--out-dir", required=True, help="output folder")
     p.add_argument("--int8", action="store_true", help="also write int8 (dynamic quantization) models")
     p.set_defaults(func=_export)
@@ -128,10 +135,12 @@ def register(subparsers) -> None:
                                "PIECE@SECONDS per token (the start of the 40 ms encoder frame it was "
                                "emitted at, as sherpa-onnx reports it).",
                    epilog="examples:\n  mvqkd transcribe --model exp/mvq/epoch-30.pt a.flac b.wav\n"
+                          "  mvqkd transcribe --model exp/mvq --epoch 30 --avg 5 --use-averaged-model a.flac\n"
                           "  mvqkd transcribe --model exp/mvq/onnx --timestamps a.flac\n"
                           "  mvqkd transcribe --model exp/mvq/onnx --method modified_beam_search a.mp3")
     p.add_argument("files", nargs="+", help="audio files")
     p.add_argument("--model", required=True, help="checkpoint file, experiment folder or ONNX folder")
+    add_selection_options(p, "an experiment folder")
     p.add_argument("--bpe-model", default=None, help="tokenizer (default: the checkpoint's, or tokens.txt)")
     p.add_argument("--method", default="greedy_search", choices=["greedy_search", "modified_beam_search",
                                                                  "fast_beam_search"], help="search")

@@ -109,13 +109,17 @@ class TokenTable:
         return "".join(self.pieces[i] for i in ids).replace("\u2581", " ").strip()
 
 
-def load_recogniser(model_path, bpe_model=None, device="cpu"):
-    """(model, tokenizer) from a checkpoint file, an experiment folder or an ONNX folder."""
+def load_recogniser(model_path, bpe_model=None, device="cpu", **selection):
+    """(model, tokenizer) from a checkpoint file, an experiment folder or an ONNX folder;
+    ``selection`` (``epoch``, ``avg``, ``iteration``, ``use_averaged_model``) chooses the
+    checkpoints of an experiment folder (default: its newest)."""
     from mvqkd.data.tokenizer import load_bpe
     from mvqkd.student import checkpoint
 
     path = Path(model_path)
     if path.is_dir() and (path / "encoder.onnx").is_file():
+        if selection:
+            raise ValueError(f"{path} is an ONNX export: checkpoint options do not apply to it")
         model = OnnxTransducer(path)
         sp = load_bpe(bpe_model) if bpe_model else TokenTable(path / "tokens.txt")
         return model, sp
@@ -123,7 +127,7 @@ def load_recogniser(model_path, bpe_model=None, device="cpu"):
         raise FileNotFoundError(f"--model {path}: no such checkpoint file or folder")
     model, _, last = checkpoint.load_model_for_decoding(
         path if path.is_dir() else None, device=device,
-        checkpoint=None if path.is_dir() else path, return_checkpoint=True)
+        checkpoint=None if path.is_dir() else path, return_checkpoint=True, **selection)
     sp = load_bpe(bpe_model) if bpe_model else checkpoint.checkpoint_bpe(last)
     if sp is None:
         raise ValueError(f"{path}: the checkpoint holds no BPE model; pass --bpe-model")

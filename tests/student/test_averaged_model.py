@@ -179,3 +179,24 @@ def test_export_onnx_exports_the_averaged_model(averaged_run, tmp_path):
     assert np.abs(enc - want[1]).max() > 1e-2  # the last epoch's weights would be caught
     assert cli(["export-onnx", "--checkpoint", str(averaged_run / "epoch-2.pt"), "--use-averaged-model",
                 "--out-dir", str(tmp_path / "bad")]) == 2
+
+
+def test_transcribe_selects_checkpoints_like_decode(data, averaged_run, tmp_path, capsys, caplog):
+    """``mvqkd transcribe --model EXP --epoch E --avg A --use-averaged-model``: the weights of
+    ``decode`` with the same options; a checkpoint file or an ONNX folder refuses them."""
+    from lhotse import CutSet
+
+    from mvqkd.cli import main as cli
+    from mvqkd.decode.transcribe import load_recogniser
+
+    model, _ = load_recogniser(averaged_run, epoch=2, avg=1, use_averaged_model=True)
+    want = averaged_model_between(averaged_run / "epoch-1.pt", averaged_run / "epoch-2.pt")
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in want.items())
+    audio = next(iter(CutSet.from_file(data / "cuts.jsonl.gz"))).recording.sources[0].source
+    assert cli(["transcribe", "--model", str(averaged_run), "--epoch", "2", "--use-averaged-model", audio]) == 0
+    assert capsys.readouterr().out.startswith(f"{audio}\t")
+    assert cli(["transcribe", "--model", str(averaged_run / "epoch-2.pt"), "--avg", "2", audio]) == 2
+    assert "a checkpoint file is used as it is" in caplog.text
+    assert cli(["export-onnx", "--exp-dir", str(averaged_run), "--out-dir", str(tmp_path / "onnx")]) == 0
+    assert cli(["transcribe", "--model", str(tmp_path / "onnx"), "--epoch", "2", audio]) == 2
+    assert "is an ONNX export: checkpoint options do not apply" in caplog.text
