@@ -39,7 +39,7 @@ def _export(args) -> int:
 
     if not (args.checkpoint or args.exp_dir):
         raise ValueError("give --exp-dir (a training folder) or --checkpoint FILE")
-    model, sp = _selected(args, args.checkpoint or args.exp_dir, "cpu")
+    model, sp = _selected(args, args.checkpoint or args.exp_dir, "cpu", args.bpe_model)
     files = export_onnx(model, sp, args.out_dir, int8=args.int8)
     for name, path in files.items():
         print(f"{name}\t{path}\t{path.stat().st_size:,} bytes")
@@ -124,6 +124,7 @@ def register(subparsers) -> None:
     p.add_argument("--exp-dir", default=None, help="training folder (its newest epoch, or --epoch / --iter)")
     p.add_argument("--checkpoint", default=None, help="a single checkpoint file instead")
     add_selection_options(p, "--exp-dir")
+    p.add_argument("--bpe-model", default=None, help="tokenizer (default: the one in the checkpoint)")
     p.add_argument("--out-dir", required=True, help="output folder")
     p.add_argument("--int8", action="store_true", help="also write int8 (dynamic quantization) models")
     p.set_defaults(func=_export)

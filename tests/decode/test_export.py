@@ -132,3 +132,25 @@ def test_int8_export_is_smaller_and_loads(student):
     shutil.copy(onnx_dir / "tokens.txt", d / "tokens.txt")
     assert len(sherpa_decode(d, [str(TEST_AUDIO / "2412-153948-0000.flac")])) == 1
 
+
+
+def test_export_of_a_checkpoint_without_its_tokenizer_takes_bpe_model(student, prepared_data, tmp_path, caplog):
+    """A checkpoint that holds no BPE model (one upgraded from mvqkd < 0.2) is exported with
+    --bpe-model; without it the error says so. tokens.txt is that model's pieces."""
+    import sentencepiece as spm
+
+    from mvqkd.student.checkpoint import load_checkpoint_file
+    from mvqkd.training.checkpoint import save_checkpoint
+
+    ckpt, _, _ = student
+    bare = tmp_path / "bare.pt"
+    save_checkpoint(bare, **{k: v for k, v in load_checkpoint_file(ckpt).items()
+                             if k not in ("bpe_model", "format_version")})
+    assert cli(["export-onnx", "--checkpoint", str(bare), "--out-dir", str(tmp_path / "a")]) == 2
+    assert "holds no BPE model; pass --bpe-model" in caplog.text
+    bpe = prepared_data / "lang_bpe_100" / "bpe.model"
+    assert cli(["export-onnx", "--checkpoint", str(bare), "--bpe-model", str(bpe), "--out-dir",
+                str(tmp_path / "b")]) == 0
+    sp = spm.SentencePieceProcessor(model_file=str(bpe))
+    lines = (tmp_path / "b" / "tokens.txt").read_text(encoding="utf-8").splitlines()
+    assert lines == [f"{sp.id_to_piece(i)} {i}" for i in range(sp.get_piece_size())]
