@@ -155,10 +155,12 @@ class TrainConfig:
                        group="output")
     save_every_n: int = opt(2000, "write EXP/checkpoint-STEP.pt every N steps (0: only epoch "
                                   "files)", group="output")
-    average_period: int = opt(0, "every N optimiser steps, fold the model into a float64 running "
-                                 "mean stored in the checkpoints as model_avg (icefall's "
-                                 "--average-period; decode it with mvqkd decode "
-                                 "--use-averaged-model); 0: off", group="output")
+    average_period: int = opt(200, "every N optimiser steps, fold the model into a float64 running "
+                                   "mean stored in the checkpoints as model_avg (icefall's "
+                                   "--average-period and its default; decode it with mvqkd decode "
+                                   "--use-averaged-model; it never changes the trained weights); 0: "
+                                   "off (no float64 copy of the model in memory and in every "
+                                   "checkpoint)", group="output")
     keep_last_k: int = opt(10, "keep the newest K checkpoint-STEP.pt files (epoch files are kept)",
                            group="output")
     log_interval: int = opt(50, "log / tensorboard every N steps", group="output")

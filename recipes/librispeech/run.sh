@@ -84,7 +84,7 @@ case "$portable_kernels" in
   false) export MVQKD_PORTABLE_KERNELS=0 ;;
   *) die "--portable-kernels must be true or false, got '$portable_kernels'" ;;
 esac
-averaging=""; [ "$average_period" = 0 ] || averaging=" --average-period $average_period"
+averaging=" --average-period $average_period"
 [ "$decode_averaged_model" != true ] || [ "$average_period" != 0 ] || \
   die "--decode-averaged-model true decodes the running mean that --average-period N (> 0) keeps; give both, or --decode-averaged-model false"
 recipe=$(cd "$(dirname "$0")" && pwd)

@@ -63,7 +63,7 @@ def test_interval_mean_equals_the_brute_force_mean(averaged_run, span):
 
 
 def test_averaging_leaves_the_trained_weights_unchanged(data, averaged_run, tmp_path):
-    train(_cfg(data, tmp_path / "plain", save_every_n=0))
+    train(_cfg(data, tmp_path / "plain", save_every_n=0, average_period=0))
     plain = load_checkpoint_file(tmp_path / "plain" / "epoch-2.pt")
     averaged = load_checkpoint_file(averaged_run / "epoch-2.pt")
     assert "model_avg" not in plain
@@ -90,7 +90,7 @@ def test_decoding_loads_the_averaged_model_and_explains_what_is_missing(data, av
     plain, _ = load_model_for_decoding(averaged_run, epoch=2, avg=1)
     assert not torch.equal(plain.state_dict()["joiner.output_linear.weight"],
                            model.state_dict()["joiner.output_linear.weight"])
-    train(_cfg(data, tmp_path / "plain", save_every_n=0, num_epochs=1))
+    train(_cfg(data, tmp_path / "plain", save_every_n=0, average_period=0, num_epochs=1))
     with pytest.raises(CheckpointError, match=r"epoch-1\.pt holds no averaged model: train with --average-period"):
         load_model_for_decoding(tmp_path / "plain", epoch=1, avg=1, use_averaged_model=True)
     with pytest.raises(ValueError, match="avg must be <= epoch"):
@@ -152,7 +152,7 @@ def test_average_checkpoints_writes_the_averaged_model_that_decode_uses(data, av
     model, _ = load_model_for_decoding(None, checkpoint=out)
     want, _ = load_model_for_decoding(averaged_run, epoch=2, avg=1, use_averaged_model=True)
     assert all(torch.equal(v, want.state_dict()[k]) for k, v in model.state_dict().items())
-    train(_cfg(data, tmp_path / "plain", save_every_n=0, num_epochs=1))
+    train(_cfg(data, tmp_path / "plain", save_every_n=0, average_period=0, num_epochs=1))
     assert cli(["average-checkpoints", "--exp-dir", str(tmp_path / "plain"), "--use-averaged-model",
                 "--out", str(tmp_path / "x.pt")]) == 1
     assert not (tmp_path / "x.pt").exists()
