@@ -62,7 +62,7 @@ def _run(args, cwd, timeout=1200):
 TINY = ["--vocab-size", "40", "--random-teacher", "true", "--layer", "2", "--num-codebooks", "4",
         "--codebook-size", "16", "--quantizer-iters", "1", "--quantizer-utts", "10", "--num-epochs", "1",
         "--max-duration", "30", "--model-size", "tiny", "--num-jobs", "1",
-        "--student-args", "--num-workers 0 --warmup-steps 2 --no-tensorboard"]
+        "--student-args", "--num-workers 0 --warmup-steps 2 --no-tensorboard --average-period 1"]
 
 
 FOLDER_IDS = ["2412-153948-0000", "LJ002-0020", "common_voice_en_651325", "more_LJ002-0035", "more_stereo"]
@@ -80,7 +80,8 @@ def test_new_corpus_recipe_from_audio_folder_and_kaldi_dir(tmp_path, train_from)
     train_ids, dev_ids = (FOLDER_IDS, KALDI_IDS) if train_from == "folder" else (KALDI_IDS, FOLDER_IDS)
     work = tmp_path / "work"
     work.mkdir()
-    proc = _run(["--corpus", "myset", "--train", str(train), "--dev", str(dev), *TINY], cwd=work)
+    proc = _run(["--corpus", "myset", "--train", str(train), "--dev", str(dev), *TINY,
+                 "--decode-epoch", "1", "--decode-avg", "1", "--use-averaged-model", "true"], cwd=work)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     for part, ids in (("train", train_ids), ("dev", dev_ids)):
@@ -102,7 +103,7 @@ def test_new_corpus_recipe_from_audio_folder_and_kaldi_dir(tmp_path, train_from)
     fb = {c.id: c for c in CutSet.from_file(work / f"data/fbank/myset_cuts_{kpart}.jsonl.gz")}
     assert fb["lj20-1"].recording.transforms[0].source_sampling_rate == 22050  # resampled for fbank
     out = work / "exp/mvq/greedy_search"
-    assert len(list(out.glob("wer-summary-dev-*.txt"))) == 1, os.listdir(out)
+    assert len(list(out.glob("wer-summary-dev-epoch-1-avg-1-*-use-averaged-model.txt"))) == 1, os.listdir(out)
     recogs = next(out.glob("recogs-dev-*.txt")).read_text()
     for cut_id in dev_ids:
         assert f"{cut_id}:\t" in recogs

@@ -10,6 +10,7 @@
 #            codebook indexes of train          -> DATA/vq/CORPUS_cuts_train.jsonl.gz
 #   stage 3: ../librispeech/train.sh: the students of --systems -> EXP/<system>
 #   stage 4: ../librispeech/decode.sh: dev and every --test part -> EXP/<system>/<method>/
+#            (the newest epoch; --decode-epoch E --decode-avg A [--use-averaged-model true])
 # Stages 2-4 are the LibriSpeech recipe's own scripts with --corpus CORPUS. Done markers
 # notice changed inputs; re-running resumes.
 # Usage:
@@ -41,6 +42,10 @@ num_epochs=""
 max_duration=""
 model_size=""
 method="greedy_search"
+decode_epoch=""           # stage 4: decode epoch-E.pt (default: the newest) ...
+decode_avg=""             # ... averaged with the A-1 before it (default 1)
+use_averaged_model=""     # true: decode icefall's averaged model over those epochs instead
+                          # (kept by mvqkd train every 200 steps unless --student-args changes it)
 student_args=""           # passed to every `mvqkd train`
 num_jobs=2
 
@@ -135,7 +140,7 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   for system in $systems; do
     log "Stage 4: decode $system on $sets"
     "$recipes/librispeech/decode.sh" "${common[@]}" --exp-dir "$exp_root/$system" --test-sets "$sets" \
-      --method "$method"
+      --method "$method" --epoch "$decode_epoch" --avg "$decode_avg" --use-averaged-model "$use_averaged_model"
   done
   log "Done: WER summaries in $exp_root/<system>/<method>/wer-summary-<set>-*.txt"
 fi
