@@ -19,7 +19,7 @@ from typing import Any
 
 MISSING = dataclasses.MISSING
 
-#: ``--use-averaged-model`` of decode, export-onnx and average-checkpoints
+#: ``--use-averaged-model`` of decode, export-onnx, transcribe and average-checkpoints
 USE_AVERAGED_MODEL_HELP = ("the mean of the weights sampled during training (mvqkd train "
                            "--average-period) between epoch E-avg and E (or the --avg-th step "
                            "file before --iter's), icefall's --use-averaged-model")
@@ -136,6 +136,20 @@ def add_teacher_device_options(p) -> None:
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"],
                    help="teacher precision: auto = float32, IEEE float32 on a GPU too (no TF32); half "
                         "precision on request")
+
+
+def add_checkpoint_selection_options(p, folder: str) -> None:
+    """``--epoch / --iter / --avg / --use-averaged-model`` of the commands that read a training
+    folder (export-onnx, transcribe, average-checkpoints), given to them as ``folder``; the
+    same selection as :class:`mvqkd.decode.config.DecodeConfig`'s."""
+    p.add_argument("--epoch", type=int, default=None,
+                   help=f"with {folder}: average epoch-(E-avg+1..E).pt (default: the newest epoch)")
+    p.add_argument("--iter", "--iteration", dest="iteration", type=int, default=None,
+                   help=f"with {folder}: average checkpoint-STEP.pt up to ITER")
+    p.add_argument("--avg", type=int, default=1, help="checkpoints to average")
+    p.add_argument("--use-averaged-model", action="store_true",
+                   help=f"with {folder}: {USE_AVERAGED_MODEL_HELP} (the model mvqkd decode "
+                        "--use-averaged-model scores; the demo's)")
 
 
 def add_parser(subparsers, name: str, help: str, description: str, epilog: str | None = None):

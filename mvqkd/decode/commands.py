@@ -9,7 +9,8 @@ import logging
 from pathlib import Path
 
 from mvqkd.decode.config import BEAM_SIZE, DecodeConfig
-from mvqkd.options import USE_AVERAGED_MODEL_HELP, add_options, add_parser, from_args, user_errors
+from mvqkd.options import (add_checkpoint_selection_options, add_options, add_parser, from_args,
+                           user_errors)
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,8 @@ def _export(args) -> int:
 
 def _selected(args, path, device, bpe_model=None):
     """(model, tokenizer) of ``path`` (a checkpoint file, an experiment folder or, for
-    transcribe, an ONNX folder), with the checkpoints :func:`add_selection_options` chose."""
+    transcribe, an ONNX folder), with the checkpoints
+    :func:`~mvqkd.options.add_checkpoint_selection_options` chose."""
     from mvqkd.decode.transcribe import load_recogniser
 
     selecting = (args.epoch is not None or args.iteration is not None or args.avg != 1
@@ -60,18 +62,6 @@ def _selected(args, path, device, bpe_model=None):
                          f"folder, not in {path or 'nothing'} (a checkpoint file is used as it is)")
     return load_recogniser(path, bpe_model, device, epoch=args.epoch, avg=args.avg,
                            iteration=args.iteration, use_averaged_model=args.use_averaged_model)
-
-
-def add_selection_options(p, folder: str) -> None:
-    """--epoch / --iter / --avg / --use-averaged-model, for a training folder given as ``folder``."""
-    p.add_argument("--epoch", type=int, default=None,
-                   help=f"with {folder}: average epoch-(E-avg+1..E).pt (default: the newest epoch)")
-    p.add_argument("--iter", dest="iteration", type=int, default=None,
-                   help=f"with {folder}: average checkpoint-STEP.pt up to ITER")
-    p.add_argument("--avg", type=int, default=1, help="checkpoints to average")
-    p.add_argument("--use-averaged-model", action="store_true",
-                   help=f"with {folder}: {USE_AVERAGED_MODEL_HELP} (the model mvqkd decode "
-                        "--use-averaged-model scores; the demo's)")
 
 
 @user_errors(2, ImportError)
@@ -123,7 +113,7 @@ def register(subparsers) -> None:
                           "--checkpoint exp/mvq/epoch-30.pt --out-dir exp/mvq/onnx")
     p.add_argument("--exp-dir", default=None, help="training folder (its newest epoch, or --epoch / --iter)")
     p.add_argument("--checkpoint", default=None, help="a single checkpoint file instead")
-    add_selection_options(p, "--exp-dir")
+    add_checkpoint_selection_options(p, "--exp-dir")
     p.add_argument("--bpe-model", default=None, help="tokenizer (default: the one in the checkpoint)")
     p.add_argument("--out-dir", required=True, help="output folder")
     p.add_argument("--int8", action="store_true", help="also write int8 (dynamic quantization) models")
@@ -141,7 +131,7 @@ def register(subparsers) -> None:
                           "  mvqkd transcribe --model exp/mvq/onnx --method modified_beam_search a.mp3")
     p.add_argument("files", nargs="+", help="audio files")
     p.add_argument("--model", required=True, help="checkpoint file, experiment folder or ONNX folder")
-    add_selection_options(p, "an experiment folder")
+    add_checkpoint_selection_options(p, "an experiment folder")
     p.add_argument("--bpe-model", default=None, help="tokenizer (default: the checkpoint's, or tokens.txt)")
     p.add_argument("--method", default="greedy_search", choices=["greedy_search", "modified_beam_search",
                                                                  "fast_beam_search"], help="search")

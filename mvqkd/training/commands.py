@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 
-from mvqkd.options import USE_AVERAGED_MODEL_HELP, add_options, add_parser, from_args, user_errors
+from mvqkd.options import (add_checkpoint_selection_options, add_options, add_parser, from_args,
+                           user_errors)
 from mvqkd.training.config import FinetuneConfig, TrainConfig
 
 logger = logging.getLogger("mvqkd.train")
@@ -115,7 +116,7 @@ def register(subparsers) -> None:
 
     p = add_parser(subparsers, "average-checkpoints", help="average student checkpoints into one model file",
                    description="Average the model weights of epoch-E.pt files (or checkpoint-STEP.pt "
-                               "with --iteration), or with --use-averaged-model write icefall's "
+                               "with --iter), or with --use-averaged-model write icefall's "
                                "averaged model of the same span (what mvqkd decode "
                                "--use-averaged-model decodes), into one file that mvqkd decode "
                                "--checkpoint, export-onnx and transcribe read.",
@@ -124,12 +125,7 @@ def register(subparsers) -> None:
                           "exp/mvq --epoch 30 --avg 5 --use-averaged-model --out "
                           "exp/mvq/epoch-30-avg-5-use-averaged-model.pt")
     p.add_argument("--exp-dir", required=True, help="the training's experiment directory")
-    p.add_argument("--epoch", type=int, default=None,
-                   help="last epoch to average (default: the newest epoch file)")
-    p.add_argument("--iter", "--iteration", dest="iteration", type=int, default=None,
-                   help="average checkpoint-STEP.pt files with STEP <= this instead")
-    p.add_argument("--avg", type=int, default=1, help="number of checkpoints to average")
-    p.add_argument("--use-averaged-model", action="store_true", help=f"write {USE_AVERAGED_MODEL_HELP}")
+    add_checkpoint_selection_options(p, "--exp-dir")
     p.add_argument("--out", required=True, help="output file")
     p.set_defaults(func=_average)
 
