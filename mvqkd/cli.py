@@ -30,6 +30,7 @@ COMMAND_MODULES = [
 #: own CPU kernels at AVX2, MKL's conditional numerical reproducibility mode at AVX2, and the
 #: AVX2 (Haswell) kernels of numpy's OpenBLAS (the PCA's SVD of ``reduce-embeddings``)
 PORTABLE_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT", "OPENBLAS_CORETYPE": "Haswell"}
+_portable_applied = False
 
 
 def portable_kernels() -> bool:
@@ -40,9 +41,13 @@ def portable_kernels() -> bool:
     Sets :data:`PORTABLE_ENV` and turns oneDNN and NNPACK off (their convolutions then run as
     torch's own im2col + MKL GEMM; NNPACK, which torch picks for a batch of 16 or more, is a
     separate kernel library whose sums round differently and which MKL's mode does not cover).
-    Must run before torch and numpy are imported; returns whether it applied."""
+    Must run before torch and numpy are imported; returns whether it applied (a second call in
+    the same process, e.g. a second ``main()``, is a no-op that returns True)."""
+    global _portable_applied
     if os.environ.get("MVQKD_PORTABLE_KERNELS", "0") in ("", "0"):
         return False
+    if _portable_applied:
+        return True
     for lib in ("torch", "numpy"):
         if lib in sys.modules:
             raise RuntimeError(f"MVQKD_PORTABLE_KERNELS=1 must take effect before {lib} is imported")
@@ -52,6 +57,7 @@ def portable_kernels() -> bool:
 
     torch.backends.mkldnn.enabled = False
     torch.backends.nnpack.set_flags(False)
+    _portable_applied = True
     logging.getLogger(__name__).info("portable CPU kernels: %s, oneDNN and NNPACK off",
                                      ", ".join(f"{k}={os.environ[k]}" for k in PORTABLE_ENV))
     return True

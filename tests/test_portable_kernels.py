@@ -99,6 +99,16 @@ def test_it_refuses_to_apply_after_torch_is_imported():
     assert out.returncode != 0 and "before numpy is imported" in out.stderr
 
 
+def test_a_second_call_in_the_same_process_is_a_no_op():
+    # e.g. mvqkd.cli.main() called twice from Python: the first call imported torch
+    code = ("import os\nos.environ['MVQKD_PORTABLE_KERNELS'] = '1'\n"
+            "from mvqkd.cli import portable_kernels\nfirst = portable_kernels()\nimport torch\n"
+            "print(first, portable_kernels(), torch.backends.mkldnn.enabled)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True", "False"]
+
+
 NNPACK = r"""
 from mvqkd.cli import portable_kernels
 applied = portable_kernels()
