@@ -43,15 +43,19 @@ def mvqkd(*args: str) -> None:
                    stdout=subprocess.DEVNULL, cwd=REPO)
 
 
-def measured(args: list[str]) -> tuple[float, float]:
-    """(seconds, peak RSS MiB) of `mvqkd ARGS` in a fresh process."""
+def measured(args: list[str], output: list | None = None) -> tuple[float, float]:
+    """(seconds, peak RSS MiB) of `mvqkd ARGS` in a fresh process; its stdout lines are appended
+    to ``output`` if given."""
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", RUSAGE, sys.executable, "-m", "mvqkd.cli", "--log-level",
                           "WARNING", *args], capture_output=True, text=True, check=False,
                          cwd=REPO)
-    res = json.loads(out.stdout.strip().splitlines()[-1])
+    *lines, last = out.stdout.rstrip("\n").split("\n")
+    res = json.loads(last)
     if res["rc"] != 0:
         raise RuntimeError(f"mvqkd {' '.join(args)} failed: {out.stderr.strip()[-500:]}")
+    if output is not None:
+        output.extend(lines)
     return time.perf_counter() - t0, res["maxrss_mib"]
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from mvqkd.decode.config import BEAM_SIZE, DecodeConfig
+from mvqkd.decode.config import BEAM_SIZE, MAX_SEGMENT_SECONDS, DecodeConfig
 from mvqkd.options import (add_checkpoint_selection_options, add_options, add_parser, from_args,
                            user_errors)
 
@@ -57,6 +57,8 @@ def _selected(args, path, device, bpe_model=None):
                  or args.use_averaged_model)
     if not selecting:
         return load_recogniser(path, bpe_model, device)
+    if path and not Path(path).exists():
+        raise FileNotFoundError(f"{path}: no such experiment folder (relative to {Path.cwd()})")
     if not path or not Path(path).is_dir():
         raise ValueError("--epoch / --iter / --avg / --use-averaged-model select checkpoints in an experiment "
                          f"folder, not in {path or 'nothing'} (a checkpoint file is used as it is)")
@@ -66,11 +68,14 @@ def _selected(args, path, device, bpe_model=None):
 
 @user_errors(2, ImportError)
 def _transcribe(args) -> int:
+    from mvqkd.decode.segments import check_max_segment_seconds
     from mvqkd.decode.transcribe import transcribe
 
+    check_max_segment_seconds(args.max_segment_seconds)
     model, sp = _selected(args, args.model, args.device, args.bpe_model)
     opts = {"beam_size": args.beam_size} if args.method == "modified_beam_search" else {}
-    for f, text, *times in transcribe(model, sp, args.files, args.method, args.device, args.timestamps, **opts):
+    for f, text, *times in transcribe(model, sp, args.files, args.method, args.device, args.timestamps,
+                                      args.max_segment_seconds, **opts):
         stamps = "\t" + " ".join(f"{piece}@{sec:.2f}" for piece, sec in times[0]) if times else ""
         print(f"{f}\t{text}{stamps}", flush=True)
     return 0
@@ -128,7 +133,9 @@ def register(subparsers) -> None:
                    epilog="examples:\n  mvqkd transcribe --model exp/mvq/epoch-30.pt a.flac b.wav\n"
                           "  mvqkd transcribe --model exp/mvq --epoch 30 --avg 5 --use-averaged-model a.flac\n"
                           "  mvqkd transcribe --model exp/mvq/onnx --timestamps a.flac\n"
-                          "  mvqkd transcribe --model exp/mvq/onnx --method modified_beam_search a.mp3")
+                          "  mvqkd transcribe --model exp/mvq/onnx --method modified_beam_search a.mp3\n"
+                          "  mvqkd transcribe --model exp/mvq/onnx --timestamps --max-segment-seconds 20 "
+                          "hour-long-meeting.opus")
     p.add_argument("files", nargs="+", help="audio files")
     p.add_argument("--model", required=True, help="checkpoint file, experiment folder or ONNX folder")
     add_checkpoint_selection_options(p, "an experiment folder")
@@ -138,6 +145,11 @@ def register(subparsers) -> None:
     p.add_argument("--beam-size", type=int, default=BEAM_SIZE, help="modified_beam_search's beam")
     p.add_argument("--device", default="cpu", help="torch device for checkpoints")
     p.add_argument("--timestamps", action="store_true", help="token start times (greedy_search only)")
+    p.add_argument("--max-segment-seconds", type=float, default=MAX_SEGMENT_SECONDS, metavar="S",
+                   help="a file up to S seconds is recognised whole; a longer one is cut at every pause "
+                        "(>= 0.2 s quiet, 50 ms before its end) and, where a stretch is still longer, at its "
+                        "quietest moments, and recognised segment by segment, in bounded memory; 0: the "
+                        "whole file at once (memory grows with the square of its length)")
     p.set_defaults(func=_transcribe)
 
     p = add_parser(subparsers, "summarize", help="the WER table of a demo run (markdown + PNG)",

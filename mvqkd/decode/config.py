@@ -15,6 +15,11 @@ METHODS = ("greedy_search", "modified_beam_search", "fast_beam_search")
 #: their defaults from here
 BEAM_SIZE = 4
 FAST_BEAM_DEFAULTS = {"beam": 4.0, "max_contexts": 4, "max_states": 8}
+#: ``mvqkd transcribe``: the longest stretch of a file the encoder sees at once (seconds); a
+#: longer file is cut at its quietest moments (:func:`mvqkd.decode.transcribe.segment_bounds`),
+#: so memory stays bounded (self-attention grows with the square of the length) and the model
+#: sees utterance-like inputs, as in training (LibriSpeech's are at most 35 s)
+MAX_SEGMENT_SECONDS = 30.0
 
 
 def method_list(values) -> list[str]:

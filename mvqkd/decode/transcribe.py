@@ -4,7 +4,9 @@ The model is a checkpoint file, an experiment folder (its newest epoch), or an O
 folder (``mvqkd export-onnx``: ``encoder.onnx``, ``decoder.onnx``, ``joiner.onnx``,
 ``tokens.txt``, run with onnxruntime). Audio in any format lhotse reads, any sampling rate
 (resampled to 16 kHz) and any number of channels (averaged); 80-bin fbank as in training;
-the same searches as ``mvqkd decode``.
+the same searches as ``mvqkd decode``. A file longer than ``max_segment_seconds`` is cut at
+its pauses into segments of at most that length (:mod:`mvqkd.decode.segments`), each
+recognised on its own: memory stays bounded whatever the length.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from mvqkd.conventions import (
     SAMPLE_RATE,
     SUBSAMPLING_FACTOR,
 )
+from mvqkd.decode.config import MAX_SEGMENT_SECONDS
+from mvqkd.decode.segments import check_max_segment_seconds, segment_bounds
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +43,9 @@ def load_audio(path) -> np.ndarray:
         audio = np.asarray(cut.load_audio(), dtype=np.float32)
     except Exception as e:  # decoders raise many kinds
         raise ValueError(f"{path}: cannot read audio ({type(e).__name__}: {e})") from e
-    return audio.mean(axis=0) if audio.ndim == 2 else audio.reshape(-1)
+    if audio.ndim == 2 and audio.shape[0] > 1:
+        return audio.mean(axis=0)
+    return audio.reshape(-1)  # a view: no copy of an hour-long file
 
 
 def fbank(samples: np.ndarray) -> torch.Tensor:
@@ -134,28 +140,41 @@ def load_recogniser(model_path, bpe_model=None, device="cpu", **selection):
     return model, sp
 
 
-def token_times(sp, hyp: list[int], frames: list[int]) -> list[tuple[str, float]]:
-    """(piece, start in seconds) per token: encoder frame x 4 fbank frames x 10 ms, as
-    sherpa-onnx reports its offline transducer's ``timestamps``."""
+def token_times(sp, hyp: list[int], frames: list[int], offset: float = 0.0) -> list[tuple[str, float]]:
+    """(piece, start in seconds) per token: ``offset`` + encoder frame x 4 fbank frames x 10 ms,
+    as sherpa-onnx reports its offline transducer's ``timestamps``."""
     step = FBANK_FRAME_SHIFT * SUBSAMPLING_FACTOR
-    return [(sp.id_to_piece(int(y)), round(t * step, 3)) for y, t in zip(hyp, frames)]
+    return [(sp.id_to_piece(int(y)), round(offset + t * step, 3)) for y, t in zip(hyp, frames)]
 
 
 @torch.no_grad()
 def transcribe(model, sp, files, method: str = "greedy_search", device="cpu", timestamps: bool = False,
-               **search_opts):
+               max_segment_seconds: float = MAX_SEGMENT_SECONDS, **search_opts):
     """Yield ``(file, text)`` for every audio file, one at a time; with ``timestamps`` (greedy
-    search only) ``(file, text, [(piece, seconds), ...])``."""
+    search only) ``(file, text, [(piece, seconds), ...])``. A file longer than
+    ``max_segment_seconds`` is recognised segment by segment (:func:`segment_bounds`): the
+    segments' texts joined by a space, their token times counted from the file's start."""
     from mvqkd.decode.search import greedy_search, search
 
     if timestamps and method != "greedy_search":
         raise ValueError(f"timestamps come from greedy_search only, not {method}")
+    check_max_segment_seconds(max_segment_seconds)
     for f in files:
-        feats = fbank(load_audio(f)).unsqueeze(0).to(device)
-        enc, lens = model.encode(feats, torch.tensor([feats.shape[1]], device=device))
-        if timestamps:
-            (hyp,), (frames,) = greedy_search(model, enc, lens, return_frames=True)
-            yield str(f), sp.decode(hyp), token_times(sp, hyp, frames)
-        else:
-            (hyp,) = search(method, model, enc, lens, **search_opts)
-            yield str(f), sp.decode(hyp)
+        samples = load_audio(f)
+        bounds = segment_bounds(samples, max_segment_seconds)
+        if len(bounds) > 1:
+            logger.info("%s: %.1f s, recognised in %d segments cut at its pauses, each at most %g s "
+                        "(--max-segment-seconds)", f, len(samples) / SAMPLE_RATE, len(bounds),
+                        max_segment_seconds)
+        texts, times = [], []
+        for start, end in bounds:
+            feats = fbank(samples[start:end]).unsqueeze(0).to(device)
+            enc, lens = model.encode(feats, torch.tensor([feats.shape[1]], device=device))
+            if timestamps:
+                (hyp,), (frames,) = greedy_search(model, enc, lens, return_frames=True)
+                times += token_times(sp, hyp, frames, offset=start / SAMPLE_RATE)
+            else:
+                (hyp,) = search(method, model, enc, lens, **search_opts)
+            texts.append(sp.decode(hyp))
+        text = " ".join(t for t in texts if t)
+        yield (str(f), text, times) if timestamps else (str(f), text)

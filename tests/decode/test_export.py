@@ -121,6 +121,56 @@ def test_token_timestamps_match_sherpa_onnx(student, capsys):
                 files[0]]) == 2
 
 
+def test_long_files_are_recognised_segment_by_segment(student, tmp_path, capsys):
+    """A file longer than --max-segment-seconds: its text is its segments' texts, each segment
+    recognised as a file of its own (written out, transcribed whole), joined by a space; its
+    token times are the segments' plus their start times; the encoder never sees more than
+    the limit. The same from the ONNX export."""
+    import numpy as np
+
+    from mvqkd.decode.segments import segment_bounds
+    from mvqkd.decode.transcribe import load_audio, load_recogniser, transcribe
+
+    ckpt, onnx_dir, test_cuts = student
+    cuts = CutSet.from_file(test_cuts)
+    gap = np.zeros(8000, dtype=np.float32)  # 0.5 s of silence between utterances
+    samples = np.concatenate([x for c in cuts for x in (c.load_audio()[0].astype(np.float32), gap)])
+    assert len(samples) > 3 * 4 * 16000  # several segments of at most 4 s
+    long = tmp_path / "long.wav"
+    sf.write(long, samples, 16000, subtype="FLOAT")
+    bounds = segment_bounds(load_audio(long), 4)
+    assert len(bounds) >= 3
+    pieces = []
+    for i, (start, end) in enumerate(bounds):
+        pieces.append(str(tmp_path / f"piece{i}.wav"))
+        sf.write(pieces[-1], samples[start:end], 16000, subtype="FLOAT")
+    for model in (ckpt, onnx_dir):
+        assert cli(["transcribe", "--model", str(model), "--timestamps", "--max-segment-seconds", "0", *pieces]) == 0
+        parts = [line.split("\t") for line in capsys.readouterr().out.rstrip("\n").split("\n")]
+        assert cli(["transcribe", "--model", str(model), "--timestamps", "--max-segment-seconds", "4", str(long)]) == 0
+        whole = capsys.readouterr().out.rstrip("\n").split("\t")
+        assert whole[1] == " ".join(p[1] for p in parts if p[1])
+        assert any(p[1] for p in parts) and len({p[1] for p in parts}) > 1  # a non-trivial comparison
+        expected = [(piece, float(t) + start / 16000) for p, (start, _) in zip(parts, bounds) if len(p) > 2
+                    for piece, _, t in (s.rpartition("@") for s in p[2].split())]
+        got = [s.rpartition("@") for s in whole[2].split()]
+        assert [p for p, _, _ in got] == [p for p, _ in expected]
+        assert [float(t) for _, _, t in got] == pytest.approx([t for _, t in expected], abs=0.006)
+    model, sp = load_recogniser(ckpt)
+    seen = []
+
+    class Spy:  # the model, with the length of every encoder input recorded
+        def __getattr__(self, name):
+            return getattr(model, name)
+
+        def encode(self, x, x_lens):
+            seen.append(x.shape[1])
+            return model.encode(x, x_lens)
+
+    list(transcribe(Spy(), sp, [long], max_segment_seconds=4))
+    assert len(seen) == len(bounds) and max(seen) <= 400  # 10 ms fbank frames
+
+
 def test_int8_export_is_smaller_and_loads(student):
     _, onnx_dir, _ = student
     for k in ("encoder", "decoder", "joiner"):

@@ -200,3 +200,6 @@ def test_transcribe_selects_checkpoints_like_decode(data, averaged_run, tmp_path
     assert cli(["export-onnx", "--exp-dir", str(averaged_run), "--out-dir", str(tmp_path / "onnx")]) == 0
     assert cli(["transcribe", "--model", str(tmp_path / "onnx"), "--epoch", "2", audio]) == 2
     assert "is an ONNX export: checkpoint options do not apply" in caplog.text
+    # a folder that does not exist is named as missing, with the folder it was looked for in
+    assert cli(["transcribe", "--model", str(tmp_path / "nope"), "--use-averaged-model", audio]) == 2
+    assert f"{tmp_path / 'nope'}: no such experiment folder (relative to" in caplog.text
