@@ -113,6 +113,7 @@ def prepare_training_cuts(
     num_codebooks: int | None = None,
     name: str = "train",
     skip_bad_indexes: bool = False,
+    max_duration: float | None = None,
 ):
     """Validate and filter ``cuts`` for training; returns ``(eager CutSet, FilterStats)``.
 
@@ -127,6 +128,10 @@ def prepare_training_cuts(
         quantizer_id, num_codebooks: expected ``codebook_indexes_info`` values; when None the
             values of the first cut are recorded and every other cut must match them.
         name: used in log lines.
+        max_duration: drop (and count, with a warning naming some) cuts longer than this: a
+            batch holds at most ``--max-duration`` seconds, and lhotse's sampler would give a
+            longer cut a batch of its own, past that budget (an hour-long recording: an
+            out-of-memory error in the middle of an epoch).
 
     Raises:
         ValueError: naming the cut, for a missing KD field (without ``skip_missing_indexes``),
@@ -137,9 +142,13 @@ def prepare_training_cuts(
     fld = kd_field(kd)
     expected = {"quantizer_id": quantizer_id, "num_codebooks": num_codebooks}
     stats = FilterStats()
-    kept = []
+    kept, too_long = [], []
     for cut in cuts:
         stats.total += 1
+        if max_duration is not None and cut.duration > max_duration:
+            stats.dropped[f"longer than --max-duration {max_duration:g} s"] += 1
+            too_long.append(f"{cut.id} ({cut.duration:.1f} s)")
+            continue
         text = cut_text(cut)
         if not text:
             stats.dropped["empty transcript"] += 1
@@ -166,10 +175,22 @@ def prepare_training_cuts(
     if fld is not None:
         kept = _drop_missing_files(kept, fld, name, skip_bad_indexes, stats)
     stats.kept = len(kept)
+    warn_too_long(name, too_long, max_duration)
     logger.info("%s cuts: %s", name, stats.summary())
     if not kept:
         raise ValueError(f"{name} cuts: nothing left after filtering ({stats.summary()})")
     return CutSet.from_cuts(kept), stats
+
+
+def warn_too_long(name: str, too_long: list[str], max_duration: float | None) -> None:
+    """The warning for cuts left out for being longer than a batch (``too_long``: their
+    descriptions, e.g. ``"id (3600.0 s)"``); nothing when there are none."""
+    if too_long:
+        more = f" and {len(too_long) - 5} more" if len(too_long) > 5 else ""
+        logger.warning("%s cuts: %d longer than --max-duration %g s are not used (%s%s): a batch "
+                       "holds at most --max-duration seconds; cut long recordings into utterances "
+                       "(with their transcripts), or raise --max-duration",
+                       name, len(too_long), max_duration, ", ".join(too_long[:5]), more)
 
 
 def _drop_missing_files(cuts: list, fld: str, name: str, skip: bool, stats) -> list:

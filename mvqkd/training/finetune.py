@@ -162,6 +162,24 @@ def _train(run: _Run, cfg: FinetuneConfig, train_cuts, dev_cuts, out: Path, moni
                         best_wer=run.best, history=run.history)
 
 
+def _fitting(cuts, max_duration: float):
+    """``cuts`` without those longer than a batch (``--max-duration``), which lhotse's sampler
+    would train alone, past the budget; warned about by name. ``cuts`` itself if none is."""
+    from lhotse import CutSet
+
+    from mvqkd.data.dataset import warn_too_long
+
+    keep, too_long = [], []
+    for c in cuts:
+        (keep if c.duration <= max_duration else too_long).append(c)
+    if not too_long:
+        return cuts
+    warn_too_long("train", [f"{c.id} ({c.duration:.1f} s)" for c in too_long], max_duration)
+    if not keep:
+        raise ValueError(f"train cuts: every cut is longer than --max-duration {max_duration:g} s")
+    return CutSet.from_cuts(keep)
+
+
 def finetune_teacher(train_cuts, dev_cuts, out_dir: str | Path, **options) -> Path:
     """Train a character-CTC ``HubertForCTC`` and keep the best-by-dev-WER model in ``out_dir``.
 
@@ -182,7 +200,7 @@ def finetune_teacher(train_cuts, dev_cuts, out_dir: str | Path, **options) -> Pa
     monitor = TrainMonitor(out, DistInfo(device=torch.device(cfg.device)), tensorboard=False)
     try:
         monitor.log_start(cfg)
-        train_cuts = as_cutset(train_cuts, "train cuts")
+        train_cuts = _fitting(as_cutset(train_cuts, "train cuts"), cfg.max_duration)
         dev_cuts = as_cutset(dev_cuts, "dev cuts")
         vocab = vocabulary()
         for c in train_cuts:  # fail before training on a transcript the vocabulary cannot spell

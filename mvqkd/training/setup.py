@@ -122,6 +122,7 @@ def _load_cuts(path, sp, cfg: TrainConfig, name: str, expected=None, kd=None):
         skip_missing_indexes=cfg.skip_missing_indexes, skip_bad_indexes=cfg.skip_bad_indexes,
         quantizer_id=expected.get("quantizer_id", cfg.quantizer_id),
         num_codebooks=expected.get("num_codebooks", cfg.num_codebooks), name=name,
+        max_duration=cfg.max_duration,
     )
     if kd in FLOAT_KD_MODES:
         stats.kd_dim = int(next(iter(cuts)).custom[kd_field(kd)].shape[1])

@@ -43,6 +43,30 @@ def test_empty_and_too_long_transcripts_filtered_with_counts(data, caplog):
     assert "dropped empty transcript: 1" in caplog.text
 
 
+def test_cuts_longer_than_a_batch_are_dropped_with_counts_and_names(data, caplog):
+    """lhotse's sampler gives a cut longer than --max-duration a batch of its own (checked
+    here: it does), past the budget: such cuts are dropped before training, counted, named."""
+    from mvqkd.data.sampling import build_sampler
+
+    _, cuts, sp = data
+    cuts = list(cuts)
+    longest = max(c.duration for c in cuts)
+    limit = sorted(c.duration for c in cuts)[-3]  # the two longest cuts exceed it
+    assert limit < longest
+    over = sorted(c.id for c in cuts if c.duration > limit)
+    assert len(over) == 2
+    batches = list(build_sampler(CutSet.from_cuts(cuts), limit, False, 0, 1, 0))
+    assert any(sum(c.duration for c in b) > limit for b in batches)  # what the filter prevents
+    with caplog.at_level(logging.INFO, logger="mvqkd"):
+        kept, stats = prepare_training_cuts(CutSet.from_cuts(cuts), sp, kd="mvq", max_duration=limit)
+    assert stats.kept == len(kept) == len(cuts) - 2
+    assert stats.dropped == {f"longer than --max-duration {limit:g} s": 2}
+    assert all(c.duration <= limit for c in kept)
+    assert all(cid in caplog.text for cid in over) and "raise --max-duration" in caplog.text
+    kept, stats = prepare_training_cuts(CutSet.from_cuts(cuts), sp, kd="mvq", max_duration=longest)
+    assert stats.kept == len(cuts)  # a cut exactly at the limit fits
+
+
 def test_missing_indexes_error_names_cut_or_skip_counts(data):
     _, cuts, sp = data
     cuts = list(cuts)

@@ -173,3 +173,25 @@ def test_demo_sizes_have_their_documented_shapes(size, dim, layers):
     assert len(out.hidden_states) == layers + 1
     assert out.hidden_states[-1].shape == (1, 49, dim)
     assert out.logits.shape == (1, 49, len(V))
+
+
+def test_cuts_longer_than_a_batch_are_left_out_by_name(prepared_data, tmp_path, caplog):
+    """A cut longer than --max-duration would get a batch of its own, past the budget: it is
+    left out with a warning naming it; with every cut too long, a clear error."""
+    import logging
+
+    from lhotse import CutSet
+
+    from mvqkd.training.finetune import _fitting
+
+    cuts = CutSet.from_file(prepared_data / "fbank/librispeech_cuts_dev-clean.jsonl.gz")
+    durations = sorted(c.duration for c in cuts)
+    limit = durations[-2]  # only the longest cut exceeds it
+    longest = next(c for c in cuts if c.duration > limit)
+    with caplog.at_level(logging.WARNING, logger="mvqkd"):
+        kept = _fitting(cuts, limit)
+    assert sorted(c.id for c in kept) == sorted(c.id for c in cuts if c.id != longest.id)
+    assert longest.id in caplog.text and "--max-duration" in caplog.text
+    assert _fitting(cuts, durations[-1]) is cuts  # nothing too long: the same set
+    with pytest.raises(ValueError, match="every cut is longer than --max-duration"):
+        finetune_teacher(cuts, cuts, tmp_path, size="tiny", max_steps=1, max_duration=durations[0] / 2)
