@@ -31,8 +31,8 @@ class TrainConfig:
     valid_every: int = opt(1, "validation loss on --valid-cuts after every N-th epoch and after the "
                               "last one; 0: after the last epoch only (it changes no model: "
                               "validation draws no random numbers)", group="data")
-    max_duration: float = opt(200.0, "seconds of audio per batch (lhotse DynamicBucketingSampler)",
-                              group="data")
+    max_duration: float = opt(200.0, "seconds of audio per batch (lhotse DynamicBucketingSampler); "
+                                     "longer cuts are left out, with a warning naming them", group="data")
     num_buckets: int = opt(30, "duration buckets of the sampler", group="data")
     num_workers: int = opt(2, "DataLoader worker processes", group="data")
     on_the_fly_feats: bool = opt(False, "compute 80-bin fbank from the audio instead of reading "
@@ -186,7 +186,8 @@ class FinetuneConfig:
                     choices=list(TEACHER_SIZES))
     init_from: str | None = opt(None, "fine-tune this HF checkpoint directory (HuBERT/wav2vec2 "
                                       "layout) instead of random init")
-    max_duration: float = opt(25.0, "seconds of audio per batch")
+    max_duration: float = opt(25.0, "seconds of audio per batch; longer cuts are left out, with a "
+                                    "warning naming them")
     num_epochs: int = opt(1, "epochs over --train-cuts")
     max_steps: int | None = opt(None, "optimizer steps in total; the learning-rate schedule ends "
                                       "here (the reproducible way to bound training)")
