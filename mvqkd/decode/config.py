@@ -20,6 +20,9 @@ FAST_BEAM_DEFAULTS = {"beam": 4.0, "max_contexts": 4, "max_states": 8}
 #: so memory stays bounded (self-attention grows with the square of the length) and the model
 #: sees utterance-like inputs, as in training (LibriSpeech's are at most 35 s)
 MAX_SEGMENT_SECONDS = 30.0
+#: ``mvqkd decode``: the same for a cut (a test set's cuts are utterances, and LibriSpeech's,
+#: at most 35 s, are never cut; a cut of a whole lecture or meeting is)
+DECODE_MAX_SEGMENT_SECONDS = 60.0
 
 
 def method_list(values) -> list[str]:
@@ -66,6 +69,10 @@ class DecodeConfig:
                           "frame; with the trivial graph a state is a context, so "
                           "min(--max-contexts, --max-states) applies")
     max_duration: float = opt(300.0, "seconds of audio per decoding batch")
+    max_segment_seconds: float = opt(DECODE_MAX_SEGMENT_SECONDS,
+                                     "a cut with audio longer than this is cut at its pauses into "
+                                     "segments of at most this length, decoded one by one and joined "
+                                     "(bounded memory for hour-long cuts); 0: every cut whole")
     device: str = opt("cpu", "torch device, e.g. cpu or cuda:0")
     out_dir: str | None = opt(None, "where the result files go (default: EXP_DIR/METHOD)")
     cer: bool = opt(False, "also write the character error rate (errs-cer-*, cer-summary-*)")
@@ -78,6 +85,9 @@ class DecodeConfig:
         if self.use_averaged_model and self.checkpoint:
             raise ValueError("--use-averaged-model reads two checkpoints of --exp-dir (their running "
                              "means); it cannot be used with --checkpoint")
+        from mvqkd.decode.segments import check_max_segment_seconds
+
+        check_max_segment_seconds(self.max_segment_seconds)
         if self.checkpoint and not Path(self.checkpoint).is_file():
             raise FileNotFoundError(f"--checkpoint not found: {self.checkpoint}")
         names = [n for n, _ in self.cuts]

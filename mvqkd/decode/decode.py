@@ -2,7 +2,9 @@
 
 Cuts may carry precomputed fbank or only audio (80-bin fbank is then computed on the fly,
 as in training), and one or more supervisions (their texts joined are the reference) or
-none (untranscribed: recognition only, no error statistics).
+none (untranscribed: recognition only, no error statistics). A cut with audio longer than
+``max_segment_seconds`` is decoded in segments cut at its pauses (:func:`split_long_cuts`),
+its hypothesis the segments' joined.
 
 :func:`run_decode` is ``mvqkd decode``: for each method it writes, under ``OUT_DIR``
 (default ``EXP_DIR/<method>``), icefall's files for every set, named with the setting
@@ -20,7 +22,7 @@ import torch
 
 from mvqkd.data.cuts import load_cuts
 from mvqkd.data.dataset import KDDataset, cut_text
-from mvqkd.decode.config import BEAM_SIZE, FAST_BEAM_DEFAULTS, DecodeConfig
+from mvqkd.decode.config import BEAM_SIZE, DECODE_MAX_SEGMENT_SECONDS, FAST_BEAM_DEFAULTS, DecodeConfig
 from mvqkd.decode.search import SEARCH_METHODS, search
 from mvqkd.logs import FileLog, progress_bar
 
@@ -40,6 +42,45 @@ def make_loader(cuts, sp, max_duration: float):
                                        num_workers=0)
 
 
+def split_long_cuts(cuts, max_segment_seconds: float = DECODE_MAX_SEGMENT_SECONDS):
+    """``(cuts, parts)``: ``cuts`` with every cut that has audio and is longer than
+    ``max_segment_seconds`` replaced by its segments (:func:`mvqkd.decode.segments.segment_bounds`
+    on its audio, channels averaged; ids ``<cut id>_seg<k>``, no supervisions), and ``parts``:
+    {cut id: its segment ids in order} for the cuts that were split."""
+    from lhotse import CutSet
+    from lhotse.utils import fastcopy
+
+    from mvqkd.decode.segments import segment_bounds
+
+    out, parts = [], {}
+    for c in cuts:
+        if not max_segment_seconds or c.duration <= max_segment_seconds or not c.has_recording:
+            out.append(c)
+            continue
+        audio = c.load_audio()
+        bounds = segment_bounds(audio.mean(axis=0) if audio.shape[0] > 1 else audio[0], max_segment_seconds,
+                                c.sampling_rate)
+        parts[c.id] = []
+        for k, (start, end) in enumerate(bounds):
+            seg = c.truncate(offset=start / c.sampling_rate, duration=(end - start) / c.sampling_rate,
+                             preserve_id=True).drop_supervisions()
+            out.append(fastcopy(seg, id=f"{c.id}_seg{k}"))
+            parts[c.id].append(out[-1].id)
+        logger.info("cut %s: %.1f s, decoded in %d segments cut at its pauses (--max-segment-seconds %g)",
+                    c.id, c.duration, len(bounds), max_segment_seconds)
+    return CutSet.from_cuts(out), parts
+
+
+def _joined(results: list, parts: dict, refs: dict) -> list:
+    """``results`` with each split cut's segment results replaced by one result: the cut's
+    reference and its segments' hypotheses in order."""
+    hyps = {cid: hyp for cid, _, hyp in results}
+    segment_ids = {s for ids in parts.values() for s in ids}
+    joined = [r for r in results if r[0] not in segment_ids]
+    joined += [(cid, refs[cid], [w for s in ids for w in hyps[s]]) for cid, ids in parts.items()]
+    return joined
+
+
 @torch.no_grad()
 def decode_batch(model, batch: dict, refs: dict, sp, method: str, beam_size: int, device,
                  **search_opts) -> list[Result]:
@@ -52,7 +93,8 @@ def decode_batch(model, batch: dict, refs: dict, sp, method: str, beam_size: int
 
 
 def decode_dataset(model, cuts, sp, method: str = "greedy_search", beam_size: int = BEAM_SIZE,
-                   max_duration: float = 300.0, device="cpu", **search_opts) -> list[Result]:
+                   max_duration: float = 300.0, device="cpu", *,
+                   max_segment_seconds: float = DECODE_MAX_SEGMENT_SECONDS, **search_opts) -> list[Result]:
     """Decode every cut; returns ``[(cut_id, ref_words | None, hyp_words)]`` in icefall's order
     (sorted; duplicate cut ids by reference, then hypothesis).
 
@@ -64,6 +106,8 @@ def decode_dataset(model, cuts, sp, method: str = "greedy_search", beam_size: in
       beam_size: beam for modified_beam_search.
       max_duration: seconds of audio per batch.
       device: torch device.
+      max_segment_seconds: a longer cut with audio is decoded in segments (:func:`split_long_cuts`;
+        0: every cut whole).
       search_opts: ``beam``, ``max_contexts``, ``max_states`` of fast_beam_search.
     """
     if method not in SEARCH_METHODS:
@@ -80,15 +124,18 @@ def decode_dataset(model, cuts, sp, method: str = "greedy_search", beam_size: in
         if not c.has_features and not c.has_recording:
             raise ValueError(f"cut {c.id!r} has neither features nor audio: nothing to decode")
     refs = {c.id: (cut_text(c).split() if c.supervisions else None) for c in cuts}
+    pieces, parts = split_long_cuts(cuts, max_segment_seconds)
+    refs.update((s, None) for ids in parts.values() for s in ids)
     model.eval()
     results = []
-    with progress_bar(f"decode ({method})", total=len(cuts), unit="cut") as bar:
-        for batch in make_loader(cuts, sp, max_duration):
+    with progress_bar(f"decode ({method})", total=len(pieces), unit="cut") as bar:
+        for batch in make_loader(pieces, sp, max_duration):
             out = decode_batch(model, batch, refs, sp, method, beam_size, device, **search_opts)
             results.extend(out)
             bar.update(len(out))
-    if len(results) != len(cuts):
-        raise RuntimeError(f"decoded {len(results)} cuts but the set has {len(cuts)}")
+    if len(results) != len(pieces):
+        raise RuntimeError(f"decoded {len(results)} cuts but the set has {len(pieces)}")
+    results = _joined(results, parts, refs)
     return sorted(results, key=lambda r: (r[0], r[1] or [], r[2]))
 
 
@@ -118,7 +165,8 @@ def suffix(checkpoint_label: str, method: str, beam_size: int = BEAM_SIZE, conte
 
 def decode_and_score(model, cut_sets: dict, sp, out_dir, method: str = "greedy_search",
                      beam_size: int = BEAM_SIZE, max_duration: float = 300.0, device="cpu",
-                     file_suffix: str | None = None, cer: bool = False, **search_opts) -> dict:
+                     file_suffix: str | None = None, cer: bool = False,
+                     max_segment_seconds: float = DECODE_MAX_SEGMENT_SECONDS, **search_opts) -> dict:
     """Decode each named cut set and write its result files to ``out_dir``
     (:func:`mvqkd.decode.results.write_results`). Returns {set name: WER % (None when
     untranscribed)}."""
@@ -128,7 +176,8 @@ def decode_and_score(model, cut_sets: dict, sp, out_dir, method: str = "greedy_s
     wers = {}
     for name, cuts in cut_sets.items():
         logger.info("decoding %s with %s", name, key)
-        results = decode_dataset(model, cuts, sp, method, beam_size, max_duration, device, **search_opts)
+        results = decode_dataset(model, cuts, sp, method, beam_size, max_duration, device,
+                                 max_segment_seconds=max_segment_seconds, **search_opts)
         wers[name] = write_results(out_dir, name, key, results, file_suffix, cer=cer)
         if wers[name] is not None:
             logger.info("%s: WER %.2f%% (%s)", name, wers[name], Path(out_dir))
@@ -183,5 +232,6 @@ def run_decode(cfg: DecodeConfig) -> dict[str, dict[str, float]]:
             out[method] = decode_and_score(model, dict(cfg.cuts), sp, out_dir, method=method,
                                            beam_size=cfg.beam_size, max_duration=cfg.max_duration,
                                            device=cfg.device, file_suffix=sfx, cer=cfg.cer,
+                                           max_segment_seconds=cfg.max_segment_seconds,
                                            **cfg.search_opts())
     return out

@@ -171,6 +171,48 @@ def test_long_files_are_recognised_segment_by_segment(student, tmp_path, capsys)
     assert len(seen) == len(bounds) and max(seen) <= 400  # 10 ms fbank frames
 
 
+def test_decode_splits_long_cuts_like_transcribe(student, tmp_path):
+    """mvqkd decode on a cut longer than --max-segment-seconds: its hypothesis is its
+    segments' (each decoded as a cut of its own) joined, scored against the whole cut's
+    reference; short cuts and --max-segment-seconds 0 decode whole, as before."""
+    import numpy as np
+    from lhotse import Recording, SupervisionSegment
+
+    from mvqkd.decode.decode import decode_dataset
+    from mvqkd.decode.segments import segment_bounds
+    from mvqkd.decode.transcribe import load_recogniser
+
+    ckpt, _, test_cuts = student
+    model, sp = load_recogniser(ckpt)
+    cuts = CutSet.from_file(test_cuts)
+    gap = np.zeros(8000, dtype=np.float32)
+    samples = np.concatenate([x for c in cuts for x in (c.load_audio()[0].astype(np.float32), gap)])
+    sf.write(tmp_path / "long.wav", samples, 16000, subtype="FLOAT")
+    text = " ".join(c.supervisions[0].text for c in cuts)
+    rec = Recording.from_file(tmp_path / "long.wav", recording_id="long")
+    long = rec.to_cut()
+    long.supervisions = [SupervisionSegment("long", "long", 0, rec.duration, text=text)]
+    short = [c.drop_features() for c in cuts if c.duration <= 4]
+    assert short
+    both = CutSet.from_cuts([long, *short])
+    got = {cid: (ref, hyp) for cid, ref, hyp in decode_dataset(model, both, sp, max_segment_seconds=4)}
+    pieces = []
+    for k, (start, end) in enumerate(segment_bounds(samples, 4)):
+        sf.write(tmp_path / f"p{k}.wav", samples[start:end], 16000, subtype="FLOAT")
+        pieces.append(Recording.from_file(tmp_path / f"p{k}.wav", recording_id=f"p{k:03d}").to_cut())
+    assert len(pieces) >= 3
+    alone = {cid: hyp for cid, _, hyp in decode_dataset(model, CutSet.from_cuts(pieces), sp)}
+    assert got["long"] == (text.split(), [w for k in range(len(pieces)) for w in alone[f"p{k:03d}"]])
+    assert len({tuple(h) for h in alone.values()}) > 1 and got["long"][1]  # non-trivial
+    whole = {cid: (ref, hyp) for cid, ref, hyp in decode_dataset(model, both, sp, max_segment_seconds=0)}
+    assert whole["long"][0] == text.split() and whole["long"][1] != got["long"][1]
+    assert set(got) == set(whole) == {"long", *(c.id for c in short)}
+    from mvqkd.decode.decode import split_long_cuts
+
+    split, parts = split_long_cuts(both, 4)  # short cuts are left as they are
+    assert list(parts) == ["long"] and [c.id for c in split if not c.id.startswith("long")] == [c.id for c in short]
+
+
 def test_int8_export_is_smaller_and_loads(student):
     _, onnx_dir, _ = student
     for k in ("encoder", "decoder", "joiner"):
