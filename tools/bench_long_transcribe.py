@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
+from mvqkd.conventions import SAMPLE_RATE as SR
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools"))
 from bench_long_audio import measured  # noqa: E402
-
-SR = 16000
 
 
 def long_files(cuts, minutes: float, out: Path) -> tuple[list[str], list[list[str]], list[str], list[list[str]]]:
