@@ -1,10 +1,10 @@
-"""Where ``mvqkd transcribe`` cuts a long recording (numpy only).
+"""Where ``mvqkd transcribe`` cuts a long file, and ``mvqkd decode`` a long cut (numpy only).
 
-A file longer than ``--max-segment-seconds`` is cut at every pause, shortly before its end, as
-a VAD would (sherpa-onnx users cut long files with one before its offline recogniser), so
-that each segment is utterance-like, as in training; a stretch between pauses that is still longer than
-the limit is cut at its quietest moments. A file up to the limit is recognised whole, as
-``mvqkd decode`` recognises a cut.
+A recording longer than ``--max-segment-seconds`` is cut at every pause, shortly before its
+end, as a VAD would (sherpa-onnx users cut long files with one before its offline
+recogniser), so that each segment is utterance-like, as in training; a stretch between
+pauses that is still longer than the limit is cut at its quietest moments. A recording up to
+the limit is recognised whole.
 
 Loudness is measured on 25 ms frames every 10 ms (the fbank's): a frame is *quiet* when its
 mean square, in decibels, lies in the lower third of the range from the file's quiet level
