@@ -189,7 +189,8 @@ def warn_too_long(name: str, too_long: list[str], max_duration: float | None) ->
         more = f" and {len(too_long) - 5} more" if len(too_long) > 5 else ""
         logger.warning("%s cuts: %d longer than --max-duration %g s are not used (%s%s): a batch "
                        "holds at most --max-duration seconds; cut long recordings into utterances "
-                       "(with their transcripts), or raise --max-duration",
+                       "with their transcripts (a Kaldi data dir with a 'segments' file: mvqkd "
+                       "make-cuts KALDI_DIR), or raise --max-duration",
                        name, len(too_long), max_duration, ", ".join(too_long[:5]), more)
 
 
