@@ -106,9 +106,13 @@ def test_silence_at_the_ends_and_short_files_are_not_cut():
 
 
 @pytest.mark.parametrize("value", [2, -1, float("nan")])
-def test_unusable_limits_are_refused_by_name(value):
+def test_unusable_limits_are_refused_by_name(value, tmp_path):
+    from mvqkd.decode.config import DecodeConfig
+
     with pytest.raises(ValueError, match="--max-segment-seconds"):
         segment_bounds(np.zeros(SR * 100, dtype=np.float32), value)
+    with pytest.raises(ValueError, match="--max-segment-seconds"):  # decode: before any model loads
+        DecodeConfig(cuts=[("a", "a.jsonl.gz")], exp_dir=str(tmp_path), max_segment_seconds=value).check()
 
 
 @pytest.mark.parametrize("win,hop,chunk", [(400, 160, 1 << 20), (400, 160, 1000), (1600, 160, 777), (400, 160, 1)])
