@@ -52,7 +52,7 @@ def split_long_cuts(cuts, max_segment_seconds: float = DECODE_MAX_SEGMENT_SECOND
 
     from mvqkd.decode.segments import segment_bounds
 
-    out, parts = [], {}
+    out, parts, ids = [], {}, {c.id for c in cuts}
     for c in cuts:
         if not max_segment_seconds or c.duration <= max_segment_seconds or not c.has_recording:
             out.append(c)
@@ -61,6 +61,11 @@ def split_long_cuts(cuts, max_segment_seconds: float = DECODE_MAX_SEGMENT_SECOND
         bounds = segment_bounds(audio.mean(axis=0) if audio.shape[0] > 1 else audio[0], max_segment_seconds,
                                 c.sampling_rate)
         parts[c.id] = []
+        taken = sorted(ids & {f"{c.id}_seg{k}" for k in range(len(bounds))})
+        if taken:
+            raise ValueError(f"cut {c.id} is split into segments named {c.id}_seg<k>, but the set already "
+                             f"has cuts named {', '.join(taken)}: rename them, or decode with "
+                             "--max-segment-seconds 0")
         for k, (start, end) in enumerate(bounds):
             seg = c.truncate(offset=start / c.sampling_rate, duration=(end - start) / c.sampling_rate,
                              preserve_id=True).drop_supervisions()

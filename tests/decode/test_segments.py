@@ -123,3 +123,21 @@ def test_windowed_power_is_the_mean_square_of_every_window(win, hop, chunk):
     want = [np.mean(np.square(x[i:i + win], dtype=np.float64)) for i in range(0, len(x) - win + 1, hop)]
     np.testing.assert_allclose(windowed_power(x, win, hop, chunk), want, rtol=1e-9)
     assert len(windowed_power(x[:win - 1], win, hop)) == 0 and len(windowed_power(x[:win], win, hop)) == 1
+
+
+def test_decode_refuses_segment_names_the_set_already_has():
+    from lhotse import CutSet
+    from lhotse.testing.dummies import dummy_cut
+    from lhotse.utils import fastcopy
+
+    from mvqkd.decode.decode import split_long_cuts
+
+    long = fastcopy(dummy_cut(0, duration=70.0, with_data=True), id="talk")
+    short = dummy_cut(1, duration=5.0, with_data=True)
+    pieces, parts = split_long_cuts(CutSet.from_cuts([long, short]), 30)
+    assert list(parts) == ["talk"] and len(parts["talk"]) >= 3
+    assert [c.id for c in pieces] == [*parts["talk"], short.id]
+    assert sum(c.duration for c in pieces if c.id != short.id) == pytest.approx(70.0, abs=1e-3)
+    clash = fastcopy(short, id="talk_seg1")
+    with pytest.raises(ValueError, match="talk_seg1: rename them"):
+        split_long_cuts(CutSet.from_cuts([long, clash]), 30)
