@@ -147,7 +147,7 @@ def prepare_training_cuts(
         stats.total += 1
         if max_duration is not None and cut.duration > max_duration:
             stats.dropped[f"longer than --max-duration {max_duration:g} s"] += 1
-            too_long.append(f"{cut.id} ({cut.duration:.1f} s)")
+            too_long.append(cut)
             continue
         text = cut_text(cut)
         if not text:
@@ -182,16 +182,17 @@ def prepare_training_cuts(
     return CutSet.from_cuts(kept), stats
 
 
-def warn_too_long(name: str, too_long: list[str], max_duration: float | None) -> None:
-    """The warning for cuts left out for being longer than a batch (``too_long``: their
-    descriptions, e.g. ``"id (3600.0 s)"``); nothing when there are none."""
+def warn_too_long(name: str, too_long: list, max_duration: float | None) -> None:
+    """The warning for the cuts ``too_long`` left out for being longer than a batch (the first
+    five named with their durations); nothing when there are none."""
     if too_long:
         more = f" and {len(too_long) - 5} more" if len(too_long) > 5 else ""
+        named = ", ".join(f"{c.id} ({c.duration:.1f} s)" for c in too_long[:5])
         logger.warning("%s cuts: %d longer than --max-duration %g s are not used (%s%s): a batch "
                        "holds at most --max-duration seconds; cut long recordings into utterances "
                        "with their transcripts (a Kaldi data dir with a 'segments' file: mvqkd "
                        "make-cuts KALDI_DIR), or raise --max-duration",
-                       name, len(too_long), max_duration, ", ".join(too_long[:5]), more)
+                       name, len(too_long), max_duration, named, more)
 
 
 def _drop_missing_files(cuts: list, fld: str, name: str, skip: bool, stats) -> list:

@@ -174,7 +174,7 @@ def _fitting(cuts, max_duration: float):
         (keep if c.duration <= max_duration else too_long).append(c)
     if not too_long:
         return cuts
-    warn_too_long("train", [f"{c.id} ({c.duration:.1f} s)" for c in too_long], max_duration)
+    warn_too_long("train", too_long, max_duration)
     if not keep:
         raise ValueError(f"train cuts: every cut is longer than --max-duration {max_duration:g} s")
     return CutSet.from_cuts(keep)
