@@ -42,20 +42,27 @@ def _manifests(args) -> int:
 
 @user_errors(2)
 def _fbank(args) -> int:
-    from mvqkd.data.features import compute_fbank_for_cuts, compute_fbank_for_part
+    from mvqkd.data.features import FbankFailures, compute_fbank_for_cuts, compute_fbank_for_part
 
     if args.cuts:
         if not args.out_cuts:
             raise ValueError("--cuts needs --out-cuts (the fbank cuts manifest to write)")
-        out = compute_fbank_for_cuts(args.cuts, args.out_cuts, num_jobs=args.num_jobs)
+        out = compute_fbank_for_cuts(args.cuts, args.out_cuts, num_jobs=args.num_jobs, strict=args.strict)
         print(f"fbank cuts -> {out}")
         return 0
     if not (args.manifest_dir and args.out_dir):
         raise ValueError("give --cuts CUTS --out-cuts OUT (any corpus), or --manifest-dir DIR "
                          "--out-dir DIR [--parts ...] (LibriSpeech manifests)")
+    failures = []  # under --strict: every part is done first, then all its failures are named
     for part in args.parts:
-        compute_fbank_for_part(args.manifest_dir, args.out_dir, part, num_jobs=args.num_jobs,
-                               speed_perturb=args.speed_perturb and part.startswith("train"))
+        try:
+            compute_fbank_for_part(args.manifest_dir, args.out_dir, part, num_jobs=args.num_jobs,
+                                   speed_perturb=args.speed_perturb and part.startswith("train"),
+                                   strict=args.strict)
+        except FbankFailures as e:
+            failures.append(str(e))
+    if failures:
+        raise FbankFailures("\n".join(failures))
     return 0
 
 
@@ -104,8 +111,8 @@ def register(subparsers) -> None:
         description="Any corpus: --cuts CUTS --out-cuts OUT writes OUT with features in feats_<name>/ next "
         "to it. LibriSpeech: --manifest-dir/--out-dir/--parts write OUT/librispeech_cuts_<part>.jsonl.gz "
         "with features in OUT/feats_<part>/. Audio is resampled to 16 kHz and downmixed to one channel "
-        "first. Cuts whose audio fails to decode are listed in failed_cuts_<name>.txt and counted in the "
-        "log; feature paths are absolute.",
+        "first. Cuts whose audio fails to decode are skipped, listed in failed_cuts_<name>.txt and counted "
+        "in the log (with --strict, the command then fails: exit status 2); feature paths are absolute.",
         epilog="examples:\n  mvqkd compute-fbank --cuts data/my_cuts.jsonl.gz --out-cuts data/fbank/my_cuts.jsonl.gz\n"
                "  mvqkd compute-fbank --manifest-dir data/manifests --out-dir data/fbank --parts dev-clean",
         formatter_class=HelpFormatter)
@@ -116,6 +123,9 @@ def register(subparsers) -> None:
     p.add_argument("--parts", nargs="+", default=DEFAULT_PARTS, help="parts to process")
     p.add_argument("--num-jobs", type=int, default=2, help="parallel processes")
     p.add_argument("--speed-perturb", action="store_true", help="add 0.9x and 1.1x copies of train parts")
+    p.add_argument("--strict", action="store_true",
+                   help="fail (exit status 2) when any cut failed, after writing the others' features and "
+                        "the list, and again on a re-run over the finished part")
     p.set_defaults(func=_fbank)
 
     p = subparsers.add_parser(

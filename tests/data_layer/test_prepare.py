@@ -175,3 +175,36 @@ def test_truncated_flac_fails_in_fbank_with_a_report(tiny_corpus, tmp_path):
     done, failed = compute_fbank(cuts, tmp_path / "fbank", "test-clean", num_jobs=1)
     assert [cid for cid, _ in failed] == [next(c.id for c in cuts if c.recording_id == recs[0].id)]
     assert len(done) == len(cuts) - 1
+
+
+def test_compute_fbank_strict_fails_after_writing_the_others(tiny_corpus, tmp_path, caplog):
+    """--strict: a part with an undecodable cut is written (the others' features, the list) and
+    then an error, also on a re-run; repaired audio and a redo clear it (no stale list left)."""
+    from mvqkd.cli import main
+
+    root = tmp_path / "LibriSpeech"
+    shutil.copytree(tiny_corpus / "LibriSpeech/test-clean", root / "test-clean")
+    prepare_librispeech_manifests(tmp_path, ["test-clean"], tmp_path / "m")
+    recs = load_manifest(tmp_path / "m/librispeech_recordings_test-clean.jsonl.gz")
+    victim = Path(recs[0].sources[0].source)
+    good = victim.read_bytes()
+    victim.write_bytes(good[: len(good) // 3])
+    fbank = tmp_path / "fbank"
+    out, listed = fbank / "librispeech_cuts_test-clean.jsonl.gz", fbank / "failed_cuts_test-clean.txt"
+    cmd = ["compute-fbank", "--manifest-dir", str(tmp_path / "m"), "--out-dir", str(fbank),
+           "--parts", "test-clean", "--num-jobs", "1"]
+    assert main([*cmd, "--strict"]) == 2
+    sups = load_manifest(tmp_path / "m/librispeech_supervisions_test-clean.jsonl.gz")
+    victim_cut = next(c.id for c in CutSet.from_manifests(recordings=recs, supervisions=sups)
+                      if c.recording_id == recs[0].id)
+    assert [line.split("\t")[0] for line in listed.read_text().splitlines()] == [victim_cut]
+    assert len(CutSet.from_file(out)) == len(recs) - 1
+    assert f"test-clean: 1 cut(s) failed feature extraction (--strict): listed with the reason in {listed}" \
+        in caplog.text
+    caplog.clear()
+    assert main([*cmd, "--strict"]) == 2 and "1 cut(s) failed" in caplog.text  # the finished part re-checked
+    assert main(cmd) == 0  # without --strict the skipped cut is only logged
+    victim.write_bytes(good)
+    out.unlink()
+    assert main([*cmd, "--strict"]) == 0
+    assert len(CutSet.from_file(out)) == len(recs) and not listed.exists()
