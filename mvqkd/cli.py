@@ -38,9 +38,11 @@ def portable_kernels() -> bool:
     with AVX2, whatever its newer instructions (AVX-512, AMX). torch's kernels, MKL and oneDNN
     otherwise pick code paths by processor, and a model trained with the same command and seed
     comes out different on another CPU (docs/RESULTS.md, "Repeatability across processors").
-    Sets :data:`PORTABLE_ENV` and turns oneDNN and NNPACK off (their convolutions then run as
-    torch's own im2col + MKL GEMM; NNPACK, which torch picks for a batch of 16 or more, is a
-    separate kernel library whose sums round differently and which MKL's mode does not cover).
+    Sets :data:`PORTABLE_ENV` (on a processor that is not Intel's MKL honours ``MKL_CBWR`` only
+    after :func:`mvqkd.mkl_vendor.pin_mkl_branch`, called here) and turns oneDNN and NNPACK off
+    (their convolutions then run as torch's own im2col + MKL GEMM; NNPACK, which torch picks
+    for a batch of 16 or more, is a separate kernel library whose sums round differently and
+    which MKL's mode does not cover). Logs the branch MKL reports, and warns if it is not AVX2.
     Must run before torch and numpy are imported; returns whether it applied (a second call in
     the same process, e.g. a second ``main()``, is a no-op that returns True)."""
     global _portable_applied
@@ -53,13 +55,22 @@ def portable_kernels() -> bool:
             raise RuntimeError(f"MVQKD_PORTABLE_KERNELS=1 must take effect before {lib} is imported")
     for key, value in PORTABLE_ENV.items():
         os.environ.setdefault(key, value)
+    from mvqkd.mkl_vendor import mkl_branch, pin_mkl_branch
+
+    shim = pin_mkl_branch()  # a processor that is not Intel's: make MKL honour MKL_CBWR
     import torch
 
     torch.backends.mkldnn.enabled = False
     torch.backends.nnpack.set_flags(False)
     _portable_applied = True
-    logging.getLogger(__name__).info("portable CPU kernels: %s, oneDNN and NNPACK off",
-                                     ", ".join(f"{k}={os.environ[k]}" for k in PORTABLE_ENV))
+    log = logging.getLogger(__name__)
+    branch = mkl_branch()
+    log.info("portable CPU kernels: %s (MKL branch: %s%s), oneDNN and NNPACK off",
+             ", ".join(f"{k}={os.environ[k]}" for k in PORTABLE_ENV), branch,
+             f", vendor check answered by {shim}" if shim else "")
+    if branch is not None and os.environ["MKL_CBWR"] == PORTABLE_ENV["MKL_CBWR"] and branch != "AVX2 strict":
+        log.warning("MKL runs its %s branch, not AVX2 strict: matrix products will differ in the last "
+                    "bits from other processors'", branch)
     return True
 
 
