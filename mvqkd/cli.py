@@ -37,7 +37,7 @@ def portable_kernels() -> bool:
     """With ``MVQKD_PORTABLE_KERNELS=1``: the same CPU float results on every x86-64 processor
     with AVX2, whatever its newer instructions (AVX-512, AMX). torch's kernels, MKL and oneDNN
     otherwise pick code paths by processor, and a model trained with the same command and seed
-    comes out different on another CPU (docs/RESULTS.md, "Repeatability across processors").
+    comes out different on another CPU (docs/RESULTS.md: "Runs D and E", and "Run AF" for AMD).
     Sets :data:`PORTABLE_ENV` (on a processor that is not Intel's MKL honours ``MKL_CBWR`` only
     after :func:`mvqkd.mkl_vendor.pin_mkl_branch`, called here) and turns oneDNN and NNPACK off
     (their convolutions then run as torch's own im2col + MKL GEMM; NNPACK, which torch picks

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-step setup on a fresh Debian/Ubuntu machine (no GPU needed):
-#   - Debian packages: espeak-ng and sox (the embedded corpus), via apt-get (sudo when not root)
+#   - Debian packages: espeak-ng and sox (the embedded corpus), and gcc where the processor is not
+#     Intel's and there is no C compiler (mvqkd/mkl_vendor.py), via apt-get (sudo when not root)
 #   - a virtual environment in .venv (override with VENV=path) with torch (CPU wheel range
 #     torch>=2.1,<2.14; set TORCH_SPEC to choose another build) and mvqkd[dev] installed editable.
 # Idempotent: re-running only installs what is missing.
@@ -14,11 +15,18 @@ log() { echo "[setup] $*"; }
 
 need_apt=""
 for tool in espeak-ng sox; do command -v "$tool" >/dev/null 2>&1 || need_apt="$need_apt $tool"; done
+# a processor that is not Intel's (AMD): portable kernels build a one-function library with cc so
+# that MKL honours its reproducibility mode there (mvqkd/mkl_vendor.py)
+if [ "$(uname -m)" = x86_64 ] && ! grep -q -m1 GenuineIntel /proc/cpuinfo 2>/dev/null \
+   && ! command -v "${CC:-cc}" >/dev/null 2>&1; then
+  need_apt="$need_apt gcc"
+fi
 if [ -n "$need_apt" ]; then
   log "installing Debian packages:$need_apt"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq espeak-ng sox >/dev/null
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $need_apt >/dev/null
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then
