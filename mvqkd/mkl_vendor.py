@@ -10,7 +10,9 @@ and seed differs from one trained on an Intel processor (docs/RESULTS.md, "Run A
 library, compiled once with the system's C compiler into the user cache and loaded into the
 global symbol scope *before* torch (whose ``libtorch_cpu.so`` carries MKL), so MKL's own
 ``mkl_serv_intel_cpu_true`` is interposed. MKL then runs the AVX2 branch, whose instructions
-every AVX2 processor has. :func:`mkl_branch` reads back what MKL uses.
+every AVX2 processor has. :func:`mkl_branch` reads back what MKL uses. ``MVQKD_MKL_SHIM=0``
+leaves the shim out (MKL then keeps its own choice there; ``tools/bench_kernels.py`` measures
+what the pinning costs).
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ def pin_mkl_branch(vendor: str | None = None, cache_dir: Path | None = None) -> 
     where nothing is needed (Intel, unknown vendor) or it could not be built (a warning then
     says that MKL's results will differ from an Intel processor's)."""
     vendor = cpu_vendor() if vendor is None else vendor
-    if vendor in (None, "GenuineIntel"):
+    if vendor in (None, "GenuineIntel") or os.environ.get("MVQKD_MKL_SHIM", "1") == "0":
         return None
     if "torch" in sys.modules:
         raise RuntimeError("pin_mkl_branch must run before torch is imported")

@@ -24,7 +24,7 @@ print(mkl_branch())
 
 
 def branch(mode: str, cache: str = "", **env_extra) -> str:
-    env = {k: v for k, v in os.environ.items() if k not in ("MKL_CBWR", "MVQKD_PORTABLE_KERNELS")}
+    env = {k: v for k, v in os.environ.items() if k not in ("MKL_CBWR", "MVQKD_PORTABLE_KERNELS", "MVQKD_MKL_SHIM")}
     env.update(env_extra, MVQKD_PORTABLE_KERNELS="1" if mode == "portable" else "0")
     out = subprocess.run([sys.executable, "-c", BRANCH, mode, cache], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -51,6 +51,7 @@ def test_the_shim_is_what_makes_mkl_honour_its_mode_off_intel(mkl_present, tmp_p
         assert alone == "AVX2 strict"
     else:  # measured on an AMD EPYC: MKL keeps its AUTO branch, whose products round differently
         assert alone != "AVX2 strict"
+        assert branch("portable", MVQKD_MKL_SHIM="0") == alone
 
 
 def test_cpu_vendor_reads_proc_cpuinfo(tmp_path):
@@ -63,8 +64,10 @@ def test_cpu_vendor_reads_proc_cpuinfo(tmp_path):
     assert cpu_vendor(str(tmp_path / "arm")) is None
 
 
-def test_intel_and_unknown_processors_load_nothing(tmp_path):
+def test_intel_processors_and_mvqkd_mkl_shim_0_load_nothing(tmp_path, monkeypatch):
     assert pin_mkl_branch(vendor="GenuineIntel", cache_dir=tmp_path) is None
+    monkeypatch.setenv("MVQKD_MKL_SHIM", "0")
+    assert pin_mkl_branch(vendor="AuthenticAMD", cache_dir=tmp_path) is None
     assert not any(tmp_path.iterdir())
 
 

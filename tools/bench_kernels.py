@@ -12,7 +12,9 @@ with the processor's native kernels and with the portable ones, each case in a f
 Prints one line per case and round (best step of --steps after 2 warm-up steps) and the
 case / native ratio of the medians; run it on an otherwise idle machine. ``--each`` adds one
 case per part of the setting (torch's AVX2 kernels, MKL's reproducibility mode, numpy's
-OpenBLAS at Haswell, oneDNN off), to show where the cost comes from. ``--decode`` times
+OpenBLAS at Haswell, oneDNN off), to show where the cost comes from. On a processor that is
+not Intel's a case "portable, MKL unpinned" (``MVQKD_MKL_SHIM=0``) is added: what pinning MKL
+to its AVX2 branch there costs or saves (mvqkd/mkl_vendor.py). ``--decode`` times
 instead one modified beam search (beam 4, one thread, as run.sh's decoding jobs) of the first
 --decode-cuts cuts with a trained student (its last epoch-N.pt): native, portable, and portable
 as before commit 83daea1 (NNPACK on, torch's per-channel depthwise convolutions).
@@ -28,6 +30,8 @@ import sys
 from pathlib import Path
 
 from bench_omp_wait import TEACHER_SETUP  # tools/ is on the path of a script run from it
+
+from mvqkd.mkl_vendor import cpu_vendor
 
 PRELUDE = ("import os\nfrom mvqkd.cli import portable_kernels\nportable_kernels()\nimport json, time, torch\n"
            "if os.environ.get('BENCH_ONEDNN_OFF'):\n    torch.backends.mkldnn.enabled = False\n")
@@ -82,6 +86,9 @@ REPO = Path(__file__).resolve().parents[1]
 #: the cases: the processor's own kernels, the whole portable setting, and (--each) its parts alone
 NATIVE, PORTABLE = {"MVQKD_PORTABLE_KERNELS": "0"}, {"MVQKD_PORTABLE_KERNELS": "1"}
 PORTABLE_BEFORE_83DAEA1 = {**PORTABLE, "BENCH_PER_CHANNEL_CONV": "1"}  # --decode only
+#: on a processor that is not Intel's: the portable setting without the shim that makes MKL
+#: honour MKL_CBWR there (mvqkd/mkl_vendor.py), i.e. MKL's own (AUTO) branch
+UNPINNED = {**PORTABLE, "MVQKD_MKL_SHIM": "0"}
 PARTS = {"ATEN_CPU_CAPABILITY=avx2": {"ATEN_CPU_CAPABILITY": "avx2"},
          "MKL_CBWR=AVX2,STRICT": {"MKL_CBWR": "AVX2,STRICT"},
          "OPENBLAS_CORETYPE=Haswell": {"OPENBLAS_CORETYPE": "Haswell"},
@@ -89,7 +96,7 @@ PARTS = {"ATEN_CPU_CAPABILITY=avx2": {"ATEN_CPU_CAPABILITY": "avx2"},
 
 
 #: every variable a case may set, cleared from the inherited environment first
-CASE_VARIABLES = {key for case in (NATIVE, PORTABLE, PORTABLE_BEFORE_83DAEA1, *PARTS.values())
+CASE_VARIABLES = {key for case in (NATIVE, PORTABLE, PORTABLE_BEFORE_83DAEA1, UNPINNED, *PARTS.values())
                   for key in case}
 
 
@@ -115,6 +122,8 @@ def main() -> None:
     ap.add_argument("--decode-cuts", type=int, default=60, help="cuts decoded per step (default 60)")
     args = ap.parse_args()
     cases = {"native": NATIVE, "portable": PORTABLE, **(PARTS if args.each else {})}
+    if cpu_vendor() not in (None, "GenuineIntel"):
+        cases["portable, MKL unpinned"] = UNPINNED
     models = (("demo teacher", TEACHER, 2), ("demo student", STUDENT, 1))
     if args.decode:
         os.environ["BENCH_DECODE"] = "|".join([*(str(Path(p).resolve()) for p in args.decode),
