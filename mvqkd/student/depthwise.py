@@ -8,7 +8,9 @@ the recipe's default) torch runs a grouped convolution as one im2col + GEMM per 
 
 :func:`depthwise_conv1d` computes the same sum as that GEMM, kernel tap by kernel tap:
 ``y[n, c, t] = sum_k w[c, k] x[n, c, t + k]`` accumulated in k order with fused multiply-adds,
-which is bit for bit what the per-channel GEMM returns (``tests/student/test_depthwise.py``).
+which is bit for bit what the per-channel GEMM returns under the portable setting (MKL's AVX2
+branch, on every processor; ``tests/student/test_depthwise.py``); MKL's other paths may sum in
+another order, a difference in the last bits.
 It is used only where no gradient is recorded (validation, decoding); training keeps
 ``nn.Conv1d`` (a different backward would change the trained weights), and so do tracing and
 ONNX export (an exported model keeps its ``Conv`` node).
