@@ -4,7 +4,7 @@
 same on every processor. MKL honours it only where its vendor check answers "Intel": on an AMD
 EPYC it silently keeps its ``AUTO`` branch (``mkl_serv_cbwr_get`` reports 2, not 10) and a
 matrix product comes out different in the last bits, so a model trained with the same command
-and seed differs from one trained on an Intel processor (docs/RESULTS.md, "Run AM").
+and seed differs from one trained on an Intel processor (docs/RESULTS.md, "Run AF").
 
 :func:`pin_mkl_branch` answers that check with "Intel" for MKL: a one-function shared
 library, compiled once with the system's C compiler into the user cache and loaded into the
