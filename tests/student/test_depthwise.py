@@ -79,34 +79,30 @@ class _Wrap(nn.Module):
         return depthwise_conv1d(self.conv, x)
 
 
-PREDICTOR = r"""
-from mvqkd.cli import portable_kernels
-assert portable_kernels()
-import torch
-from mvqkd.student.decoder import Decoder
+#: the predictor's output over a batch of contexts, with autograd and without (both processes)
+PREDICTOR_RUN = """
 torch.manual_seed(0)
 dec = Decoder(vocab_size=50, decoder_dim=16, blank_id=0, context_size=2)
 y = torch.randint(0, 50, (7, 5))
 with_grad = dec(y)
 with torch.no_grad():
     without = dec(y)
-print(torch.equal(with_grad.detach(), without))
 """
+PREDICTOR = ("from mvqkd.cli import portable_kernels\nassert portable_kernels()\nimport torch\n"
+             "from mvqkd.student.decoder import Decoder\n" + PREDICTOR_RUN
+             + "print(torch.equal(with_grad.detach(), without))\n")
 
 
 def test_predictor_gives_the_same_output_with_and_without_autograd(onednn_off):
-    torch.manual_seed(0)
-    dec = Decoder(vocab_size=50, decoder_dim=16, blank_id=0, context_size=2)
-    y = torch.randint(0, 50, (7, 5))
-    with_grad = dec(y)
+    run = {"torch": torch, "Decoder": Decoder}
+    exec(PREDICTOR_RUN, run)
     with torch.no_grad():
-        without = dec(y)
-        step = dec(y[:, -2:], need_pad=False)
+        step = run["dec"](run["y"][:, -2:], need_pad=False)
     # the processor's own MKL path: equal up to its summation order (on an AMD EPYC MKL's AUTO
     # branch does not sum the per-channel GEMM in kernel order); bit for bit in the portable
     # setting, the recipe's, on every processor
-    torch.testing.assert_close(with_grad.detach(), without, rtol=0, atol=1e-6)
-    assert torch.equal(step[:, 0], without[:, -1])
+    torch.testing.assert_close(run["with_grad"].detach(), run["without"], rtol=0, atol=1e-6)
+    assert torch.equal(step[:, 0], run["without"][:, -1])
     env = dict(os.environ, MVQKD_PORTABLE_KERNELS="1")
     out = subprocess.run([sys.executable, "-c", PREDICTOR], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
