@@ -50,6 +50,13 @@ def cpu_vendor(cpuinfo: str = "/proc/cpuinfo") -> str | None:
     return None
 
 
+def needs_pinning(vendor: str | None = None) -> bool:
+    """Whether MKL needs the shim to honour ``MKL_CBWR`` on this processor (``vendor``, default
+    :func:`cpu_vendor`): an x86 processor that is not Intel's."""
+    vendor = cpu_vendor() if vendor is None else vendor
+    return vendor not in (None, "GenuineIntel")
+
+
 def _cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mvqkd"
 
@@ -84,7 +91,7 @@ def pin_mkl_branch(vendor: str | None = None, cache_dir: Path | None = None) -> 
     where nothing is needed (Intel, unknown vendor) or it could not be built (a warning then
     says that MKL's results will differ from an Intel processor's)."""
     vendor = cpu_vendor() if vendor is None else vendor
-    if vendor in (None, "GenuineIntel") or os.environ.get("MVQKD_MKL_SHIM", "1") == "0":
+    if not needs_pinning(vendor) or os.environ.get("MVQKD_MKL_SHIM", "1") == "0":
         return None
     if "torch" in sys.modules:
         raise RuntimeError("pin_mkl_branch must run before torch is imported")

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from bench_omp_wait import TEACHER_SETUP  # tools/ is on the path of a script run from it
 
-from mvqkd.mkl_vendor import cpu_vendor
+from mvqkd.mkl_vendor import needs_pinning
 
 PRELUDE = ("import os\nfrom mvqkd.cli import portable_kernels\nportable_kernels()\nimport json, time, torch\n"
            "if os.environ.get('BENCH_ONEDNN_OFF'):\n    torch.backends.mkldnn.enabled = False\n")
@@ -122,7 +122,7 @@ def main() -> None:
     ap.add_argument("--decode-cuts", type=int, default=60, help="cuts decoded per step (default 60)")
     args = ap.parse_args()
     cases = {"native": NATIVE, "portable": PORTABLE, **(PARTS if args.each else {})}
-    if cpu_vendor() not in (None, "GenuineIntel"):
+    if needs_pinning():
         cases["portable, MKL unpinned"] = UNPINNED
     models = (("demo teacher", TEACHER, 2), ("demo student", STUDENT, 1))
     if args.decode:
