@@ -161,7 +161,7 @@ def _write_fbank_manifest(cuts, out_dir: Path, out_path: Path, name: str, num_jo
     fail_path = _failed_list(out_dir, name)
     if failed:
         # one line per cut: the reason's own lines (lhotse's tracebacks) joined with " | "
-        fail_path.write_text("".join(f"{cid}\t{' | '.join(why.split(chr(10)))}\n" for cid, why in failed),
+        fail_path.write_text("".join(f"{cid}\t{why.replace(chr(10), ' | ')}\n" for cid, why in failed),
                              encoding="utf-8")
         logger.warning("%s: %d cuts failed feature extraction (skipped; listed in %s)", name, len(failed),
                        fail_path)

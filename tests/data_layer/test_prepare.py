@@ -160,20 +160,26 @@ def test_missing_or_half_written_corpus(tmp_path, tiny_corpus):
     assert proc.returncode != 0 and "nowhere does not exist" in proc.stderr
 
 
-def test_truncated_flac_fails_in_fbank_with_a_report(tiny_corpus, tmp_path):
-    """A FLAC whose header is fine but whose body is cut is caught when decoded for features."""
-    from mvqkd.data.features import compute_fbank
-
-    root = tmp_path / "LibriSpeech"
-    shutil.copytree(tiny_corpus / "LibriSpeech/test-clean", root / "test-clean")
+def _test_clean_with_a_truncated_flac(tiny_corpus, tmp_path):
+    """test-clean copied under ``tmp_path`` with manifests in ``tmp_path/m``, then its first
+    recording's FLAC cut to a third (header fine, body cut): (its cuts, that file, its bytes)."""
+    shutil.copytree(tiny_corpus / "LibriSpeech/test-clean", tmp_path / "LibriSpeech/test-clean")
     prepare_librispeech_manifests(tmp_path, ["test-clean"], tmp_path / "m")
     recs = load_manifest(tmp_path / "m/librispeech_recordings_test-clean.jsonl.gz")
     sups = load_manifest(tmp_path / "m/librispeech_supervisions_test-clean.jsonl.gz")
     victim = Path(recs[0].sources[0].source)
-    victim.write_bytes(victim.read_bytes()[: len(victim.read_bytes()) // 3])
-    cuts = CutSet.from_manifests(recordings=recs, supervisions=sups)
+    good = victim.read_bytes()
+    victim.write_bytes(good[: len(good) // 3])
+    return CutSet.from_manifests(recordings=recs, supervisions=sups), victim, good
+
+
+def test_truncated_flac_fails_in_fbank_with_a_report(tiny_corpus, tmp_path):
+    """A FLAC whose header is fine but whose body is cut is caught when decoded for features."""
+    from mvqkd.data.features import compute_fbank
+
+    cuts, victim, _ = _test_clean_with_a_truncated_flac(tiny_corpus, tmp_path)
     done, failed = compute_fbank(cuts, tmp_path / "fbank", "test-clean", num_jobs=1)
-    assert [cid for cid, _ in failed] == [next(c.id for c in cuts if c.recording_id == recs[0].id)]
+    assert [cid for cid, _ in failed] == [next(c.id for c in cuts if c.recording.sources[0].source == str(victim))]
     assert len(done) == len(cuts) - 1
 
 
@@ -182,23 +188,15 @@ def test_compute_fbank_strict_fails_after_writing_the_others(tiny_corpus, tmp_pa
     then an error, also on a re-run; repaired audio and a redo clear it (no stale list left)."""
     from mvqkd.cli import main
 
-    root = tmp_path / "LibriSpeech"
-    shutil.copytree(tiny_corpus / "LibriSpeech/test-clean", root / "test-clean")
-    prepare_librispeech_manifests(tmp_path, ["test-clean"], tmp_path / "m")
-    recs = load_manifest(tmp_path / "m/librispeech_recordings_test-clean.jsonl.gz")
-    victim = Path(recs[0].sources[0].source)
-    good = victim.read_bytes()
-    victim.write_bytes(good[: len(good) // 3])
+    cuts, victim, good = _test_clean_with_a_truncated_flac(tiny_corpus, tmp_path)
     fbank = tmp_path / "fbank"
     out, listed = fbank / "librispeech_cuts_test-clean.jsonl.gz", fbank / "failed_cuts_test-clean.txt"
     cmd = ["compute-fbank", "--manifest-dir", str(tmp_path / "m"), "--out-dir", str(fbank),
            "--parts", "test-clean", "--num-jobs", "1"]
     assert main([*cmd, "--strict"]) == 2
-    sups = load_manifest(tmp_path / "m/librispeech_supervisions_test-clean.jsonl.gz")
-    victim_cut = next(c.id for c in CutSet.from_manifests(recordings=recs, supervisions=sups)
-                      if c.recording_id == recs[0].id)
+    victim_cut = next(c.id for c in cuts if c.recording.sources[0].source == str(victim))
     assert [line.split("\t")[0] for line in listed.read_text().splitlines()] == [victim_cut]
-    assert len(CutSet.from_file(out)) == len(recs) - 1
+    assert len(CutSet.from_file(out)) == len(cuts) - 1
     assert f"test-clean: 1 cut(s) failed feature extraction (--strict): listed with the reason in {listed}" \
         in caplog.text
     caplog.clear()
@@ -207,4 +205,4 @@ def test_compute_fbank_strict_fails_after_writing_the_others(tiny_corpus, tmp_pa
     victim.write_bytes(good)
     out.unlink()
     assert main([*cmd, "--strict"]) == 0
-    assert len(CutSet.from_file(out)) == len(recs) and not listed.exists()
+    assert len(CutSet.from_file(out)) == len(cuts) and not listed.exists()
