@@ -44,19 +44,29 @@ def portable_kernels() -> bool:
     for a batch of 16 or more, is a separate kernel library whose sums round differently and
     which MKL's mode does not cover). Logs the branch MKL reports, and warns if it is not AVX2.
     Must run before torch and numpy are imported; returns whether it applied (a second call in
-    the same process, e.g. a second ``main()``, is a no-op that returns True)."""
+    the same process, e.g. a second ``main()``, is a no-op that returns True). On a processor
+    the setting cannot apply to (another architecture, or x86-64 without AVX2 / FMA, where its
+    kernels would stop with an illegal instruction: :func:`mvqkd.mkl_vendor.unportable_reason`)
+    it warns, sets nothing and returns False, so that the README's command runs there too."""
     global _portable_applied
     if os.environ.get("MVQKD_PORTABLE_KERNELS", "0") in ("", "0"):
         return False
     if _portable_applied:
         return True
+    from mvqkd.mkl_vendor import mkl_branch, pin_mkl_branch, unportable_reason
+
+    reason = unportable_reason()
+    if reason:
+        logging.getLogger(__name__).warning(
+            "MVQKD_PORTABLE_KERNELS=1 not applied: %s. This processor's own kernels run, and results "
+            "will differ in the last bits from those of x86-64 processors with AVX2 (the published "
+            "tables); set MVQKD_PORTABLE_KERNELS=0 (run.sh --portable-kernels false) to silence this", reason)
+        return False
     for lib in ("torch", "numpy"):
         if lib in sys.modules:
             raise RuntimeError(f"MVQKD_PORTABLE_KERNELS=1 must take effect before {lib} is imported")
     for key, value in PORTABLE_ENV.items():
         os.environ.setdefault(key, value)
-    from mvqkd.mkl_vendor import mkl_branch, pin_mkl_branch
-
     shim = pin_mkl_branch()  # a processor that is not Intel's: make MKL honour MKL_CBWR
     import torch
 

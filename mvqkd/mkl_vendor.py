@@ -1,4 +1,6 @@
-"""MKL's reproducibility mode on processors that are not Intel's (AMD).
+"""MKL's reproducibility mode on processors that are not Intel's (AMD), and which processors
+the portable setting (``MVQKD_PORTABLE_KERNELS=1``, :func:`mvqkd.cli.portable_kernels`) can
+apply to at all (:func:`unportable_reason`).
 
 ``MKL_CBWR=AVX2,STRICT`` pins MKL's GEMM to its AVX2 code branch, so that its sums round the
 same on every processor. MKL honours it only where its vendor check answers "Intel": on an AMD
@@ -21,6 +23,7 @@ import ctypes
 import hashlib
 import logging
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -37,16 +40,55 @@ CBWR_BRANCHES = {1: "OFF", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 8: "SSE4_2", 9
 CBWR_ALL, CBWR_STRICT = ~0, 0x10000
 
 
-def cpu_vendor(cpuinfo: str = "/proc/cpuinfo") -> str | None:
-    """The ``vendor_id`` of the first processor (``GenuineIntel``, ``AuthenticAMD``), or None
-    where it cannot be read (not Linux, not x86)."""
+def _cpuinfo_field(key: str, cpuinfo: str) -> str | None:
+    """The value of ``key`` for the first processor in ``cpuinfo``, or None where it cannot be
+    read."""
     try:
         with open(cpuinfo, encoding="utf-8", errors="replace") as f:
             for line in f:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
+                name, sep, value = line.partition(":")
+                if sep and name.strip() == key:
+                    return value.strip()
     except OSError:
         return None
+    return None
+
+
+def cpu_vendor(cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """The ``vendor_id`` of the first processor (``GenuineIntel``, ``AuthenticAMD``), or None
+    where it cannot be read (not Linux, not x86)."""
+    return _cpuinfo_field("vendor_id", cpuinfo)
+
+
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str] | None:
+    """The instruction-set ``flags`` of the first processor (``avx2``, ``fma``, ...), or None
+    where they cannot be read (not Linux, not x86)."""
+    flags = _cpuinfo_field("flags", cpuinfo)
+    return None if flags is None else set(flags.split())
+
+
+#: what the portable setting's kernels execute: torch's AVX2 kernels, MKL's AVX2 branch and
+#: OpenBLAS's Haswell kernels all use AVX2 and FMA instructions
+PORTABLE_FLAGS = ("avx2", "fma")
+
+
+def unportable_reason(machine: str | None = None, flags: set[str] | None = None) -> str | None:
+    """Why the portable setting cannot apply on this processor, or None where it can.
+
+    It forces x86-64 kernels that use AVX2 and FMA (:data:`PORTABLE_FLAGS`): on a processor of
+    another architecture (``machine``, default ``platform.machine()``) they do not exist, and
+    on an x86-64 processor without those instructions (old parts, a VM's generic CPU model such
+    as QEMU's ``qemu64``) torch and OpenBLAS would stop with an illegal instruction. ``flags``
+    default to :func:`cpu_flags`; where they cannot be read, the processor is taken to have them.
+    """
+    machine = platform.machine() if machine is None else machine
+    if machine.lower() not in ("x86_64", "amd64"):
+        return f"it pins x86-64 kernels and this processor is {machine}"
+    flags = cpu_flags() if flags is None else flags
+    missing = [f for f in PORTABLE_FLAGS if flags is not None and f not in flags]
+    if missing:
+        return (f"it runs AVX2 kernels and this processor lacks {' and '.join(missing)} "
+                "(/proc/cpuinfo flags)")
     return None
 
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from mvqkd.mkl_vendor import build_shim, cpu_vendor, needs_pinning, pin_mkl_branch
+from mvqkd.mkl_vendor import build_shim, cpu_flags, cpu_vendor, needs_pinning, pin_mkl_branch, unportable_reason
 
 BRANCH = r"""
 import sys
@@ -63,6 +63,36 @@ def test_cpu_vendor_reads_proc_cpuinfo(tmp_path):
     (tmp_path / "arm").write_text("processor\t: 0\nBogoMIPS\t: 50.00\n")
     assert cpu_vendor(str(tmp_path / "arm")) is None
     assert needs_pinning("AuthenticAMD") and not needs_pinning("GenuineIntel")
+
+
+def test_which_processors_the_portable_setting_can_apply_to(tmp_path):
+    info = tmp_path / "cpuinfo"  # a QEMU guest with its generic "qemu64" CPU model: no AVX2, no FMA
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse sse2 sse4_1 popcnt\n")
+    assert cpu_flags(str(info)) == {"fpu", "sse", "sse2", "sse4_1", "popcnt"}
+    assert cpu_flags(str(tmp_path / "missing")) is None
+    assert unportable_reason("x86_64", cpu_flags(str(info))) == (
+        "it runs AVX2 kernels and this processor lacks avx2 and fma (/proc/cpuinfo flags)")
+    assert "lacks fma " in unportable_reason("x86_64", {"avx", "avx2"})
+    assert unportable_reason("x86_64", {"avx2", "fma", "avx512f"}) is None
+    assert unportable_reason("AMD64", None) is None  # flags unknown (not Linux): taken as present
+    assert unportable_reason("aarch64", {"fp", "asimd"}) == "it pins x86-64 kernels and this processor is aarch64"
+
+
+def test_portable_kernels_stand_aside_where_they_would_crash():
+    """On an x86-64 processor without AVX2 torch's forced AVX2 kernels would stop the process with
+    an illegal instruction: the setting warns, sets nothing and the run goes on natively."""
+    code = ("import logging, os\nlogging.basicConfig()\nimport mvqkd.mkl_vendor as v\n"
+            "v.cpu_flags = lambda *a: {'sse2', 'avx'}\nfrom mvqkd.cli import portable_kernels\n"
+            "applied = portable_kernels()\nimport torch\n"
+            "print(applied, [k for k in ('ATEN_CPU_CAPABILITY', 'MKL_CBWR', 'OPENBLAS_CORETYPE') if k in os.environ],"
+            " torch.backends.mkldnn.enabled)")
+    env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "OPENBLAS_CORETYPE")}
+    out = subprocess.run([sys.executable, "-c", code], env=dict(env, MVQKD_PORTABLE_KERNELS="1"),
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "[]", "True"]
+    assert "MVQKD_PORTABLE_KERNELS=1 not applied: it runs AVX2 kernels and this processor lacks avx2 and fma" in out.stderr
+    assert "run.sh --portable-kernels false" in out.stderr
 
 
 def test_intel_processors_and_mvqkd_mkl_shim_0_load_nothing(tmp_path, monkeypatch):

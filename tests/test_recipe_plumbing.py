@@ -319,6 +319,31 @@ def test_run_sh_portable_kernels_reach_every_command(fake_env, flag, want):
     assert bad.returncode != 0 and "--portable-kernels must be true or false" in bad.stderr
 
 
+@pytest.mark.parametrize("flag, inherited, want", [(None, "1", "1"), (None, None, ""), ("true", "0", "1"),
+                                                   ("false", "1", "0")])
+def test_mycorpus_portable_kernels_reach_every_command(fake_env, flag, inherited, want):
+    """recipes/mycorpus/run.sh --portable-kernels true|false; without it the environment's value."""
+    work, env, log = fake_env
+    env = {k: v for k, v in env.items() if k != "MVQKD_PORTABLE_KERNELS"}
+    if inherited is not None:
+        env["MVQKD_PORTABLE_KERNELS"] = inherited
+    seen = log.with_name("portable.log")
+    fake = Path(env["PATH"].split(":")[0]) / "mvqkd"
+    fake.write_text(fake.read_text().replace("sleep 0.3", f'echo "$1 [${{MVQKD_PORTABLE_KERNELS:-}}]" >> {seen}'))
+    (work / "train.jsonl.gz").write_bytes(b"")
+    (work / "dev.jsonl.gz").write_bytes(b"")
+    args = ["--stage", "0", "--stop-stage", "1", "--train", "train.jsonl.gz", "--dev", "dev.jsonl.gz"]
+    proc = subprocess.run(["bash", str(RECIPE.parent / "mycorpus" / "run.sh"), *args,
+                           *(["--portable-kernels", flag] if flag else [])],
+                          cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert seen.read_text().splitlines() == [f"compute-fbank [{want}]"] * 2 + [f"train-bpe [{want}]"]
+    assert f"MVQKD_PORTABLE_KERNELS={want} " in (work / "exp" / "environment.txt").read_text()
+    bad = subprocess.run(["bash", str(RECIPE.parent / "mycorpus" / "run.sh"), *args, "--portable-kernels", "yes"],
+                         cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "--portable-kernels must be true or false, got 'yes'" in bad.stderr
+
+
 def test_run_sh_reports_a_failed_decode(fake_env):
     work, env, log = fake_env
     for s in (1, 2):

@@ -67,8 +67,9 @@ systems="baseline mvq mvq-dec l2 l2-pca"  # mvq-dec: the MVQ indexes regressed t
 decode_method=modified_beam_search  # or greedy_search, fast_beam_search
 portable_kernels=true     # the same models on every x86-64 CPU with AVX2 (MVQKD_PORTABLE_KERNELS=1: AVX2
                           # kernels, MKL's reproducibility mode, OpenBLAS at Haswell, no oneDNN or NNPACK;
-                          # docs/RESULTS.md). false: the
-                          # processor's fastest kernels (1.1-1.4x faster steps, floats differ by CPU)
+                          # docs/RESULTS.md; elsewhere a warning and this CPU's own kernels). false: the
+                          # processor's fastest kernels (1.09-1.62x faster steps, floats differ by CPU);
+                          # empty: the environment's MVQKD_PORTABLE_KERNELS
 decode_avg=1              # epochs averaged for decoding (num_epochs-avg+1 .. num_epochs)
 decode_averaged_model=true   # true: decode the running mean of the weights over those epochs (icefall's
                           # --use-averaged-model; needs --average-period > 0); false: the mean of the
@@ -79,11 +80,7 @@ decode_averaged_model=true   # true: decode the running mean of the weights over
 . "$(dirname "$0")/parse_options.sh"
 . "$(dirname "$0")/local/common.sh"
 
-case "$portable_kernels" in
-  true) export MVQKD_PORTABLE_KERNELS=1 ;;
-  false) export MVQKD_PORTABLE_KERNELS=0 ;;
-  *) die "--portable-kernels must be true or false, got '$portable_kernels'" ;;
-esac
+set_portable_kernels "$portable_kernels"
 averaging=" --average-period $average_period"
 [ "$decode_averaged_model" != true ] || [ "$average_period" != 0 ] || \
   die "--decode-averaged-model true decodes the running mean that --average-period N (> 0) keeps; give both, or --decode-averaged-model false"

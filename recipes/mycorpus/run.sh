@@ -48,6 +48,9 @@ use_averaged_model=""     # true: decode icefall's averaged model over those epo
                           # (kept by mvqkd train every 200 steps unless --student-args changes it)
 student_args=""           # passed to every `mvqkd train`
 num_jobs=2
+portable_kernels=""       # true: the same models on every x86-64 CPU with AVX2 (as the LibriSpeech demo;
+                          # 1.09-1.62x slower steps), false: this CPU's fastest kernels; empty: the
+                          # environment's MVQKD_PORTABLE_KERNELS (unset: the fastest)
 
 recipes=$(cd "$(dirname "$0")/.." && pwd)
 . "$recipes/librispeech/parse_options.sh"
@@ -70,6 +73,9 @@ for kv in ${test_parts[@]+"${test_parts[@]}"}; do
   [[ "$kv" =~ ^[A-Za-z0-9_.-]+=. ]] || die "--test entries are NAME=SOURCE (NAME: letters, digits, . _ -), got '$kv'"
   parts+=("$kv")
 done
+set_portable_kernels "$portable_kernels"
+mkdir -p "$exp_root"
+record_environment "$exp_root/environment.txt"  # what the run's floats depend on
 done_dir="$data_dir/.done"
 common=(--data-dir "$data_dir" --corpus "$corpus")
 

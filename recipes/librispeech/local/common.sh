@@ -53,6 +53,18 @@ PY
   } > "$1"
 }
 
+# --portable-kernels VALUE -> MVQKD_PORTABLE_KERNELS for every mvqkd command of the run: true
+# (1: the same floats on every x86-64 processor with AVX2, mvqkd.cli.portable_kernels), false
+# (0: the processor's own, faster kernels), empty: the environment's, untouched.
+set_portable_kernels() {
+  case "$1" in
+    true) export MVQKD_PORTABLE_KERNELS=1 ;;
+    false) export MVQKD_PORTABLE_KERNELS=0 ;;
+    "") ;;
+    *) die "--portable-kernels must be true or false, got '$1'" ;;
+  esac
+}
+
 # Paths of the data folder (DATA = $data_dir); CORPUS = $corpus (--corpus; librispeech by
 # default) names the manifests, so recipes/mycorpus runs the same stages on your corpus.
 manifest_path() { echo "$data_dir/manifests/${corpus:-librispeech}_$1_$2.jsonl.gz"; }  # KIND PART
