@@ -78,8 +78,10 @@ def unportable_reason(machine: str | None = None, flags: set[str] | None = None)
     It forces x86-64 kernels that use AVX2 and FMA (:data:`PORTABLE_FLAGS`): on a processor of
     another architecture (``machine``, default ``platform.machine()``) they do not exist, and
     on an x86-64 processor without those instructions (old parts, a VM's generic CPU model such
-    as QEMU's ``qemu64``) torch and OpenBLAS would stop with an illegal instruction. ``flags``
-    default to :func:`cpu_flags`; where they cannot be read, the processor is taken to have them.
+    as QEMU's ``qemu64``) torch and OpenBLAS, which take the forced choice on trust (torch's
+    ``compute_cpu_capability`` returns AVX2 for ``ATEN_CPU_CAPABILITY=avx2`` unchecked), would
+    stop with an illegal instruction. ``flags`` default to :func:`cpu_flags`; where they cannot
+    be read, the processor is taken to have them.
     """
     machine = platform.machine() if machine is None else machine
     if machine.lower() not in ("x86_64", "amd64"):
