@@ -1,9 +1,9 @@
-"""mvqkd.student.depthwise: the inference loop of the student's depthwise convolutions equals
-``nn.Conv1d`` where it replaces it (no autograd, CPU, oneDNN off), bit for bit under
+"""mvqkd.student.depthwise: the tap loop of the student's depthwise convolutions equals
+``nn.Conv1d`` where it replaces its forward (CPU, oneDNN off), bit for bit under
 ``MVQKD_PORTABLE_KERNELS=1`` (MKL at AVX2 sums the per-channel GEMM in kernel order with fused
 multiply-adds, as the loop does; MKL's AVX-512 kernels, and its AUTO branch on an AMD processor,
-round a few sums differently), and is
-not used where it would change training or an export."""
+round a few sums differently); its gradients are the convolution's bit for bit, so a student
+trains to the same weights; and it is not used where it would change an export."""
 
 from __future__ import annotations
 
@@ -54,10 +54,34 @@ def test_against_a_hand_computed_sum(onednn_off):
     assert torch.equal(y, expected)
 
 
-def test_training_tracing_and_other_convolutions_keep_conv1d(onednn_off):
+@pytest.mark.parametrize("N,C,L,K,pad,bias", SHAPES)
+def test_gradients_are_the_convolutions(onednn_off, N, C, L, K, pad, bias):
+    """In training the loop's backward is torch's convolution backward with the same arguments:
+    for the same upstream gradient, the same input, weight and bias gradients, bit for bit."""
+    torch.manual_seed(0)
+    conv = nn.Conv1d(C, C, K, groups=C, padding=pad, bias=bias)
+    x = torch.randn(N, C, L, requires_grad=True)
+    r = torch.randn(N, C, L + 2 * pad - K + 1)
+    grads = []
+    for forward in (conv, lambda x: depthwise_conv1d(conv, x)):
+        conv.zero_grad()
+        x.grad = None
+        (forward(x).transpose(1, 2) * r.transpose(1, 2)).sum().backward()  # the encoder's layout
+        grads.append([x.grad, conv.weight.grad] + ([conv.bias.grad] if bias else []))
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
+    with torch.no_grad():  # a weight that needs no gradient: the input's alone, as the conv's
+        w = conv.weight.detach()
+    x.grad = None
+    frozen = nn.Conv1d(C, C, K, groups=C, padding=pad, bias=False)
+    frozen.weight = nn.Parameter(w, requires_grad=False)
+    depthwise_conv1d(frozen, x).sum().backward()
+    assert x.grad is not None and frozen.weight.grad is None
+
+
+def test_tracing_and_other_convolutions_keep_conv1d(onednn_off):
     depthwise = nn.Conv1d(4, 4, 3, groups=4)
     x = torch.randn(2, 4, 6)
-    assert not _uses_loop(depthwise, x)  # autograd on: training keeps the convolution's backward
+    assert _uses_loop(depthwise, x)  # with autograd too: the loop's forward, the conv's backward
     with torch.no_grad():
         assert _uses_loop(depthwise, x)
         assert not _uses_loop(nn.Conv1d(4, 4, 3, groups=2), x)
@@ -128,3 +152,38 @@ def test_the_portable_setting_takes_the_loop_with_the_same_floats():
     env = dict(os.environ, MVQKD_PORTABLE_KERNELS="1")
     out = subprocess.run([sys.executable, "-c", PORTABLE], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "True", "True"]
+
+
+#: three AdamW steps of a tiny student, with the loop and with ``nn.Conv1d`` (the portable setting)
+TRAINING = r"""
+from mvqkd.cli import portable_kernels
+assert portable_kernels()
+import torch
+import mvqkd.student.decoder, mvqkd.student.encoder
+from mvqkd.student import build_model, preset_config
+
+def train(conv_only):
+    if conv_only:
+        for module in (mvqkd.student.encoder, mvqkd.student.decoder):
+            module.depthwise_conv1d = lambda conv, x: conv(x)
+    torch.manual_seed(0)
+    model = build_model(preset_config("tiny", 16, dropout=0.0))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(1)
+    feats, lens = torch.randn(3, 60, 80, generator=g), torch.tensor([60, 47, 33])
+    for _ in range(3):
+        opt.zero_grad()
+        model(feats, lens, [[3, 4, 5, 6], [7, 8], [9]])["loss"].backward()
+        opt.step()
+    return model.state_dict()
+
+loop, conv = train(False), train(True)
+print(len(loop), sum(torch.equal(loop[k], conv[k]) for k in loop))
+"""
+
+
+def test_a_student_trains_to_the_same_weights_with_the_loop():
+    env = dict(os.environ, MVQKD_PORTABLE_KERNELS="1")
+    out = subprocess.run([sys.executable, "-c", TRAINING], env=env, capture_output=True, text=True, check=True)
+    total, equal = map(int, out.stdout.split())
+    assert total > 50 and equal == total
