@@ -1,4 +1,4 @@
-"""tools/bench_train.py: the alternating timer and the override comparison."""
+"""tools/bench_train.py: the alternating timer, the override and the depthwise comparisons."""
 
 from __future__ import annotations
 
@@ -60,3 +60,23 @@ def test_override_comparison_rejects_a_missing_or_unknown_field(extra, message):
     out = run("--compare", "override", "--model-size", "tiny", *extra)
     assert out.returncode != 0
     assert message in out.stderr
+
+
+@pytest.mark.parametrize("portable", ["1", "0"])
+def test_depthwise_comparison_prints_the_ratio_and_finds_the_same_weights(portable):
+    """Portable: the tap loop runs and must leave the weights as nn.Conv1d's; otherwise both run
+    nn.Conv1d (oneDNN on), which the line says."""
+    import os
+
+    out = subprocess.run([sys.executable, str(TOOL), "--compare", "depthwise", "--model-size", "tiny",
+                          "--batch-size", "2", "--seconds", "1", "--vocab-size", "32", "--num-codebooks", "2",
+                          "--codebook-size", "8", "--steps", "2", "--warmup", "1", "--device", "cpu"],
+                         capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, MVQKD_PORTABLE_KERNELS=portable, OMP_NUM_THREADS="1"))
+    assert out.returncode == 0, out.stderr
+    assert "nn.Conv1d" in out.stdout and "tap loop" in out.stdout
+    ratios = re.findall(r"ratio loop / conv \((median|min)\): ([\d.]+)", out.stdout)
+    assert [r[0] for r in ratios] == ["median", "min"]
+    (same, total), = re.findall(r"weights after 3 steps each: (\d+) of (\d+) tensors identical", out.stdout)
+    assert int(total) > 50 and int(same) == int(total)
+    assert ("oneDNN on: both ran nn.Conv1d" in out.stdout) == (portable == "0")

@@ -30,6 +30,14 @@ utterances of 3.4 s with 256 BPE pieces:
 
     MVQKD_PORTABLE_KERNELS=1 OMP_NUM_THREADS=1 python tools/bench_train.py --compare override \
         --model-size demo --batch-size 6 --seconds 3.4 --vocab-size 256 --override subsampling_channels=32
+
+``--compare depthwise``: the student's depthwise convolutions as ``nn.Conv1d`` against
+``mvqkd.student.depthwise``'s tap-loop forward (taken with oneDNN off, i.e. in the portable
+setting), two copies of one student on one batch, alternating; then whether their weights are
+still identical (the loop keeps the convolution's floats and its backward):
+
+    MVQKD_PORTABLE_KERNELS=1 OMP_NUM_THREADS=1 python tools/bench_train.py --compare depthwise \
+        --model-size demo --batch-size 6 --seconds 3.4 --vocab-size 256 --steps 40 --warmup 3
 """
 
 from __future__ import annotations
@@ -121,9 +129,10 @@ def main(argv=None) -> int:
     p.add_argument("--head-reps", type=int, default=20,
                    help="timed forward+backward runs of the head alone")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--compare", choices=["head", "loss-amp", "override"], default="head",
+    p.add_argument("--compare", choices=["head", "loss-amp", "override", "depthwise"], default="head",
                    help="head: codebook-head overhead; loss-amp: full/pruned x fp32/bf16 steps; "
-                        "override: the preset against the preset with --override")
+                        "override: the preset against the preset with --override; depthwise: "
+                        "nn.Conv1d against the tap loop (same weights after)")
     p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                    help="override: a student config field (repeatable), as mvqkd train's "
                         "--model-override")
@@ -137,6 +146,8 @@ def main(argv=None) -> int:
         return compare_loss_amp(args)
     if args.compare == "override":
         return compare_override(args)
+    if args.compare == "depthwise":
+        return compare_depthwise(args)
 
     device = torch.device(args.device)
     models, opts = {}, {}
@@ -296,16 +307,57 @@ def compare_override(args) -> int:
         return _timed_step(models[name], opts[name], (feats, lens, tokens), idx, device)
 
     times = alternate(step, list(models), args.warmup, args.steps)
+    labels = {"preset": "preset", "override": ", ".join(f"{k}={v}" for k, v in changed.items())}
+    _report(args, device, models, times, labels, "override / preset")
+    return 0
+
+
+def compare_depthwise(args) -> int:
+    """The student's depthwise convolutions as ``nn.Conv1d`` against the tap loop's forward
+    (``mvqkd.student.depthwise``, taken with oneDNN off: ``MVQKD_PORTABLE_KERNELS=1``): step
+    times side by side, and whether the two students, the same at the start and trained on the
+    same batch, end with the same weights (they should: the loop keeps the convolution's
+    floats and backward)."""
+    import mvqkd.student.decoder as decoder_module
+    import mvqkd.student.encoder as encoder_module
+
+    device = torch.device(args.device)
+    loop = encoder_module.depthwise_conv1d
+    variants = {"conv": lambda conv, x: conv(x), "loop": loop}
+    models, opts = {}, {}
+    for name in variants:
+        models[name], opts[name] = _model_and_optimizer(args, device)
+    feats, lens, tokens, idx = make_batch(args.batch_size, args.seconds, args.vocab_size,
+                                          args.num_codebooks, args.codebook_size, device)
+
+    def step(name):
+        encoder_module.depthwise_conv1d = decoder_module.depthwise_conv1d = variants[name]
+        try:
+            return _timed_step(models[name], opts[name], (feats, lens, tokens), idx, device)
+        finally:
+            encoder_module.depthwise_conv1d = decoder_module.depthwise_conv1d = loop
+
+    times = alternate(step, list(models), args.warmup, args.steps)
+    labels = {"conv": "nn.Conv1d", "loop": "tap loop + conv backward"}
+    _report(args, device, models, times, labels, "loop / conv")
+    weights = [m.state_dict() for m in models.values()]
+    same = sum(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    print(f"weights after {args.warmup + args.steps} steps each: {same} of {len(weights[0])} tensors "
+          f"identical{'' if not torch.backends.mkldnn.enabled else ' (oneDNN on: both ran nn.Conv1d)'}")
+    return 0
+
+
+def _report(args, device, models, times, labels, ratio_name) -> None:
+    """Median and minimum step of each model, then the ratio of the second to the first."""
     print(f"device {device}, threads {torch.get_num_threads()}, model {args.model_size}, batch "
           f"{args.batch_size} x {args.seconds:g} s, V={args.vocab_size}, {args.num_codebooks} x "
           f"{args.codebook_size} indexes, {args.steps} timed steps each, alternating")
     for name, m in models.items():
-        label = "preset" if name == "preset" else ", ".join(f"{k}={v}" for k, v in changed.items())
-        print(f"  {label:30s}: median step {statistics.median(times[name]) * 1000:8.1f} ms, min "
+        print(f"  {labels[name]:30s}: median step {statistics.median(times[name]) * 1000:8.1f} ms, min "
               f"{min(times[name]) * 1000:8.1f} ms ({sum(p.numel() for p in m.parameters()) / 1e6:.2f}M params)")
+    first, second = list(models)
     for label, f in (("median", statistics.median), ("min", min)):
-        print(f"ratio override / preset ({label}): {f(times['override']) / f(times['preset']):.3f}")
-    return 0
+        print(f"ratio {ratio_name} ({label}): {f(times[second]) / f(times[first]):.3f}")
 
 
 if __name__ == "__main__":

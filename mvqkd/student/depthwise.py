@@ -28,6 +28,7 @@ def _uses_loop(conv: nn.Conv1d, x: torch.Tensor) -> bool:
     """Whether :func:`depthwise_conv1d` replaces ``conv(x)``'s forward (see the module docstring)."""
     return (x.device.type == "cpu"
             and not torch.backends.mkldnn.enabled
+            and not torch.is_autocast_enabled("cpu")  # --amp: the convolution's own precision
             and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()
             and conv.groups == conv.in_channels == conv.out_channels
             and conv.stride == (1,) and conv.dilation == (1,) and conv.padding_mode == "zeros"

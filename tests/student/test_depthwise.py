@@ -78,6 +78,18 @@ def test_gradients_are_the_convolutions(onednn_off, N, C, L, K, pad, bias):
     assert x.grad is not None and frozen.weight.grad is None
 
 
+def test_autocast_keeps_conv1d(onednn_off):
+    """Under --amp the convolution runs in bfloat16 as autocast decides, and trains."""
+    conv = nn.Conv1d(8, 8, 3, groups=8, padding=1)
+    x = torch.randn(2, 8, 10, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not _uses_loop(conv, x)
+        y = depthwise_conv1d(conv, x.to(torch.bfloat16))
+    assert y.dtype == torch.bfloat16
+    y.float().sum().backward()
+    assert x.grad is not None and conv.weight.grad is not None
+
+
 def test_tracing_and_other_convolutions_keep_conv1d(onednn_off):
     depthwise = nn.Conv1d(4, 4, 3, groups=4)
     x = torch.randn(2, 4, 6)
