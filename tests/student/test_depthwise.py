@@ -69,11 +69,8 @@ def test_gradients_are_the_convolutions(onednn_off, N, C, L, K, pad, bias):
         (forward(x).transpose(1, 2) * r.transpose(1, 2)).sum().backward()  # the encoder's layout
         grads.append([x.grad, conv.weight.grad] + ([conv.bias.grad] if bias else []))
     assert all(torch.equal(a, b) for a, b in zip(*grads))
-    with torch.no_grad():  # a weight that needs no gradient: the input's alone, as the conv's
-        w = conv.weight.detach()
-    x.grad = None
-    frozen = nn.Conv1d(C, C, K, groups=C, padding=pad, bias=False)
-    frozen.weight = nn.Parameter(w, requires_grad=False)
+    x.grad = None  # a weight that needs no gradient: the input's alone, as the conv's
+    frozen = nn.Conv1d(C, C, K, groups=C, padding=pad, bias=False).requires_grad_(False)
     depthwise_conv1d(frozen, x).sum().backward()
     assert x.grad is not None and frozen.weight.grad is None
 
