@@ -9,7 +9,7 @@
 - A progress bar only on a terminal (:mod:`mvqkd.logs`); in a file, the periodic
   ``step N`` log lines are the progress.
 - :meth:`TrainMonitor.fatal` writes the traceback of an error that stops training to the
-  log file before it propagates.
+  log file (not the console, where it is reported once) before it propagates.
 
 ``loss_keys`` names the scalar losses of a step record (the student's ``LOSS_KEYS``, or
 ``("loss",)`` for the teacher).
@@ -50,9 +50,13 @@ class TrainMonitor:
                     self.dinfo.rank, self.dinfo.device)
 
     def fatal(self, exc: BaseException) -> None:
-        """Log an error that stops training (with its traceback) to the log file."""
-        logger.error("training stopped by %s: %s", type(exc).__name__, exc,
-                     exc_info=(type(exc), exc, exc.__traceback__))
+        """Write an error that stops training, with its traceback, to the log file only: on the
+        console the command reports it once (``mvqkd``'s one-line message for a user error, or
+        Python's traceback as it propagates)."""
+        record = logger.makeRecord(logger.name, logging.ERROR, __file__, 0,
+                                   "training stopped by %s: %s", (type(exc).__name__, exc),
+                                   (type(exc), exc, exc.__traceback__))
+        self._file_log.handler.handle(record)
 
     def start_epoch(self, epoch: int) -> None:
         self._sums, self._n, self._ent, self._n_ent = {}, 0, None, 0

@@ -110,3 +110,20 @@ def test_values_out_of_range_are_refused(data, monkeypatch):
     _corrupt_after_setup(monkeypatch, out_of_range)
     with pytest.raises(BadLabelsError, match=r"holds codes outside \[0, 16\)"):
         student.train(_cfg(data))
+
+
+def test_cli_reports_a_stopping_error_once_and_the_traceback_to_the_log(data):
+    """`mvqkd train` without its BPE model: one line on the console naming the file and the
+    fix, no traceback there; the log file keeps the traceback."""
+    from tests.conftest import run_cli
+
+    missing = data / "nowhere" / "bpe.model"
+    proc = run_cli("train", "--train-cuts", data / "cuts.jsonl.gz", "--bpe-model", missing,
+                   "--exp-dir", data / "exp", "--model-size", "tiny", "--device", "cpu",
+                   "--no-tensorboard", check=False, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.count(f"BPE model {missing} not found") == 1, proc.stderr
+    assert "run the BPE stage of prepare.sh" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    log = next((data / "exp" / "log").glob("log-train-*.txt")).read_text()
+    assert "training stopped by FileNotFoundError" in log and "Traceback" in log
