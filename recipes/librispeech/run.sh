@@ -41,7 +41,7 @@ max_duration=20           # seconds of audio per student batch
 # extra `mvqkd train` options, the same for every system. Chosen on dev-clean: docs/RESULTS.md
 # (--valid-every 0: the dev-clean loss after the last epoch only, not after each: ~6 s an epoch;
 # subsampling_channels=32: the front-end at half the demo preset's width, for the 60-minute wall
-# time: students ~0.85x as long, dev-clean mixed, table U against table T in docs/RESULTS.md).
+# time: students ~0.85x as long, dev-clean mixed, table W against table T in docs/RESULTS.md).
 student_args="--sigma-reparam --lr 3e-3 --warmup-steps 100 --no-spec-augment --model-override dropout=0.0 --model-override rnnt_warmup_steps=500 --model-override subsampling_channels=32 --ctc-loss-scale 0.3 --num-workers 0 --valid-every 0"
 average_period=10         # students keep icefall's running mean of their weights, sampled every N steps
                           # (mvqkd train --average-period; 0: none); it never changes the trained weights
