@@ -252,7 +252,9 @@ def test_run_sh_trains_and_decodes_every_student_two_at_a_time(fake_env):
                 " --quantizer data/vq/quantizer.pt --kd-loss-scale 0 ") in mine["mvq"]
         assert " --kd-loss-scale 2.0 " in mine["mvq-dec"]  # its own scale, not the float systems'
         assert "--kd-loss-scale" not in mine["baseline"]
-        assert " --kd-loss-scale 0.5 " in mine["l2"] and " --kd-loss-scale 0.25 " in mine["l2-pca"]
+        assert " --kd-loss-scale 1.0 " in mine["l2"] and " --kd-loss-scale 0.25 " in mine["l2-pca"]
+        # every student gets the demo's 32-channel front-end (table W), whatever its system
+        assert all(" --model-override subsampling_channels=32 " in a for a in mine.values())
         assert not any("--codebook-head" in mine[m] or "--codebook-weighting" in mine[m]
                        for m in ("baseline", "mvq-dec", "l2", "l2-pca"))
         assert " --kd l2 " in mine["l2"] and " --kd l2 " in mine["l2-pca"] and "data/kd_pca/" in mine["l2-pca"]

@@ -60,8 +60,8 @@ codebook_weighting=energy  # MVQ-KD students: energy (each codebook's CE weighed
 codebook_weighting_power=2  # MVQ-KD students with energy weighting: the energy raised to this power (2 chosen
                           # on dev-clean over 1, mean of 4 seeds, at scale 0.01; 2 at 0.005 worse: docs/RESULTS.md)
 mvq_dec_loss_scale=2.0    # mvq-dec students: scale of the decoded regression (chosen on dev-clean, mean of 3 seeds)
-kd_loss_scale=0.5         # l2 students: scale of the float L2-KD loss (chosen on dev-clean, mean of 2 seeds,
-                          # over 0.25 / 0.5 / 1 / 2: docs/RESULTS.md)
+kd_loss_scale=1.0         # l2 students: scale of the float L2-KD loss (chosen on dev-clean, mean of 2 seeds,
+                          # over 0.25 / 0.5 / 2 with the 32-channel front-end; 0.5 at 64: docs/RESULTS.md, table W)
 l2_pca_loss_scale=0.25    # l2-pca students: the same for L2-KD at equal storage (over 0.125 / 0.25 / 0.5 / 1 / 2)
 seeds="1 2"               # one student per system and seed; results are averaged over seeds
 student_jobs=2            # students trained (and decoded) at the same time, nj / student_jobs threads each
