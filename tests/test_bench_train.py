@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -35,9 +36,10 @@ def test_alternate_reverses_the_order_every_other_round_and_skips_the_warmup(ben
     assert times == {"a": [3, 4, 7], "b": [2, 5, 6]}
 
 
-def run(*args):
+def run(*args, **env):
+    """The tool in a subprocess, with ``env`` added to this process's environment."""
     return subprocess.run([sys.executable, str(TOOL), *args], capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, env=dict(os.environ, **env))
 
 
 def test_override_comparison_builds_the_overridden_student_and_prints_the_ratio():
@@ -66,13 +68,9 @@ def test_override_comparison_rejects_a_missing_or_unknown_field(extra, message):
 def test_depthwise_comparison_prints_the_ratio_and_finds_the_same_weights(portable):
     """Portable: the tap loop runs and must leave the weights as nn.Conv1d's; otherwise both run
     nn.Conv1d (oneDNN on), which the line says."""
-    import os
-
-    out = subprocess.run([sys.executable, str(TOOL), "--compare", "depthwise", "--model-size", "tiny",
-                          "--batch-size", "2", "--seconds", "1", "--vocab-size", "32", "--num-codebooks", "2",
-                          "--codebook-size", "8", "--steps", "2", "--warmup", "1", "--device", "cpu"],
-                         capture_output=True, text=True, timeout=300,
-                         env=dict(os.environ, MVQKD_PORTABLE_KERNELS=portable, OMP_NUM_THREADS="1"))
+    out = run("--compare", "depthwise", "--model-size", "tiny", "--batch-size", "2", "--seconds", "1",
+              "--vocab-size", "32", "--num-codebooks", "2", "--codebook-size", "8", "--steps", "2",
+              "--warmup", "1", "--device", "cpu", MVQKD_PORTABLE_KERNELS=portable, OMP_NUM_THREADS="1")
     assert out.returncode == 0, out.stderr
     assert "nn.Conv1d" in out.stdout and "tap loop" in out.stdout
     ratios = re.findall(r"ratio loop / conv \((median|min)\): ([\d.]+)", out.stdout)
