@@ -261,7 +261,7 @@ def test_run_sh_trains_and_decodes_every_student_two_at_a_time(fake_env):
         assert all(" --sigma-reparam " in a and " --no-spec-augment " in a for a in mine.values())
         assert all(" --valid-every 0 " in a for a in mine.values())  # dev loss after the last epoch
         assert "kd-normalize" not in mine["l2"]  # mvqkd train's default: standardised
-        assert " --codebook-loss-scale 0.02 " in mine["mvq"] and " --codebook-label-smoothing 0.1 " in mine["mvq"]
+        assert " --codebook-loss-scale 0.04 " in mine["mvq"] and " --codebook-label-smoothing 0.1 " in mine["mvq"]
         assert "label-smoothing" not in mine["l2"] + mine["baseline"]
         assert f" --seed {seed} " in mine["baseline"] and "data/kd/" in mine["l2"]
     dirs = sorted(_exp_dir(c) for c in decode)
