@@ -43,6 +43,10 @@ CODEBOOK_INDEXES = "codebook_indexes"
 TEACHER_EMBEDDINGS = "teacher_embeddings"
 INFO_SUFFIX = "_info"
 
+#: how a teacher runs utterances longer than ``--chunk-seconds`` (:mod:`mvqkd.teacher.chunking`);
+#: the first is the default
+CHUNK_MODES = ("windows", "front-end")
+
 #: --kd modes: none (plain transducer), mvq (codebook indexes), float regression modes
 FLOAT_KD_MODES = ("l1", "l2", "cosine")
 KD_MODES = ("none", "mvq", *FLOAT_KD_MODES)

@@ -71,7 +71,8 @@ def _dump(args) -> int:
     written, failed = dump_embeddings(
         cfg.cuts, cfg.teacher, cfg.layer, cfg.out, max_utts=cfg.max_utts, max_frames=cfg.max_frames,
         seed=cfg.seed, max_duration=cfg.max_duration, device=cfg.device, dtype=cfg.dtype, report=cfg.report,
-        chunk_seconds=cfg.chunk_seconds, chunk_overlap=cfg.chunk_overlap)
+        chunk_seconds=cfg.chunk_seconds, chunk_overlap=cfg.chunk_overlap,
+        chunk_mode=cfg.chunk_mode)
     print(f"dump-embeddings: {written} cuts -> {cfg.out}; {failed} failed")
     return 1 if failed > cfg.max_failed_cuts or not written else 0
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+from mvqkd.conventions import CHUNK_MODES
 from mvqkd.options import opt
 
 DTYPES = ["auto", "float32", "float16", "bfloat16"]
@@ -25,11 +26,19 @@ class TeacherRunOptions:
     dtype: str = opt("auto", "teacher precision: auto = float32 (half precision changes ~6%% of the "
                              "additive quantizer's codes; bfloat16 / float16 on request)",
                      choices=DTYPES)
-    chunk_seconds: float = opt(60.0, "utterances longer than this run through the teacher in "
-                                     "overlapping windows of this length, so memory does not grow "
-                                     "with the recording (hour-long files); shorter ones run whole")
+    chunk_seconds: float = opt(60.0, "utterances longer than this run through the teacher in chunks "
+                                     "of this length (--chunk-mode), so that no activation grows with "
+                                     "the recording (hour-long files); shorter ones run whole")
     chunk_overlap: float = opt(5.0, "seconds of context on each side of a window, discarded at the "
-                                    "seams")
+                                    "seams (--chunk-mode windows)")
+    chunk_mode: str = opt(CHUNK_MODES[0], "how utterances longer than --chunk-seconds run: windows = the "
+                                     "whole teacher on overlapping windows (time linear in the length; "
+                                     "frames close to, not equal to, a whole-file pass: attention cannot "
+                                     "see past a window); front-end = only the CNN front-end in chunks "
+                                     "and the transformer over the whole recording (frames equal to a "
+                                     "whole-file pass; memory grows with frames x hidden size, attention "
+                                     "time with the square of the length; not WavLM / Whisper)",
+                          choices=list(CHUNK_MODES))
 
 
 @dataclass
@@ -72,5 +81,6 @@ class DumpConfig(TeacherRunOptions, StoreOptions):
 def store_kwargs(cfg) -> dict:
     """The keyword arguments of :func:`mvqkd.indexes.run.run_extraction` in ``cfg``."""
     names = {f.name for f in fields(StoreOptions)} | {"max_duration", "device", "dtype", "compression",
-                                                      "chunk_seconds", "chunk_overlap"}
+                                                      "chunk_seconds", "chunk_overlap",
+                                                      "chunk_mode"}
     return {k: v for k, v in asdict(cfg).items() if k in names and k not in ("out_dir", "max_failed_cuts")}

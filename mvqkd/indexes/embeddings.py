@@ -39,7 +39,8 @@ def select_subset(cuts: list, max_utts: int | None = None, max_frames: int | Non
 def dump_embeddings(cuts_path, teacher_dir, layer: int, out_path, max_utts: int | None = None,
                     max_frames: int | None = None, seed: int = 0, max_duration: float = 60.0,
                     device: str = "auto", dtype: str = "auto", report=None,
-                    chunk_seconds: float | None = 60.0, chunk_overlap: float = 5.0) -> tuple[int, int]:
+                    chunk_seconds: float | None = 60.0, chunk_overlap: float = 5.0,
+                    chunk_mode: str = "windows") -> tuple[int, int]:
     """Write embeddings of a random subset to ``out_path`` (written to a temporary name,
     then renamed). Failed cuts go to ``report`` (default ``<out_path>.failed.jsonl``).
 
@@ -53,7 +54,7 @@ def dump_embeddings(cuts_path, teacher_dir, layer: int, out_path, max_utts: int 
     from mvqkd.teacher.model import load_teacher
 
     teacher = load_teacher(teacher_dir, device=device, dtype=dtype)
-    teacher.set_chunking(chunk_seconds, chunk_overlap)
+    teacher.set_chunking(chunk_seconds, chunk_overlap, chunk_mode)
     teacher.check_layer(layer)
     subset = select_subset(list(CutSet.from_file(cuts_path)), max_utts, max_frames, seed)
     out_path = Path(out_path)

@@ -140,7 +140,8 @@ def run_extraction(cuts_path, spec: TargetSpec, out_dir, *, num_workers: int = 1
                    shard_size: int = 200, max_duration: float = 60.0, device: str = "auto",
                    dtype: str = "auto", compression: str | None = None, join_onto=None,
                    out_manifest=None, report=None, retry_failed: bool = False,
-                   chunk_seconds: float | None = 60.0, chunk_overlap: float = 5.0) -> RunResult | None:
+                   chunk_seconds: float | None = 60.0, chunk_overlap: float = 5.0,
+                   chunk_mode: str = "windows") -> RunResult | None:
     """Extract ``spec.field`` for every cut of ``cuts_path`` into ``out_dir``.
 
     Rerunning with the same arguments after a crash or SIGKILL finishes only the
@@ -167,12 +168,14 @@ def run_extraction(cuts_path, spec: TargetSpec, out_dir, *, num_workers: int = 1
         if rank == 0:
             plan = _plan(cuts_path, cuts, spec, shard_size, compression)
             if chunk_seconds is not None and max(c.duration for c in cuts) > chunk_seconds:
-                plan["chunking"] = [chunk_seconds, chunk_overlap]  # only where it changes arrays
+                # only where it changes arrays
+                plan["chunking"] = ([chunk_seconds, chunk_overlap] if chunk_mode == "windows"
+                                    else [chunk_seconds, chunk_mode])
             check_plan(out_dir, plan)
         return _extract_shards(cuts_path, cuts, spec, out_dir, rank, world, num_workers,
                                shard_size, retry_failed, join_onto, out_manifest, report,
                                {"device": device, "dtype": dtype, "max_duration": max_duration,
-                                "chunk": (chunk_seconds, chunk_overlap),
+                                "chunk": (chunk_seconds, chunk_overlap, chunk_mode),
                                 "compression": compression})
     finally:
         lock.release()

@@ -30,7 +30,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from mvqkd.conventions import SAMPLE_RATE, TEACHER_FRAME_SHIFT, TEACHER_MIN_SAMPLES, TEACHER_STRIDE
+from mvqkd.conventions import CHUNK_MODES, SAMPLE_RATE, TEACHER_FRAME_SHIFT, TEACHER_MIN_SAMPLES
+from mvqkd.teacher import chunking
 
 logger = logging.getLogger(__name__)
 
@@ -130,19 +131,22 @@ class Teacher:
         self.info = info
         self.device = device
         self.dtype = dtype
-        #: (chunk_frames, overlap_frames) for long utterances (:meth:`set_chunking`), or None
-        self.chunk: tuple[int, int] | None = None
+        #: (chunk_frames, overlap_frames, mode) for long utterances (:meth:`set_chunking`), or None
+        self.chunk: tuple[int, int, str] | None = None
 
-    def set_chunking(self, chunk_seconds: float | None, overlap_seconds: float = 5.0) -> None:
-        """Utterances longer than ``chunk_seconds`` go through :meth:`extract_chunked` with
-        ``overlap_seconds`` of context on each side (None: whole utterances, memory grows
-        with their length)."""
+    def set_chunking(self, chunk_seconds: float | None, overlap_seconds: float = 5.0,
+                     mode: str = "windows") -> None:
+        """Utterances longer than ``chunk_seconds`` go through :meth:`extract_chunked` in
+        ``mode`` (:mod:`mvqkd.teacher.chunking`: ``windows`` with ``overlap_seconds`` of
+        context on each side, or ``front-end``); None: whole utterances, memory grows with
+        their length."""
         if chunk_seconds is None:
             self.chunk = None
             return
+        check_chunk_mode(mode, self.info.model_type)
         fps = round(1 / TEACHER_FRAME_SHIFT)
-        self.chunk = (int(chunk_seconds * fps), int(overlap_seconds * fps))
-        if self.chunk[0] - 2 * self.chunk[1] < 1:
+        self.chunk = (int(chunk_seconds * fps), int(overlap_seconds * fps), mode)
+        if mode == "windows" and self.chunk[0] - 2 * self.chunk[1] < 1:
             raise ValueError(f"--chunk-seconds {chunk_seconds} must exceed twice --chunk-overlap "
                              f"{overlap_seconds}")
 
@@ -258,36 +262,38 @@ class Teacher:
         return [hidden[b, : int(frames[b])].clone() for b in range(len(tensors))]
 
     @torch.inference_mode()
-    def extract_chunked(self, wav, layer: int, chunk_frames: int, overlap_frames: int) -> torch.Tensor:
-        """Embeddings (T, D) of one long utterance in bounded memory: the teacher runs on
-        windows of at most ``chunk_frames`` frames that overlap by ``overlap_frames`` on each
-        side, and only their centres are kept. Windows start on frame boundaries (multiples
-        of the 320-sample stride), so the CNN front-end sees exactly the samples it would see
-        on the whole file; the waveform is normalised once, as a whole. Utterances of at most
-        ``chunk_frames`` frames run in one piece."""
+    def extract_chunked(self, wav, layer: int, chunk_frames: int, overlap_frames: int,
+                        mode: str = "windows") -> torch.Tensor:
+        """Embeddings (T, D) of one long utterance in bounded memory (see
+        :mod:`mvqkd.teacher.chunking`): ``windows`` of at most ``chunk_frames`` frames that
+        overlap by ``overlap_frames`` on each side, only their centres kept; or the
+        ``front-end`` in chunks of ``chunk_frames`` frames and the transformer over the whole
+        utterance. Chunks start on frame boundaries (multiples of the 320-sample stride), so
+        the CNN front-end sees exactly the samples it would see on the whole file; the
+        waveform is normalised once, as a whole. Utterances of at most ``chunk_frames``
+        frames run in one piece."""
         self.check_layer(layer)
+        check_chunk_mode(mode, self.info.model_type)
         x = self._prepare(wav)
         total = self.num_frames(x.numel())
         if total <= chunk_frames:
             return self._forward([x], layer)[0]
-        step = chunk_frames - 2 * overlap_frames
-        if step < 1:
-            raise ValueError(f"chunk of {chunk_frames} frames leaves nothing between overlaps of "
-                             f"{overlap_frames}")
-        hop = TEACHER_STRIDE
-        out = []
-        for start in range(0, total, step):
-            a, b = max(0, start - overlap_frames), min(total, start + step + overlap_frames)
-            emb = self._forward([x[a * hop: (b - 1) * hop + TEACHER_MIN_SAMPLES]], layer)[0]
-            out.append(emb[start - a: start - a + min(step, total - start)])
-        return torch.cat(out)
+        if mode == "windows":
+            return chunking.windows(lambda piece: self._forward([piece], layer)[0], x, total,
+                                    chunk_frames, overlap_frames)
+        encoder = self.model.feature_extractor
+        self.model.feature_extractor = chunking.ChunkedFeatureEncoder(encoder, chunk_frames, total)
+        try:
+            return self._forward([x], layer)[0]
+        finally:
+            self.model.feature_extractor = encoder
 
     def extract_many(
         self, wavs: Sequence[np.ndarray], layer: int, max_samples: int,
         chunk: tuple[int, int] | None = None,
     ) -> Iterator[tuple[int, torch.Tensor]]:
         """Yield ``(index, (T, D) tensor)`` for every utterance, batching by total samples.
-        With ``chunk = (chunk_frames, overlap_frames)``, utterances longer than
+        With ``chunk = (chunk_frames, overlap_frames, mode)``, utterances longer than
         ``chunk_frames`` frames go through :meth:`extract_chunked` one at a time."""
         chunk = chunk or self.chunk
         long = set()
@@ -300,6 +306,17 @@ class Teacher:
             ids = [rest[j] for j in batch]
             for i, emb in zip(ids, self.extract([wavs[i] for i in ids], layer)):
                 yield i, emb
+
+
+def check_chunk_mode(mode: str, model_type: str) -> None:
+    """Refuse a ``--chunk-mode`` this teacher cannot run (with what to use instead)."""
+    if mode not in CHUNK_MODES:
+        raise ValueError(f"--chunk-mode {mode!r}: choose one of {', '.join(CHUNK_MODES)}")
+    if mode == "front-end" and model_type in chunking.QUADRATIC_ATTENTION + ("whisper",):
+        why = ("its input is at most 30 s" if model_type == "whisper" else
+               "its relative position bias is a (heads, T, T) tensor, quadratic in the length")
+        raise ValueError(f"--chunk-mode front-end cannot bound a {model_type} teacher's memory ({why}): "
+                         "use --chunk-mode windows")
 
 
 def read_normalize_flag(path: Path, group_norm: bool) -> bool:

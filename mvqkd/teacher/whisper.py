@@ -41,15 +41,16 @@ class WhisperTeacher(Teacher):
         self.fe = feature_extractor
         self.set_chunking(MAX_CHUNK_FRAMES * TEACHER_FRAME_SHIFT, 5.0)
 
-    def set_chunking(self, chunk_seconds, overlap_seconds: float = 5.0) -> None:
-        """As :meth:`Teacher.set_chunking`, at most 29.8 s: longer inputs do not fit Whisper."""
+    def set_chunking(self, chunk_seconds, overlap_seconds: float = 5.0, mode: str = "windows") -> None:
+        """As :meth:`Teacher.set_chunking`, at most 29.8 s: longer inputs do not fit Whisper
+        (only ``windows`` chunking)."""
         limit = MAX_CHUNK_FRAMES * TEACHER_FRAME_SHIFT
         if chunk_seconds is None or chunk_seconds > limit:
             if chunk_seconds is not None:
                 logger.info("Whisper teacher: chunks of %.1f s instead of %.1f s (30 s input limit)",
                             limit, chunk_seconds)
             chunk_seconds = limit
-        super().set_chunking(chunk_seconds, overlap_seconds)
+        super().set_chunking(chunk_seconds, overlap_seconds, mode)
 
     def num_frames(self, num_samples):
         n = torch.as_tensor(num_samples)

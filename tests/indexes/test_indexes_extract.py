@@ -230,3 +230,30 @@ def test_reduce_embeddings_is_the_pca_of_the_standardised_embeddings(tiny_teache
     assert all(c.teacher_embeddings_info["dim"] == 4 for c in reduced)
     assert validate_cuts(reduced, field=EMBEDDINGS)[1] == []
     assert abs(reduced[0].teacher_embeddings_info["pca_explained"] - (s[:4] ** 2).sum() / (s ** 2).sum()) < 1e-3
+
+
+def test_extract_cli_front_end_chunking_gives_the_whole_file_codes(tmp_path, tiny_teacher, quantizer_path):
+    """`mvqkd extract --chunk-mode front-end` on a 25 s recording in 8 s chunks writes the codes of a
+    whole-file pass (--chunk-seconds 1e9); the plan records the mode, and a resume with the
+    other mode is refused."""
+    from mvqkd.cli import main
+
+    (tmp_path / "audio").mkdir()
+    write_tone(tmp_path / "audio" / "long.wav", 25.0, seed=3)
+    cuts = tmp_path / "cuts.jsonl.gz"
+    assert main(["make-cuts", str(tmp_path / "audio"), "--out", str(cuts)]) == 0
+    common = ["extract", "--cuts", str(cuts), "--teacher", str(tiny_teacher), "--layer", str(LAYER),
+              "--quantizer", str(quantizer_path), "--device", "cpu"]
+    assert main(common + ["--out-dir", str(tmp_path / "whole"), "--chunk-seconds", "1e9"]) == 0
+    assert main(common + ["--out-dir", str(tmp_path / "front"), "--chunk-seconds", "8",
+                          "--chunk-mode", "front-end"]) == 0
+    assert main(common + ["--out-dir", str(tmp_path / "windows"), "--chunk-seconds", "8", "--chunk-overlap", "2"]) == 0
+    codes = {name: CutSet.from_file(tmp_path / name / "cuts.jsonl.gz")[0].load_codebook_indexes()
+             for name in ("whole", "front", "windows")}
+    assert codes["front"].shape == (1250, 4)
+    np.testing.assert_array_equal(codes["front"], codes["whole"])
+    assert (codes["windows"] != codes["whole"]).any()  # the default mode's windows do change codes
+    assert json.loads((tmp_path / "front" / "plan.json").read_text())["chunking"] == [8.0, "front-end"]
+    with pytest.raises(ValueError, match="chunking: was \\[8.0, 'front-end'\\], now \\[8.0, 5.0\\]"):
+        run_extraction(cuts, TargetSpec(INDEXES, str(tiny_teacher), LAYER, str(quantizer_path)),
+                       tmp_path / "front", device="cpu", chunk_seconds=8.0)

@@ -1,5 +1,5 @@
-"""Bounded-memory extraction of long recordings: windows aligned on the teacher's frames,
-centres kept, seams discarded."""
+"""Bounded-memory extraction of long recordings (mvqkd.teacher.chunking): windows aligned on
+the teacher's frames, centres kept, seams discarded; or the CNN front-end alone in chunks."""
 
 from __future__ import annotations
 
@@ -56,6 +56,65 @@ def test_transformer_layers_stay_close_on_a_three_minute_recording(teacher):
     assert rel < 2e-3, rel
 
 
+def test_front_end_mode_equals_the_whole_file_pass(teacher):
+    """--chunk-mode front-end: the CNN front-end in 10 s chunks, the transformer over the whole
+    file: every layer equals the whole-file pass to float rounding (windows do not, above)."""
+    wav = long_audio(45.0, seed=1)
+    for layer in (0, 3):
+        whole = teacher.extract([wav], layer)[0]
+        got = teacher.extract_chunked(wav, layer, 500, 100, mode="front-end")
+        assert got.shape == whole.shape
+        torch.testing.assert_close(got, whole, rtol=1e-5, atol=1e-5)
+    windows = teacher.extract_chunked(wav, 3, 500, 100)
+    assert float((windows - whole).abs().max()) > 1e-3  # what the front-end mode avoids
+
+
+@pytest.fixture(scope="module")
+def group_norm_teacher(tmp_path_factory):
+    """The tiny teacher with a base-style front-end: a per-channel group norm over time after
+    the first convolution, a post-norm transformer."""
+    d = make_teacher(tmp_path_factory.mktemp("g") / "tiny-group", "tiny", seed=0, feat_extract_norm="group",
+                     do_stable_layer_norm=False)
+    return load_teacher(d, device="cpu")
+
+
+def test_group_norm_statistics_are_the_whole_files(group_norm_teacher):
+    """The first pass's per-channel mean and variance equal those of the whole first
+    convolution output (brute force), and front-end chunking then equals a whole-file pass;
+    per-chunk statistics (what a chunked group norm would use) are far from it."""
+    from mvqkd.teacher.chunking import conv_statistics
+
+    teacher = group_norm_teacher
+    assert teacher.info.group_norm
+    wav = long_audio(45.0, seed=1)
+    x = teacher._prepare(wav)
+    conv = teacher.model.feature_extractor.conv_layers[0].conv
+    with torch.no_grad():
+        full = conv(x[None, None])[0].double()  # (C, n)
+    mean, var = conv_statistics(conv, x, 777 * 5)  # pieces that do not divide the length
+    torch.testing.assert_close(mean.double(), full.mean(1), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(var.double(), full.var(1, unbiased=False), rtol=1e-4, atol=1e-6)
+    whole = teacher.extract([wav], 3)[0]
+    got = teacher.extract_chunked(wav, 3, 500, 100, mode="front-end")
+    torch.testing.assert_close(got, whole, rtol=1e-4, atol=1e-4)
+    assert teacher.model.feature_extractor.conv_layers[0].layer_norm.__class__ is torch.nn.GroupNorm
+    windows = teacher.extract_chunked(wav, 0, 500, 100)  # per-window statistics, even at layer 0
+    assert float((windows - teacher.extract([wav], 0)[0]).abs().max()) > 0.1
+
+
+def test_chunk_modes_are_checked(teacher):
+    from mvqkd.teacher.model import check_chunk_mode
+
+    with pytest.raises(ValueError, match="choose one of windows, front-end"):
+        teacher.set_chunking(60.0, 5.0, "exact")
+    for model_type in ("wavlm", "whisper"):
+        with pytest.raises(ValueError, match=f"front-end cannot bound a {model_type}.*--chunk-mode windows"):
+            check_chunk_mode("front-end", model_type)
+    teacher.set_chunking(20.0, 10.0, "front-end")  # the overlap does not matter there
+    assert teacher.chunk == (1000, 500, "front-end")
+    teacher.set_chunking(None)
+
+
 def test_extract_many_chunks_only_the_long_ones(teacher):
     wavs = [long_audio(2.0, 3), long_audio(13.0, 4), long_audio(1.0, 5)]
     teacher.set_chunking(10.0, 2.0)
@@ -71,27 +130,33 @@ def test_extract_many_chunks_only_the_long_ones(teacher):
 
 
 def test_ten_minute_recording_codes_chunked_vs_whole(teacher):
-    """Issue 16's agreement check at its size: a 10-minute recording, the default 60 s windows
-    with 5 s of context, quantizers trained on the whole-file embeddings of its first minute.
-    Product codes agree on >= 99% of entries (not of frames, which issue 16 counts: 93%, and
-    1e-3-std noise alone changes 1.5% of frames; docs/benchmarks.md). Additive codes are a jagged function of the
-    embedding (beam search over jointly trained codebooks): noise of 1e-3 of a standard
-    deviation alone flips ~1% of their entries, so for them the check is that the chunked
-    codes rebuild the whole-file embedding as well as the whole-file codes do (within 1%).
-    tools/bench_long_audio.py measures the same on the same recording, with peak memory."""
+    """Issue 16's agreement check at its size: a 10-minute recording, quantizers trained on the
+    whole-file embeddings of its first minute. ``front-end`` chunking (60 s chunks) gives the
+    whole-file codes on >= 99% of frames (all 8 codebooks equal), for product and additive
+    codes. The default ``windows`` (60 s, 5 s of context) cannot: product codes agree on >= 99%
+    of entries only (93% of frames; 1e-3-std noise alone changes 1.5% of frames,
+    docs/benchmarks.md). Additive codes are a jagged function of the embedding (beam search
+    over jointly trained codebooks): noise of 1e-3 of a standard deviation alone flips ~1% of
+    their entries, so for windows the check is that their codes rebuild the whole-file
+    embedding as well as the whole-file codes do (within 1%). tools/bench_long_audio.py
+    measures the same on the same recording, with peak memory."""
     from mvqkd.quantizer.train import train_quantizer
     from tests.speech import speech
 
     wav = speech(10.0)
     whole = teacher.extract([wav], 2)[0]
     chunked = teacher.extract_chunked(wav, 2, 3000, 250)
-    assert chunked.shape == whole.shape == (29999, 64)
+    front = teacher.extract_chunked(wav, 2, 3000, 250, mode="front-end")
+    assert chunked.shape == front.shape == whole.shape == (29999, 64)
     den = float(((whole - whole.mean(0)) ** 2).sum())
     assert float(((chunked - whole) ** 2).sum()) / den < 1e-4
     first = whole[:3000].numpy()
     product = train_quantizer(first, num_codebooks=8, iters=3, method="product", seed=0)
-    assert float((product.encode(chunked) == product.encode(whole)).float().mean()) >= 0.99
     additive = train_quantizer(first, num_codebooks=8, iters=3, method="lsq", seed=0)
+    for q in (product, additive):
+        frames_equal = float((q.encode(front) == q.encode(whole)).all(dim=1).float().mean())
+        assert frames_equal >= 0.99, frames_equal
+    assert float((product.encode(chunked) == product.encode(whole)).float().mean()) >= 0.99
     err = {name: float(((additive.decode(additive.encode(x)) - whole) ** 2).sum()) / den
            for name, x in (("whole", whole), ("chunked", chunked))}
     assert err["chunked"] <= 1.01 * err["whole"], err

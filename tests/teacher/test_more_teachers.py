@@ -61,6 +61,8 @@ def test_whisper_batches_and_chunks_long_audio(whisper_dir):
         teacher.extract([long], 2)
     (i, emb), = list(teacher.extract_many([long], 2, max_samples=10 ** 7))
     assert emb.shape == (teacher.num_frames(len(long)), 32) and torch.isfinite(emb).all()
+    with pytest.raises(ValueError, match="front-end cannot bound a whisper teacher"):
+        teacher.set_chunking(60.0, 5.0, "front-end")
 
 
 def test_data2vec_audio_teacher(tmp_path):
@@ -79,6 +81,9 @@ def test_data2vec_audio_teacher(tmp_path):
     with torch.no_grad():
         ref = model(x, output_hidden_states=True).hidden_states[1][0]
     torch.testing.assert_close(emb, ref, rtol=1e-4, atol=1e-4)
+    long = _wav(7.3, 1)  # its own feature encoder class, chunked in 2 s: the whole-file frames
+    got = teacher.extract_chunked(long, 2, 100, 10, mode="front-end")
+    torch.testing.assert_close(got, teacher.extract([long], 2)[0], rtol=1e-5, atol=1e-5)
 
 
 def test_whisper_float32_forward_runs_without_tf32(whisper_dir, tf32_on):

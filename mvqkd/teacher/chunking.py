@@ -1,0 +1,155 @@
+"""Long utterances in bounded memory: the two ways a teacher runs a recording longer than
+``--chunk-seconds`` (:meth:`mvqkd.teacher.model.Teacher.extract_chunked`).
+
+``windows`` (the default)
+    The whole teacher runs on windows of at most ``chunk_frames`` frames that overlap by
+    ``overlap_frames`` on each side; only their centres are kept. Time is linear in the
+    length and no activation grows with it. Through global self-attention a window cannot
+    see the rest of the file, so its frames differ a little from a whole-file pass
+    (relative squared error 2e-5 for the tiny test teacher at 10 minutes, which changes 10%
+    of the additive quantizer's code frames: docs/benchmarks.md).
+
+``front-end``
+    Only the convolutional front-end runs in chunks: it works at 3.2 kHz with 512 channels
+    (for HuBERT base / large), 64 times the frame rate, and a whole-file pass spends most of
+    its memory there. Its frames are a local function of the waveform, so chunks aligned on
+    the 320-sample stride give exactly the whole-file frames. The transformer layers then see
+    the whole recording (transformers' SDPA attention, whose memory is linear in the length
+    on CPU and CUDA), so the embeddings equal a whole-file pass up to float rounding. Memory
+    grows with frames x hidden size (a few copies of the output itself), attention time with
+    the square of the length. Group-norm front-ends (base-style checkpoints) normalise the
+    first convolution's output over the whole file: a first pass computes those statistics
+    chunk by chunk, so they too equal the whole-file ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable
+
+import torch
+
+from mvqkd.conventions import TEACHER_MIN_SAMPLES, TEACHER_STRIDE
+#: model types whose attention memory grows with the square of the length (WavLM's relative
+#: position bias is a (heads, T, T) tensor), which ``front-end`` chunking cannot bound
+QUADRATIC_ATTENTION = ("wavlm",)
+
+
+def frame_span(a: int, b: int) -> tuple[int, int]:
+    """The samples ``[start, stop)`` that produce teacher frames ``a .. b-1`` (stride 320,
+    receptive field 400)."""
+    return a * TEACHER_STRIDE, (b - 1) * TEACHER_STRIDE + TEACHER_MIN_SAMPLES
+
+
+def windows(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, total: int,
+            chunk_frames: int, overlap_frames: int) -> torch.Tensor:
+    """``windows`` mode.
+
+    Args:
+        forward: prepared waveform ``(S,)`` -> frames ``(num_frames(S), D)``.
+        x: the prepared waveform ``(S,)`` of ``total`` frames.
+    Returns:
+        ``(total, D)``: each window's centre, ``overlap_frames`` of context on each side dropped.
+    """
+    step = chunk_frames - 2 * overlap_frames
+    if step < 1:
+        raise ValueError(f"chunk of {chunk_frames} frames leaves nothing between overlaps of "
+                         f"{overlap_frames}")
+    out = []
+    for start in range(0, total, step):
+        a, b = max(0, start - overlap_frames), min(total, start + step + overlap_frames)
+        lo, hi = frame_span(a, b)
+        emb = forward(x[lo:hi])
+        out.append(emb[start - a: start - a + min(step, total - start)])
+    return torch.cat(out)
+
+
+class ChunkedFeatureEncoder(torch.nn.Module):
+    """Stands in for a transformers SSL model's ``feature_extractor`` (``HubertFeatureEncoder``
+    and its wav2vec2 / data2vec-audio / WavLM twins) during one forward: the same output
+    ``(1, C, T)`` for an input ``(1, S)``, computed on chunks of at most ``chunk_frames``
+    frames.
+
+    Args:
+        encoder: the model's feature encoder (``conv_layers``; the first one has a
+            ``layer_norm`` that is a ``GroupNorm`` for group-norm front-ends).
+        chunk_frames: frames per chunk.
+        total: frames of the whole input (the teacher's ``num_frames(S)``).
+    """
+
+    def __init__(self, encoder: torch.nn.Module, chunk_frames: int, total: int):
+        super().__init__()
+        self.encoder = encoder
+        self.chunk_frames = chunk_frames
+        self.total = total
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] != 1:
+            raise ValueError("front-end chunking runs one utterance at a time")
+        with self._whole_file_group_norm(x):
+            parts = []
+            for a in range(0, self.total, self.chunk_frames):
+                lo, hi = frame_span(a, min(self.total, a + self.chunk_frames))
+                parts.append(self.encoder(x[:, lo:hi]))
+        return torch.cat(parts, dim=2)
+
+    @contextlib.contextmanager
+    def _whole_file_group_norm(self, x: torch.Tensor):
+        """Inside: a group-norm front-end's first norm uses the whole file's per-channel
+        statistics (:func:`conv_statistics`) instead of each chunk's own."""
+        first = self.encoder.conv_layers[0]
+        norm = getattr(first, "layer_norm", None)
+        if not isinstance(norm, torch.nn.GroupNorm):
+            yield
+            return
+        if norm.num_groups != norm.num_channels:
+            raise ValueError(f"front-end chunking supports per-channel group norms, not "
+                             f"{norm.num_groups} groups of {norm.num_channels} channels")
+        mean, var = conv_statistics(first.conv, x[0], self.chunk_frames * TEACHER_STRIDE)
+        first.layer_norm = FixedChannelNorm(mean, var, norm)
+        try:
+            yield
+        finally:
+            first.layer_norm = norm
+
+
+def conv_statistics(conv: torch.nn.Conv1d, x: torch.Tensor, piece_samples: int) -> tuple[torch.Tensor, ...]:
+    """Per-channel mean and (biased) variance over time of ``conv(x)``, the whole-file
+    statistics of a group norm, computed on pieces of about ``piece_samples`` samples.
+
+    Args:
+        conv: one-input-channel convolution (the front-end's first layer).
+        x: waveform ``(S,)``.
+    Returns:
+        ``(C,)`` mean and ``(C,)`` variance, in ``x``'s dtype.
+    """
+    (k,), (s,) = conv.kernel_size, conv.stride
+    n_out = (x.numel() - k) // s + 1
+    per = max(1, piece_samples // s)
+    total = torch.zeros(conv.out_channels, dtype=torch.float64, device=x.device)
+    squares = torch.zeros_like(total)
+    for j in range(0, n_out, per):
+        j1 = min(n_out, j + per)
+        y = conv(x[j * s:(j1 - 1) * s + k][None, None])[0].double()  # (C, j1 - j)
+        total += y.sum(1)
+        squares += (y * y).sum(1)
+    mean = total / n_out
+    var = (squares / n_out - mean * mean).clamp_min(0)
+    return mean.to(x.dtype), var.to(x.dtype)
+
+
+class FixedChannelNorm(torch.nn.Module):
+    """``norm`` (a per-channel ``GroupNorm``) with given statistics: ``(x - mean) /
+    sqrt(var + eps) * weight + bias`` on ``(B, C, T)``."""
+
+    def __init__(self, mean: torch.Tensor, var: torch.Tensor, norm: torch.nn.GroupNorm):
+        super().__init__()
+        self.scale = torch.rsqrt(var + norm.eps)
+        self.mean = mean
+        self.norm = norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = (x - self.mean[:, None]) * self.scale[:, None]
+        if self.norm.affine:
+            y = y * self.norm.weight[:, None] + self.norm.bias[:, None]
+        return y
