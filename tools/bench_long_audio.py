@@ -8,7 +8,8 @@ codebooks equal; issue 16 counts frames).
 
 The recording is real speech (the LibriSpeech and LJSpeech files of tests/data, resampled
 to 16 kHz and concatenated) repeated to the length, with a small gain change per repeat.
-The teacher is a random-init tiny one (`mvqkd make-teacher --size tiny`); the quantizers
+The teacher is a random-init tiny one (`mvqkd make-teacher --size tiny`; `--teacher-size base`:
+HuBERT base's shapes, 512-channel group-norm front-end, 12 x 768 transformer); the quantizers
 (additive 8 x 256 and product 8 x 256) are trained on its layer-2 embeddings of the first
 minute. Every extraction runs in its own process; its peak RSS is that process's maximum
 resident set (`getrusage(RUSAGE_CHILDREN)` of a fresh wrapper process).
@@ -82,6 +83,8 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, nargs="+", default=[1, 10, 60])
     ap.add_argument("--whole-up-to", type=float, default=10, help="also extract whole recordings up to this length")
     ap.add_argument("--layer", type=int, default=2)
+    ap.add_argument("--teacher-size", default="tiny", choices=["tiny", "base"],
+                    help="random-init teacher (mvqkd make-teacher --size)")
     ap.add_argument("--keep", default=None, help="work folder to keep (default: a temporary one)")
     ap.add_argument("--chunk-overlap", type=float, default=5.0, help="seconds of context each side of a window")
     ap.add_argument("--sensitivity", action="store_true",
@@ -92,7 +95,7 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     teacher = work / "teacher"
     if not (teacher / "config.json").is_file():
-        mvqkd("make-teacher", "--out", str(teacher), "--size", "tiny", "--seed", "0")
+        mvqkd("make-teacher", "--out", str(teacher), "--size", args.teacher_size, "--seed", "0")
     # quantizers on the first minute
     first = work / "q_audio"
     first.mkdir(exist_ok=True)
@@ -107,7 +110,7 @@ def main() -> int:
             mvqkd("train-quantizer", "--embeddings", str(work / "emb.h5"), "--num-codebooks", "8", "--iters", "3",
                   "--method", method, "--out", str(q))
         quantizers[method] = q
-    print(f"long recordings: mvqkd extract, tiny random teacher, layer {args.layer}, CPU "
+    print(f"long recordings: mvqkd extract, {args.teacher_size} random teacher, layer {args.layer}, CPU "
           f"threads={os.environ.get('OMP_NUM_THREADS', 'default')}; 60 s chunks; windows with "
           f"{args.chunk_overlap:g} s context")
     print("| audio | windows: time, peak RSS | front-end: time, peak RSS | whole: time, peak RSS "

@@ -17,9 +17,12 @@
     the whole recording (transformers' SDPA attention, whose memory is linear in the length
     on CPU and CUDA), so the embeddings equal a whole-file pass up to float rounding. Memory
     grows with frames x hidden size (a few copies of the output itself), attention time with
-    the square of the length. Group-norm front-ends (base-style checkpoints) normalise the
-    first convolution's output over the whole file: a first pass computes those statistics
-    chunk by chunk, so they too equal the whole-file ones.
+    the square of the length.
+
+In both modes the waveform is normalised once, as a whole (``do_normalize``), and so is the
+first convolution's output of a group-norm front-end (base-style checkpoints normalise it
+per channel over the whole input): a first pass computes those statistics piece by piece
+(:func:`whole_file_group_norm`), so that no chunk or window is normalised on its own.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ from mvqkd.conventions import TEACHER_MIN_SAMPLES, TEACHER_STRIDE
 #: model types whose attention memory grows with the square of the length (WavLM's relative
 #: position bias is a (heads, T, T) tensor), which ``front-end`` chunking cannot bound
 QUADRATIC_ATTENTION = ("wavlm",)
+#: samples per piece of the group-norm statistics pass: 10 s (HuBERT base's first convolution
+#: then holds 512 x 32,000 values, 64 MiB, plus their float64 copy)
+STATISTICS_PIECE_SAMPLES = 160_000
 
 
 def frame_span(a: int, b: int) -> tuple[int, int]:
@@ -68,11 +74,11 @@ class ChunkedFeatureEncoder(torch.nn.Module):
     """Stands in for a transformers SSL model's ``feature_extractor`` (``HubertFeatureEncoder``
     and its wav2vec2 / data2vec-audio / WavLM twins) during one forward: the same output
     ``(1, C, T)`` for an input ``(1, S)``, computed on chunks of at most ``chunk_frames``
-    frames.
+    frames (a group norm inside must already hold the whole file's statistics:
+    :func:`whole_file_group_norm`).
 
     Args:
-        encoder: the model's feature encoder (``conv_layers``; the first one has a
-            ``layer_norm`` that is a ``GroupNorm`` for group-norm front-ends).
+        encoder: the model's feature encoder.
         chunk_frames: frames per chunk.
         total: frames of the whole input (the teacher's ``num_frames(S)``).
     """
@@ -86,31 +92,33 @@ class ChunkedFeatureEncoder(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[0] != 1:
             raise ValueError("front-end chunking runs one utterance at a time")
-        with self._whole_file_group_norm(x):
-            parts = []
-            for a in range(0, self.total, self.chunk_frames):
-                lo, hi = frame_span(a, min(self.total, a + self.chunk_frames))
-                parts.append(self.encoder(x[:, lo:hi]))
+        parts = []
+        for a in range(0, self.total, self.chunk_frames):
+            lo, hi = frame_span(a, min(self.total, a + self.chunk_frames))
+            parts.append(self.encoder(x[:, lo:hi]))
         return torch.cat(parts, dim=2)
 
-    @contextlib.contextmanager
-    def _whole_file_group_norm(self, x: torch.Tensor):
-        """Inside: a group-norm front-end's first norm uses the whole file's per-channel
-        statistics (:func:`conv_statistics`) instead of each chunk's own."""
-        first = self.encoder.conv_layers[0]
-        norm = getattr(first, "layer_norm", None)
-        if not isinstance(norm, torch.nn.GroupNorm):
-            yield
-            return
-        if norm.num_groups != norm.num_channels:
-            raise ValueError(f"front-end chunking supports per-channel group norms, not "
-                             f"{norm.num_groups} groups of {norm.num_channels} channels")
-        mean, var = conv_statistics(first.conv, x[0], self.chunk_frames * TEACHER_STRIDE)
-        first.layer_norm = FixedChannelNorm(mean, var, norm)
-        try:
-            yield
-        finally:
-            first.layer_norm = norm
+
+@contextlib.contextmanager
+def whole_file_group_norm(encoder: torch.nn.Module, x: torch.Tensor):
+    """Inside: a group-norm front-end's first norm (``encoder.conv_layers[0].layer_norm``, a
+    per-channel ``GroupNorm`` over time) uses the statistics of the whole waveform ``x``
+    ``(S,)`` (:func:`conv_statistics`) instead of those of each chunk or window it is given,
+    as the waveform itself is normalised once, as a whole. Layer-norm front-ends: no change."""
+    first = encoder.conv_layers[0]
+    norm = getattr(first, "layer_norm", None)
+    if not isinstance(norm, torch.nn.GroupNorm):
+        yield
+        return
+    if norm.num_groups != norm.num_channels:
+        raise ValueError(f"chunked extraction supports per-channel group norms, not "
+                         f"{norm.num_groups} groups of {norm.num_channels} channels")
+    mean, var = conv_statistics(first.conv, x, STATISTICS_PIECE_SAMPLES)
+    first.layer_norm = FixedChannelNorm(mean, var, norm)
+    try:
+        yield
+    finally:
+        first.layer_norm = norm
 
 
 def conv_statistics(conv: torch.nn.Conv1d, x: torch.Tensor, piece_samples: int) -> tuple[torch.Tensor, ...]:
@@ -121,21 +129,22 @@ def conv_statistics(conv: torch.nn.Conv1d, x: torch.Tensor, piece_samples: int) 
         conv: one-input-channel convolution (the front-end's first layer).
         x: waveform ``(S,)``.
     Returns:
-        ``(C,)`` mean and ``(C,)`` variance, in ``x``'s dtype.
+        ``(C,)`` mean and ``(C,)`` variance, on ``conv``'s device, in its dtype.
     """
     (k,), (s,) = conv.kernel_size, conv.stride
     n_out = (x.numel() - k) // s + 1
     per = max(1, piece_samples // s)
-    total = torch.zeros(conv.out_channels, dtype=torch.float64, device=x.device)
+    total = torch.zeros(conv.out_channels, dtype=torch.float64, device=conv.weight.device)
     squares = torch.zeros_like(total)
     for j in range(0, n_out, per):
         j1 = min(n_out, j + per)
-        y = conv(x[j * s:(j1 - 1) * s + k][None, None])[0].double()  # (C, j1 - j)
+        piece = x[j * s:(j1 - 1) * s + k].to(conv.weight)
+        y = conv(piece[None, None])[0].double()  # (C, j1 - j)
         total += y.sum(1)
         squares += (y * y).sum(1)
     mean = total / n_out
     var = (squares / n_out - mean * mean).clamp_min(0)
-    return mean.to(x.dtype), var.to(x.dtype)
+    return mean.to(conv.weight.dtype), var.to(conv.weight.dtype)
 
 
 class FixedChannelNorm(torch.nn.Module):

@@ -270,23 +270,27 @@ class Teacher:
         ``front-end`` in chunks of ``chunk_frames`` frames and the transformer over the whole
         utterance. Chunks start on frame boundaries (multiples of the 320-sample stride), so
         the CNN front-end sees exactly the samples it would see on the whole file; the
-        waveform is normalised once, as a whole. Utterances of at most ``chunk_frames``
-        frames run in one piece."""
+        waveform is normalised once, as a whole, and so is a group-norm front-end's first
+        convolution (its statistics from a first pass over the whole file). Utterances of
+        at most ``chunk_frames`` frames run in one piece."""
         self.check_layer(layer)
         check_chunk_mode(mode, self.info.model_type)
         x = self._prepare(wav)
         total = self.num_frames(x.numel())
         if total <= chunk_frames:
             return self._forward([x], layer)[0]
-        if mode == "windows":
-            return chunking.windows(lambda piece: self._forward([piece], layer)[0], x, total,
-                                    chunk_frames, overlap_frames)
-        encoder = self.model.feature_extractor
-        self.model.feature_extractor = chunking.ChunkedFeatureEncoder(encoder, chunk_frames, total)
-        try:
-            return self._forward([x], layer)[0]
-        finally:
-            self.model.feature_extractor = encoder
+        group_norm = (chunking.whole_file_group_norm(self.model.feature_extractor, x) if self.info.group_norm
+                      else contextlib.nullcontext())
+        with group_norm:
+            if mode == "windows":
+                return chunking.windows(lambda piece: self._forward([piece], layer)[0], x, total,
+                                        chunk_frames, overlap_frames)
+            encoder = self.model.feature_extractor
+            self.model.feature_extractor = chunking.ChunkedFeatureEncoder(encoder, chunk_frames, total)
+            try:
+                return self._forward([x], layer)[0]
+            finally:
+                self.model.feature_extractor = encoder
 
     def extract_many(
         self, wavs: Sequence[np.ndarray], layer: int, max_samples: int,

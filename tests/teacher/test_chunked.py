@@ -80,9 +80,10 @@ def group_norm_teacher(tmp_path_factory):
 
 def test_group_norm_statistics_are_the_whole_files(group_norm_teacher):
     """The first pass's per-channel mean and variance equal those of the whole first
-    convolution output (brute force), and front-end chunking then equals a whole-file pass;
-    per-chunk statistics (what a chunked group norm would use) are far from it."""
-    from mvqkd.teacher.chunking import conv_statistics
+    convolution output (brute force); with them, front-end chunking equals a whole-file pass
+    at every layer and windows do at layer 0 (a local receptive field). A window normalised on
+    its own statistics (a plain teacher pass on its samples) is far from it."""
+    from mvqkd.teacher.chunking import conv_statistics, frame_span
 
     teacher = group_norm_teacher
     assert teacher.info.group_norm
@@ -97,9 +98,12 @@ def test_group_norm_statistics_are_the_whole_files(group_norm_teacher):
     whole = teacher.extract([wav], 3)[0]
     got = teacher.extract_chunked(wav, 3, 500, 100, mode="front-end")
     torch.testing.assert_close(got, whole, rtol=1e-4, atol=1e-4)
+    whole0 = teacher.extract([wav], 0)[0]
+    torch.testing.assert_close(teacher.extract_chunked(wav, 0, 500, 100), whole0, rtol=1e-4, atol=1e-4)
     assert teacher.model.feature_extractor.conv_layers[0].layer_norm.__class__ is torch.nn.GroupNorm
-    windows = teacher.extract_chunked(wav, 0, 500, 100)  # per-window statistics, even at layer 0
-    assert float((windows - teacher.extract([wav], 0)[0]).abs().max()) > 0.1
+    lo, hi = frame_span(1000, 1500)
+    alone = teacher.extract([wav[lo:hi]], 0)[0]  # normalised on its own 10 s
+    assert float((alone[100:400] - whole0[1100:1400]).abs().max()) > 0.1
 
 
 def test_chunk_modes_are_checked(teacher):
