@@ -5,6 +5,10 @@ Checks (one PASS / FAIL line each):
   extract     tiny teacher + quantizer: codebook indexes of the test suite's real recordings
               (tests/data: flac, wav, mp3, stereo; the first 4 s of each) on the device vs on
               the CPU (float32): >= 99% of code entries equal
+  long        a 3-minute recording (40 s with --quick), base-style group-norm tiny teacher:
+              --chunk-mode front-end (10 s chunks) on the device gives the codes of the
+              device's whole-file pass on >= 99% of frames and the CPU's front-end codes on
+              >= 99% of entries; prints the device's peak memory of both passes
   quantizer   train a quantizer on the device and on the CPU (same seed): codes of the
               device's quantizer equal on >= 99% of entries, relative errors within 1%
   losses      full and pruned RNN-T losses (and gradients) on the device vs the CPU: 1e-4
@@ -69,6 +73,33 @@ def check_extract(dev, quick, tmp):
     q = train_quantizer(a, 4, 16, iters=1, progress=False)
     eq = float((q.encode(a) == q.encode(b)).float().mean())
     return eq >= 0.99, f"codes of {len(wavs)} recordings ({a.shape[0]} frames) equal on {100 * eq:.2f}% of entries"
+
+
+def check_long(dev, quick, tmp):
+    from mvqkd.quantizer import train_quantizer
+    from mvqkd.teacher.make import make_teacher
+    from mvqkd.teacher.model import load_teacher
+
+    path = make_teacher(Path(tmp) / "tg", "tiny", seed=0, feat_extract_norm="group", do_stable_layer_norm=False)
+    wav = np.concatenate([audio(4.0, i) for i in range(10 if quick else 45)])
+    cuda = dev.startswith("cuda")
+    teacher, peaks = load_teacher(path, device=dev, dtype="float32"), []
+    out = {}
+    for name, run in (("whole", lambda: teacher.extract([wav], 2)[0]),
+                      ("front-end", lambda: teacher.extract_chunked(wav, 2, 500, 0, mode="front-end"))):
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        out[name] = run()
+        peaks.append(f"{name} {torch.cuda.max_memory_allocated() / 2 ** 20:.0f} MiB" if cuda else "")
+    cpu = load_teacher(path, device="cpu", dtype="float32").extract_chunked(wav, 2, 500, 0, mode="front-end")
+    q = train_quantizer(out["whole"], 4, 16, iters=1, progress=False)
+    codes = {name: q.encode(x) for name, x in (*out.items(), ("cpu", cpu))}
+    frames = float((codes["front-end"] == codes["whole"]).all(dim=1).float().mean())
+    entries = float((codes["front-end"] == codes["cpu"]).float().mean())
+    memory = f"; peak {', '.join(peaks)}" if cuda else ""
+    return frames >= 0.99 and entries >= 0.99, (
+        f"{len(wav) / SAMPLE_RATE:.0f} s: front-end vs whole {100 * frames:.2f}% of frames, vs CPU "
+        f"{100 * entries:.2f}% of entries{memory}")
 
 
 def check_quantizer(dev, quick, tmp):
@@ -168,7 +199,7 @@ def check_decode(dev, quick, tmp):
         "equal" if out["cpu"] == out[dev] else "differ")
 
 
-CHECKS = {"extract": check_extract, "quantizer": check_quantizer, "losses": check_losses,
+CHECKS = {"extract": check_extract, "long": check_long, "quantizer": check_quantizer, "losses": check_losses,
           "train": check_train, "decode": check_decode}
 
 

@@ -149,16 +149,17 @@ def conv_statistics(conv: torch.nn.Conv1d, x: torch.Tensor, piece_samples: int) 
 
 class FixedChannelNorm(torch.nn.Module):
     """``norm`` (a per-channel ``GroupNorm``) with given statistics: ``(x - mean) /
-    sqrt(var + eps) * weight + bias`` on ``(B, C, T)``."""
+    sqrt(var + eps) * weight + bias`` on ``(B, C, T)``, as one multiply-add (one output
+    tensor, as the fused group norm: the first convolution's output is the largest activation
+    of a front-end)."""
 
     def __init__(self, mean: torch.Tensor, var: torch.Tensor, norm: torch.nn.GroupNorm):
         super().__init__()
-        self.scale = torch.rsqrt(var + norm.eps)
-        self.mean = mean
-        self.norm = norm
+        scale = torch.rsqrt(var + norm.eps)
+        shift = -mean * scale
+        if norm.affine:
+            scale, shift = scale * norm.weight, shift * norm.weight + norm.bias
+        self.scale, self.shift = scale[:, None], shift[:, None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = (x - self.mean[:, None]) * self.scale[:, None]
-        if self.norm.affine:
-            y = y * self.norm.weight[:, None] + self.norm.bias[:, None]
-        return y
+        return torch.addcmul(self.shift, x, self.scale)
