@@ -100,6 +100,18 @@ class ChunkedFeatureEncoder(torch.nn.Module):
 
 
 @contextlib.contextmanager
+def chunked_front_end(model: torch.nn.Module, chunk_frames: int, total: int):
+    """Inside: ``model.feature_extractor`` (a transformers SSL model's) is a
+    :class:`ChunkedFeatureEncoder` around itself, for an input of ``total`` frames."""
+    encoder = model.feature_extractor
+    model.feature_extractor = ChunkedFeatureEncoder(encoder, chunk_frames, total)
+    try:
+        yield
+    finally:
+        model.feature_extractor = encoder
+
+
+@contextlib.contextmanager
 def whole_file_group_norm(encoder: torch.nn.Module, x: torch.Tensor):
     """Inside: a group-norm front-end's first norm (``encoder.conv_layers[0].layer_norm``, a
     per-channel ``GroupNorm`` over time) uses the statistics of the whole waveform ``x``

@@ -285,16 +285,12 @@ class Teacher:
             if mode == "windows":
                 return chunking.windows(lambda piece: self._forward([piece], layer)[0], x, total,
                                         chunk_frames, overlap_frames)
-            encoder = self.model.feature_extractor
-            self.model.feature_extractor = chunking.ChunkedFeatureEncoder(encoder, chunk_frames, total)
-            try:
+            with chunking.chunked_front_end(self.model, chunk_frames, total):
                 return self._forward([x], layer)[0]
-            finally:
-                self.model.feature_extractor = encoder
 
     def extract_many(
         self, wavs: Sequence[np.ndarray], layer: int, max_samples: int,
-        chunk: tuple[int, int] | None = None,
+        chunk: tuple[int, int, str] | None = None,
     ) -> Iterator[tuple[int, torch.Tensor]]:
         """Yield ``(index, (T, D) tensor)`` for every utterance, batching by total samples.
         With ``chunk = (chunk_frames, overlap_frames, mode)``, utterances longer than
