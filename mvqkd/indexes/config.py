@@ -27,8 +27,9 @@ class TeacherRunOptions:
                              "additive quantizer's codes; bfloat16 / float16 on request)",
                      choices=DTYPES)
     chunk_seconds: float = opt(60.0, "utterances longer than this run through the teacher in chunks "
-                                     "of this length (--chunk-mode), so that no activation grows with "
-                                     "the recording (hour-long files); shorter ones run whole")
+                                     "of this length (--chunk-mode), so that memory does not grow with "
+                                     "the recording as a whole-file pass's does (hour-long files); "
+                                     "shorter ones run whole")
     chunk_overlap: float = opt(5.0, "seconds of context on each side of a window, discarded at the "
                                     "seams (--chunk-mode windows)")
     chunk_mode: str = opt(CHUNK_MODES[0], "how utterances longer than --chunk-seconds run: windows = the "
