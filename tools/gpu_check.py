@@ -83,20 +83,21 @@ def check_long(dev, quick, tmp):
     path = make_teacher(Path(tmp) / "tg", "tiny", seed=0, feat_extract_norm="group", do_stable_layer_norm=False)
     wav = np.concatenate([audio(4.0, i) for i in range(10 if quick else 45)])
     cuda = dev.startswith("cuda")
-    teacher, peaks = load_teacher(path, device=dev, dtype="float32"), []
-    out = {}
+    teacher = load_teacher(path, device=dev, dtype="float32")
+    out, peaks = {}, []
     for name, run in (("whole", lambda: teacher.extract([wav], 2)[0]),
                       ("front-end", lambda: teacher.extract_chunked(wav, 2, 500, 0, mode="front-end"))):
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         out[name] = run()
-        peaks.append(f"{name} {torch.cuda.max_memory_allocated() / 2 ** 20:.0f} MiB" if cuda else "")
+        if cuda:
+            peaks.append(f"{name} {torch.cuda.max_memory_allocated() / 2 ** 20:.0f} MiB")
     cpu = load_teacher(path, device="cpu", dtype="float32").extract_chunked(wav, 2, 500, 0, mode="front-end")
     q = train_quantizer(out["whole"], 4, 16, iters=1, progress=False)
     codes = {name: q.encode(x) for name, x in (*out.items(), ("cpu", cpu))}
     frames = float((codes["front-end"] == codes["whole"]).all(dim=1).float().mean())
     entries = float((codes["front-end"] == codes["cpu"]).float().mean())
-    memory = f"; peak {', '.join(peaks)}" if cuda else ""
+    memory = f"; peak {', '.join(peaks)}" if peaks else ""
     return frames >= 0.99 and entries >= 0.99, (
         f"{len(wav) / SAMPLE_RATE:.0f} s: front-end vs whole {100 * frames:.2f}% of frames, vs CPU "
         f"{100 * entries:.2f}% of entries{memory}")

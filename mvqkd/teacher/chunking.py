@@ -33,6 +33,7 @@ from typing import Callable
 import torch
 
 from mvqkd.conventions import TEACHER_MIN_SAMPLES, TEACHER_STRIDE
+
 #: model types whose attention memory grows with the square of the length (WavLM's relative
 #: position bias is a (heads, T, T) tensor), which ``front-end`` chunking cannot bound
 QUADRATIC_ATTENTION = ("wavlm",)
@@ -116,15 +117,13 @@ def whole_file_group_norm(encoder: torch.nn.Module, x: torch.Tensor):
     """Inside: a group-norm front-end's first norm (``encoder.conv_layers[0].layer_norm``, a
     per-channel ``GroupNorm`` over time) uses the statistics of the whole waveform ``x``
     ``(S,)`` (:func:`conv_statistics`) instead of those of each chunk or window it is given,
-    as the waveform itself is normalised once, as a whole. Layer-norm front-ends: no change."""
+    as the waveform itself is normalised once, as a whole. For teachers whose
+    ``TeacherInfo.group_norm`` is set (the caller decides)."""
     first = encoder.conv_layers[0]
-    norm = getattr(first, "layer_norm", None)
-    if not isinstance(norm, torch.nn.GroupNorm):
-        yield
-        return
-    if norm.num_groups != norm.num_channels:
-        raise ValueError(f"chunked extraction supports per-channel group norms, not "
-                         f"{norm.num_groups} groups of {norm.num_channels} channels")
+    norm = first.layer_norm
+    if not isinstance(norm, torch.nn.GroupNorm) or norm.num_groups != norm.num_channels:
+        raise ValueError(f"chunked extraction supports a per-channel GroupNorm after the first "
+                         f"convolution, not {norm}")
     mean, var = conv_statistics(first.conv, x, STATISTICS_PIECE_SAMPLES)
     first.layer_norm = FixedChannelNorm(mean, var, norm)
     try:
